@@ -1,0 +1,174 @@
+"""Pinned local environments: a virtualenv built from a lockfile with uv, cached by its hash.
+
+Building is safe when several task processes need the same environment at once: one builds it
+under a file lock into a temporary folder and renames it into place; the others wait and reuse it.
+A task's callable then runs in that interpreter as a subprocess, seeing only the runtime shim of
+airflow-repro (standard library only), never the worker's site-packages.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from airflow_repro import runtime
+from airflow_repro.errors import EnvironmentNotPinnedError, ReproInfraError, ReproUserError
+
+BUILD_TIMEOUT_S = 1800
+_COMPLETE_MARKER = ".airflow-repro-complete"
+
+
+class TaskProcessError(ReproUserError):
+    """The task's code failed inside its pinned environment."""
+
+
+def venv_key(lockfile_digest: str, python: str = sys.executable) -> str:
+    """Cache key: the lockfile's hash and the interpreter the venv is built on."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    material = f"{lockfile_digest}\n{python}\n{version}".encode()
+    return "py" + version.replace(".", "") + "-" + hashlib.sha256(material).hexdigest()[:20]
+
+
+def ensure_venv(lockfile: Path, lockfile_digest: str, cache_root: Path) -> Path:
+    """Return the python of the venv built from ``lockfile``, building it once if needed."""
+    target = cache_root / venv_key(lockfile_digest)
+    python = target / "bin" / "python"
+    if (target / _COMPLETE_MARKER).exists():
+        return python
+    cache_root.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(target) + ".lock", timeout=BUILD_TIMEOUT_S):
+            if not (target / _COMPLETE_MARKER).exists():
+                _build(lockfile, target)
+    except Timeout as exc:
+        raise ReproInfraError(f"timed out waiting for another process to build {target}") from exc
+    return python
+
+
+def _build(lockfile: Path, target: Path) -> None:
+    uv = _uv_binary()
+    staging = target.with_name(target.name + f".build-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)  # a build interrupted before its marker was written
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": str(staging)}
+    steps = [
+        [uv, "venv", "--quiet", "--python", sys.executable, str(staging)],
+        [uv, "pip", "sync", "--quiet", "--python", str(staging / "bin" / "python"), str(lockfile)],
+    ]
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise EnvironmentNotPinnedError(
+                f"could not build the environment from lockfile {lockfile}: {' '.join(step[1:3])} "
+                f"failed: {result.stderr.strip()[-2000:]}"
+            )
+    (staging / _COMPLETE_MARKER).write_text(lockfile.read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(staging, target)
+
+
+def _uv_binary() -> str:
+    try:
+        from uv import find_uv_bin
+
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        if found is None:
+            raise EnvironmentNotPinnedError("uv is needed to build lockfile environments: pip install uv") from None
+        return found
+
+
+def callable_source(function: Callable[..., Any]) -> str:
+    """The function's own source without its decorators, ready to exec in another interpreter."""
+    source = textwrap.dedent(inspect.getsource(function))
+    tree = ast.parse(source)
+    node = tree.body[0]
+    if not isinstance(node, ast.FunctionDef):
+        raise ReproUserError(f"{function.__qualname__}: only plain (non-async) functions can run in a lockfile env")
+    node.decorator_list = []
+    return ast.unparse(node) + "\n"
+
+
+def run_in_venv(
+    python: Path,
+    function: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    context_file: Path,
+    workdir: Path,
+    *,
+    extra_env: Mapping[str, str] | None = None,
+) -> Any:
+    """Run ``function(**kwargs)`` in the venv's interpreter; return its JSON return value."""
+    shim = _write_runtime_shim(workdir / "shim")
+    script = workdir / "task_main.py"
+    result_file = workdir / "result.json"
+    kwargs_file = workdir / "kwargs.json"
+    kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
+    script.write_text(_MAIN_TEMPLATE.format(
+        shim=str(shim), source=callable_source(function), name=function.__name__,
+        kwargs_file=str(kwargs_file), result_file=str(result_file),
+    ), encoding="utf-8")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", str(workdir)),
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        runtime.CONTEXT_ENV: str(context_file),
+        "PYTHONHASHSEED": "0",
+        **(extra_env or {}),
+    }
+    completed = subprocess.run([str(python), str(script)], env=env, cwd=workdir, check=False)
+    if completed.returncode != 0:
+        raise TaskProcessError(
+            f"{function.__qualname__} failed in its pinned environment ({python.parent.parent.name}) "
+            f"with exit code {completed.returncode}; its traceback is in the task log above"
+        )
+    return json.loads(result_file.read_text(encoding="utf-8"))
+
+
+def _write_runtime_shim(folder: Path) -> Path:
+    """A package folder holding only ``airflow_repro.runtime``, so tasks import it unchanged."""
+    package = folder / "airflow_repro"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.py").write_text('"""airflow-repro task-side runtime (shim)."""\n', encoding="utf-8")
+    shutil.copyfile(inspect.getsourcefile(runtime) or "", package / "runtime.py")
+    return folder
+
+
+_MAIN_TEMPLATE = '''\
+import json
+import sys
+
+sys.path.insert(0, {shim!r})
+from airflow_repro import runtime
+
+{source}
+
+def _main():
+    ctx = runtime.current()
+    runtime.seed_everything(ctx.seed)
+    with open({kwargs_file!r}, encoding="utf-8") as handle:
+        kwargs = json.load(handle)
+    import inspect
+    if "repro" in inspect.signature({name}).parameters:
+        kwargs["repro"] = ctx
+    result = {name}(**kwargs)
+    with open({result_file!r}, "w", encoding="utf-8") as handle:
+        json.dump(result, handle)
+
+
+if __name__ == "__main__":
+    _main()
+'''

@@ -1,0 +1,1 @@
+"""The thin Airflow shell: operators, the TaskFlow decorator, listeners and the plugin."""

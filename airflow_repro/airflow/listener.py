@@ -1,0 +1,33 @@
+"""DAG-run listener: when a DAG run ends, close its record with an immutable tag.
+
+Runs in the scheduler (and in the process of ``dag.test()``). It is a side channel: it logs and
+never raises, so a store problem cannot disturb scheduling; ``airflow-repro show`` still reads an
+unclosed run from its branch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from airflow.listeners import hookimpl
+
+log = logging.getLogger(__name__)
+
+
+def _close(dag_run: object, state: str) -> None:
+    try:
+        from airflow_repro.backends import build_store
+        from airflow_repro.config import ReproSettings
+        from airflow_repro.core.runs import close_run
+
+        store = build_store(ReproSettings.from_airflow_conf())
+        commit_id = close_run(store, dag_run.dag_id, dag_run.run_id, state)  # type: ignore[attr-defined]
+        if commit_id:
+            log.info("airflow-repro closed run %s of %s at commit %s", dag_run.run_id, dag_run.dag_id, commit_id)  # type: ignore[attr-defined]
+    except Exception:
+        log.exception("airflow-repro could not close the record of DAG run %r", getattr(dag_run, "run_id", None))
+
+
+@hookimpl
+def on_dag_run_success(dag_run: object, msg: str) -> None:
+    _close(dag_run, "success")

@@ -1,0 +1,298 @@
+"""Recorded Python tasks: ``ReproPythonOperator`` and the ``@repro_task`` TaskFlow decorator.
+
+The operator is a thin shell: it gathers the facts only Airflow knows (ids, bundle version,
+params, conf) and hands them to the core :class:`~airflow_repro.core.recorder.TaskRecorder`,
+which pins inputs before the callable runs and commits outputs with the manifest after it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import os
+import secrets
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.python import PythonOperator
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_repro import runtime
+from airflow_repro.core.environment import fingerprint_pin, hardware, lockfile_pin, versions
+from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters, Resources
+from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.spec import Input, TaskSpec
+from airflow_repro.errors import EnvironmentNotPinnedError, ReproUserError
+
+XCOM_KEY = "repro"
+
+
+class ReproPythonOperator(PythonOperator):
+    """Run a Python callable with its inputs pinned and its outputs recorded.
+
+    :param inputs: name -> :class:`~airflow_repro.Input`; each is resolved to a commit id before
+        the callable runs and materialized read-only (``runtime.current().input_path(name)``).
+    :param outputs: repository paths the callable writes (a trailing ``/`` declares a folder);
+        committed together with the task's manifest on the DAG run's branch after success.
+    :param seed: the random seed given to the task; ``None`` draws one and records it.
+    :param repository: repository for outputs (default: ``[repro] repository``).
+    :param lockfile: a pinned requirements file (relative to the DAG file); the callable then
+        runs in a virtualenv built from it. Without one, the running environment is fingerprinted.
+    :param resources: ``Resources`` or a dict (``cpu``, ``memory``, ``gpu``, ``accelerator``).
+    :param secret_names: names of connections, variables or env vars the task uses as secrets;
+        only these names are recorded, never their values.
+    """
+
+    template_fields: Sequence[str] = (*PythonOperator.template_fields,)
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        inputs: Mapping[str, Input] | None = None,
+        outputs: Collection[str] = (),
+        seed: int | None = None,
+        repository: str | None = None,
+        lockfile: str | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        secret_names: Collection[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(python_callable=python_callable, **kwargs)
+        try:
+            self.repro_spec = TaskSpec(
+                task_id=self.task_id,
+                inputs=dict(inputs or {}),
+                outputs=tuple(outputs),
+                seed=seed,
+                repository=repository,
+                lockfile=lockfile,
+                resources=_resources(resources),
+                secret_names=tuple(secret_names),
+            )
+            self.repro_lockfile_path = _locate_lockfile(self.task_id, lockfile, python_callable)
+        except (ReproUserError, ValueError) as exc:
+            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        from airflow_repro.backends import build_store, build_tracker
+        from airflow_repro.config import ReproSettings
+
+        try:
+            settings = ReproSettings.from_airflow_conf()
+            recorder = TaskRecorder(
+                build_store(settings), build_tracker(settings),
+                default_repository=settings.repository, default_branch=settings.default_branch,
+                work_root=settings.work_dir,
+            )
+            self._repro_settings = settings
+            environment = self._task_environment(context)
+            prepared = recorder.prepare(self._spec_with_seed(environment), environment)
+        except ReproUserError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+        task_context = runtime.TaskContext.from_file(prepared.context_file)
+        self._repro_prepared = prepared
+        context[XCOM_KEY] = task_context
+        runtime._activate(task_context)
+        os.environ[runtime.CONTEXT_ENV] = str(prepared.context_file)
+        try:
+            runtime.seed_everything(task_context.seed)
+            result = super().execute(context)
+        except BaseException as exc:
+            recorder.abort(prepared, exc)
+            raise
+        finally:
+            runtime._activate(None)
+            os.environ.pop(runtime.CONTEXT_ENV, None)
+        try:
+            recorded = recorder.finish(prepared)
+        except ReproUserError as exc:
+            recorder.abort(prepared, exc)
+            raise AirflowFailException(str(exc)) from exc
+        except BaseException as exc:
+            recorder.abort(prepared, exc)
+            raise
+        self._report(context, recorded)
+        return result
+
+    def execute_callable(self) -> Any:
+        if self.repro_lockfile_path is None:
+            return super().execute_callable()
+        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
+
+        prepared = self._repro_prepared
+        python = ensure_venv(self.repro_lockfile_path, prepared.env.environment.digest, self._repro_settings.venv_cache)
+        arguments = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
+        try:
+            json.dumps(arguments)
+        except TypeError as exc:
+            raise AirflowFailException(
+                f"task {self.task_id}: in a lockfile environment the callable's arguments must be JSON "
+                f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
+            ) from exc
+        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+
+    # -- facts for the manifest ----------------------------------------------------------------
+    def _spec_with_seed(self, environment: TaskEnvironment) -> TaskSpec:
+        seed = environment.parameters.seed
+        spec = self.repro_spec
+        return spec if spec.seed == seed else TaskSpec(**{**spec.__dict__, "seed": seed})
+
+    def _task_environment(self, context: Mapping[str, Any]) -> TaskEnvironment:
+        ti = context["ti"]
+        dag_run = context["dag_run"]
+        seed = self.repro_spec.seed if self.repro_spec.seed is not None else secrets.randbelow(2**31)
+        params = context.get("params") or {}
+        logical_date = getattr(dag_run, "logical_date", None)
+        return TaskEnvironment(
+            identity=AirflowIdentity(
+                dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+                map_index=ti.map_index if ti.map_index is not None else -1,
+                try_number=ti.try_number, run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+                logical_date=logical_date.isoformat() if logical_date else None,
+            ),
+            code=self._code_version(ti),
+            environment=self._environment_pin(),
+            parameters=Parameters(
+                task_params=_plain(params.dump() if hasattr(params, "dump") else dict(params)),
+                dag_run_conf=_plain(getattr(dag_run, "conf", None) or {}),
+                op_kwargs=_plain({k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}),
+                seed=seed,
+                secret_names=sorted(self.repro_spec.secret_names),
+            ),
+            versions=versions(_repro_version()),
+            hardware=hardware(),
+        )
+
+    def _code_version(self, ti: Any) -> CodeVersion:
+        bundle = getattr(ti, "bundle_instance", None)
+        fn = self.python_callable
+        dag_file = self.dag.fileloc if self.has_dag() else None
+        if dag_file and bundle is not None:
+            try:
+                dag_file = str(Path(dag_file).relative_to(bundle.path))
+            except (ValueError, AttributeError):
+                pass
+        return CodeVersion(
+            bundle_name=getattr(bundle, "name", None),
+            bundle_version=getattr(bundle, "version", None),
+            dag_file=dag_file,
+            callable=f"{fn.__module__}:{fn.__qualname__}",
+            source_hash=_source_hash(fn),
+            module_hash=_module_hash(inspect.getsourcefile(fn)),
+        )
+
+    def _environment_pin(self) -> Any:
+        if self.repro_lockfile_path is not None:
+            return lockfile_pin(self.repro_lockfile_path, declared_as=self.repro_spec.lockfile or "")
+        return fingerprint_pin()
+
+    def _report(self, context: Any, recorded: RecordedTask) -> None:
+        run = recorded.tracked_run
+        summary = {
+            "repository": recorded.manifest.output_repository,
+            "branch": recorded.manifest.output_branch,
+            "commit_id": recorded.commit.id,
+            "manifest_digest": recorded.manifest.digest,
+            "environment_pin": recorded.manifest.environment.digest,
+            "mlflow_run_id": run.run_id if run else None,
+            "reused_commit": recorded.reused_commit,
+        }
+        self.log.info("airflow-repro recorded %s", json.dumps(summary, sort_keys=True))
+        context["ti"].xcom_push(key=XCOM_KEY, value=summary)
+
+
+class _ReproDecoratedOperator(DecoratedOperator, ReproPythonOperator):
+    custom_operator_name = "@repro_task"
+    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
+
+    def __init__(self, *, python_callable: Callable[..., Any], op_args: Any, op_kwargs: Any, **kwargs: Any) -> None:
+        super().__init__(
+            kwargs_to_upstream={"python_callable": python_callable, "op_args": op_args, "op_kwargs": op_kwargs},
+            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs,
+        )
+
+
+def repro_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """TaskFlow decorator for recorded tasks; takes :class:`ReproPythonOperator`'s arguments.
+
+    .. code-block:: python
+
+        @repro_task(inputs={"raw": Input("raw/wine.csv")}, outputs=["features/train.csv"], seed=42)
+        def featurize():
+            ctx = runtime.current()
+            ...
+    """
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=_ReproDecoratedOperator, **kwargs
+    )
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _resources(value: Resources | Mapping[str, Any] | None) -> Resources:
+    if value is None:
+        return Resources()
+    if isinstance(value, Resources):
+        return value
+    try:
+        return Resources(**dict(value))
+    except (TypeError, ValueError) as exc:
+        raise ReproUserError(f"resources {dict(value)!r} are invalid: {exc}") from exc
+
+
+def _locate_lockfile(task_id: str, lockfile: str | None, fn: Callable[..., Any]) -> Path | None:
+    if lockfile is None:
+        return None
+    path = Path(lockfile)
+    if not path.is_absolute():
+        source = inspect.getsourcefile(fn)
+        path = (Path(source).parent if source else Path.cwd()) / path
+    if not path.is_file():
+        raise EnvironmentNotPinnedError(
+            f"lockfile {lockfile!r} not found (looked at {path}); give a path relative to the DAG file "
+            "of a pinned requirements file, e.g. made with 'uv pip compile requirements.in -o "
+            f"{lockfile}', or drop lockfile= to pin task {task_id} by environment fingerprint"
+        )
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of params/conf; values that are not JSON are left for the recorder to reject."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
+@functools.cache
+def _module_hash(path: str | None) -> str | None:
+    if not path or not os.path.isfile(path):
+        return None
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _source_hash(fn: Callable[..., Any]) -> str:
+    from airflow_repro.adapters.local_venv import callable_source
+
+    try:
+        source = callable_source(fn)
+    except (OSError, TypeError, ReproUserError):
+        source = repr(fn)
+    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
+
+
+@functools.cache
+def _repro_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("airflow-repro")
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,416 @@
+"""The record path: pin a task's inputs before it runs, commit its outputs and manifest after.
+
+Pure orchestration over the ports (data store, experiment tracker) and a scratch folder; the
+Airflow shell calls :meth:`TaskRecorder.prepare` before the task's code and
+:meth:`TaskRecorder.finish` / :meth:`TaskRecorder.abort` after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.manifest import (
+    AirflowIdentity,
+    CodeVersion,
+    DataInput,
+    DataOutput,
+    EnvironmentPin,
+    Hardware,
+    Parameters,
+    TaskManifest,
+    Timing,
+    Tracking,
+    Versions,
+    canonical_json,
+)
+from airflow_repro.core.naming import run_branch_name
+from airflow_repro.core.ports import (
+    Commit,
+    ExperimentTracker,
+    RunRecord,
+    StagedObject,
+    TrackedRun,
+    VersionedDataStore,
+)
+from airflow_repro.core.spec import TaskSpec
+from airflow_repro.errors import (
+    NotFoundError,
+    OutputError,
+    ParamsNotSerializableError,
+    ReproError,
+)
+
+MANIFEST_DIR = "_repro/manifests"
+CONTEXT_FILE = "context.json"
+METRICS_FILE = "metrics.json"
+
+
+def manifest_path(task_id: str, map_index: int) -> str:
+    suffix = "" if map_index < 0 else f".{map_index}"
+    return f"{MANIFEST_DIR}/{task_id}{suffix}.json"
+
+
+def task_key(identity: AirflowIdentity) -> str:
+    return f"{identity.dag_id}/{identity.run_id}/{identity.task_id}/{identity.map_index}"
+
+
+@dataclass(frozen=True)
+class TaskEnvironment:
+    """Facts about the running attempt the Airflow shell gathers for the manifest."""
+
+    identity: AirflowIdentity
+    code: CodeVersion
+    environment: EnvironmentPin
+    parameters: Parameters
+    versions: Versions
+    hardware: Hardware
+
+
+@dataclass
+class PreparedTask:
+    """A task attempt whose inputs are pinned and whose workspace is ready."""
+
+    spec: TaskSpec
+    env: TaskEnvironment
+    repository: str
+    branch: str
+    inputs: list[DataInput]
+    workdir: Path
+    output_dir: Path
+    context_file: Path
+    tracked_run: TrackedRun | None
+    started_at: str
+    started_monotonic: float = field(default_factory=time.monotonic)
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.workdir / METRICS_FILE
+
+
+@dataclass(frozen=True)
+class RecordedTask:
+    """The outcome of a recorded task attempt."""
+
+    manifest: TaskManifest
+    commit: Commit
+    reused_commit: bool
+    tracked_run: TrackedRun | None
+
+
+class TaskRecorder:
+    """Runs the record path of one task attempt against a store and (optionally) a tracker."""
+
+    def __init__(
+        self,
+        store: VersionedDataStore,
+        tracker: ExperimentTracker | None,
+        *,
+        default_repository: str,
+        default_branch: str,
+        work_root: Path,
+        experiment: str | None = None,
+    ) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.default_repository = default_repository
+        self.default_branch = default_branch
+        self.work_root = work_root
+        self.experiment = experiment
+
+    # -- before the task -----------------------------------------------------------------------
+    def prepare(self, spec: TaskSpec, env: TaskEnvironment) -> PreparedTask:
+        """Check params, make the run branch, pin inputs to commits, lay out the workspace.
+
+        Raises user errors naming the task before any of its code runs.
+        """
+        ident = env.identity
+        _check_serializable(spec.task_id, env.parameters)
+        repository = spec.repository or self.default_repository
+        branch = run_branch_name(ident.dag_id, ident.run_id)
+        self.store.create_repository(repository, default_branch=self.default_branch, exist_ok=True)
+        self.store.create_branch(repository, branch, self.default_branch, exist_ok=True)
+        inputs = [self._resolve_input(spec, name, repository, branch) for name in sorted(spec.inputs)]
+
+        workdir = self._fresh_workdir(ident)
+        output_dir = workdir / "outputs"
+        output_dir.mkdir(parents=True)
+        materialized = {}
+        for pinned in inputs:
+            local = workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name
+            self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
+            materialized[pinned.name] = {
+                "path": str(local),
+                "repository": pinned.repository,
+                "commit_id": pinned.commit_id,
+                "store_path": pinned.path,
+            }
+        tracked = self._start_tracked_run(ident, repository, branch)
+        context_file = workdir / CONTEXT_FILE
+        context = {
+            "task": f"{ident.dag_id}.{ident.task_id}",
+            "seed": spec.seed,
+            "output_dir": str(output_dir),
+            "declared_outputs": list(spec.outputs),
+            "inputs": materialized,
+            "params": env.parameters.task_params,
+            "metrics_file": str(workdir / METRICS_FILE),
+        }
+        context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
+        return PreparedTask(
+            spec=spec, env=env, repository=repository, branch=branch, inputs=inputs,
+            workdir=workdir, output_dir=output_dir, context_file=context_file,
+            tracked_run=tracked, started_at=_utcnow(),
+        )
+
+    def _resolve_input(self, spec: TaskSpec, name: str, repository: str, branch: str) -> DataInput:
+        declared = spec.inputs[name]
+        repo = declared.repository or repository
+        ref = declared.ref or branch
+        try:
+            commit_id = self.store.resolve_ref(repo, ref)
+            info = self.store.stat_object(repo, commit_id, declared.path)
+        except NotFoundError as exc:
+            hint = (
+                " (it is read from this DAG run's branch: is the task that writes it upstream of "
+                f"{spec.task_id!r}?)" if declared.ref is None else ""
+            )
+            raise type(exc)(f"task {spec.task_id}: input {name!r}: {exc}{hint}") from exc
+        return DataInput(
+            name=name, repository=repo, ref=ref, commit_id=commit_id, path=declared.path,
+            content_hash=info.content_hash, size=info.size,
+        )
+
+    def _fresh_workdir(self, ident: AirflowIdentity) -> Path:
+        attempt = f"{ident.task_id}.{ident.map_index}.try{ident.try_number}.{os.getpid()}"
+        workdir = self.work_root / run_branch_name(ident.dag_id, ident.run_id) / attempt
+        if workdir.exists():
+            shutil.rmtree(workdir)
+        workdir.mkdir(parents=True)
+        return workdir
+
+    def _start_tracked_run(self, ident: AirflowIdentity, repository: str, branch: str) -> TrackedRun | None:
+        if self.tracker is None:
+            return None
+        tags = {
+            keys.MLFLOW_DAG_ID: ident.dag_id,
+            keys.MLFLOW_RUN_ID: ident.run_id,
+            keys.MLFLOW_TASK_ID: ident.task_id,
+            keys.MLFLOW_MAP_INDEX: str(ident.map_index),
+            keys.MLFLOW_TRY_NUMBER: str(ident.try_number),
+            keys.MLFLOW_REPOSITORY: repository,
+            keys.MLFLOW_BRANCH: branch,
+        }
+        run_name = f"{ident.task_id}" + (f"[{ident.map_index}]" if ident.map_index >= 0 else "")
+        return self.tracker.start_run(self.experiment or ident.dag_id, f"{run_name} try {ident.try_number}", tags)
+
+    # -- after the task ------------------------------------------------------------------------
+    def finish(self, prepared: PreparedTask) -> RecordedTask:
+        """Commit outputs and manifest in one commit, then link the tracked run to it."""
+        staged = self._stage_outputs(prepared)
+        manifest = self._build_manifest(prepared, staged)
+        manifest_file = prepared.workdir / "manifest.json"
+        manifest_file.write_bytes(manifest.canonical_json())
+        ident = prepared.env.identity
+        mpath = manifest_path(ident.task_id, ident.map_index)
+        changes: dict[str, StagedObject | None] = dict(staged)
+        changes[mpath] = self.store.stage_file(prepared.repository, manifest_file, move=True)
+
+        # A first try cannot have committed before; only retries and clears look for their commit.
+        existing = self._find_own_commit(prepared, staged) if ident.try_number > 1 else None
+        if existing is not None:
+            commit, reused = existing, True
+        else:
+            commit = self.store.commit(
+                prepared.repository, prepared.branch, changes,
+                message=f"{ident.dag_id}.{ident.task_id}: outputs of {ident.run_id} (try {ident.try_number})",
+                metadata=self._commit_metadata(prepared, manifest, mpath),
+            )
+            reused = False
+        self._link_tracked_run(prepared, manifest, commit)
+        shutil.rmtree(prepared.workdir, ignore_errors=True)
+        return RecordedTask(manifest=manifest, commit=commit, reused_commit=reused, tracked_run=prepared.tracked_run)
+
+    def abort(self, prepared: PreparedTask, error: BaseException | None = None) -> None:
+        """A failed attempt commits nothing; its tracked run is marked FAILED."""
+        try:
+            if self.tracker is not None and prepared.tracked_run is not None:
+                tags = {keys.MLFLOW_ERROR: _short(repr(error))} if error is not None else {}
+                self.tracker.log(prepared.tracked_run, RunRecord(tags=tags))
+                self.tracker.end_run(prepared.tracked_run, "FAILED")
+        finally:
+            shutil.rmtree(prepared.workdir, ignore_errors=True)
+
+    def _stage_outputs(self, prepared: PreparedTask) -> dict[str, StagedObject]:
+        written = sorted(
+            path.relative_to(prepared.output_dir).as_posix()
+            for path in prepared.output_dir.rglob("*")
+            if path.is_file() or path.is_symlink()
+        )
+        declared = prepared.spec.outputs
+        task = prepared.spec.task_id
+        missing = [d for d in declared if not d.endswith("/") and d not in written]
+        if missing:
+            raise OutputError(
+                f"task {task} declared outputs it did not write: {missing}; write them with "
+                "runtime.current().output_path(...) or remove them from outputs=[...]"
+            )
+        undeclared = [w for w in written if not _is_declared(w, declared)]
+        if undeclared:
+            raise OutputError(f"task {task} wrote undeclared outputs {undeclared}; declare them in outputs=[...]")
+        staged = {}
+        for path in written:
+            source = prepared.output_dir / path
+            if source.is_symlink():
+                raise OutputError(f"task {task}: output {path!r} is a symlink; write a regular file")
+            staged[path] = self.store.stage_file(prepared.repository, source, move=True)
+        return staged
+
+    def _build_manifest(self, prepared: PreparedTask, staged: Mapping[str, StagedObject]) -> TaskManifest:
+        env = prepared.env
+        run = prepared.tracked_run
+        return TaskManifest(
+            identity=env.identity,
+            code=env.code,
+            environment=env.environment,
+            inputs=prepared.inputs,
+            outputs=[DataOutput(path=p, content_hash=s.content_hash, size=s.size) for p, s in staged.items()],
+            output_repository=prepared.repository,
+            output_branch=prepared.branch,
+            parameters=env.parameters,
+            resources=prepared.spec.resources,
+            hardware=env.hardware,
+            versions=env.versions,
+            tracking=Tracking(
+                mlflow_run_id=run.run_id if run else None,
+                mlflow_experiment_id=run.experiment_id if run else None,
+                mlflow_tracking_uri=run.tracking_uri if run else None,
+            ),
+            timing=Timing(
+                started_at=prepared.started_at, ended_at=_utcnow(),
+                duration_s=round(time.monotonic() - prepared.started_monotonic, 3),
+            ),
+        )
+
+    def _commit_metadata(self, prepared: PreparedTask, manifest: TaskManifest, mpath: str) -> dict[str, str]:
+        ident = prepared.env.identity
+        meta = {
+            keys.TASK_KEY: task_key(ident),
+            keys.TRY_NUMBER: str(ident.try_number),
+            keys.MANIFEST_DIGEST: manifest.digest,
+            keys.MANIFEST_PATH: mpath,
+            keys.ENV_PIN: manifest.environment.digest,
+            keys.OUTPUTS_DIGEST: _outputs_digest(manifest.outputs),
+            keys.LAKEFS_AIRFLOW_DAG_ID: ident.dag_id,
+            keys.LAKEFS_AIRFLOW_RUN_ID: ident.run_id,
+            keys.AIRFLOW_TASK_ID: ident.task_id,
+        }
+        run = prepared.tracked_run
+        if run is not None:
+            meta[keys.LAKEFS_MLFLOW_RUN_ID] = run.run_id
+            if run.url:
+                meta[keys.LAKEFS_MLFLOW_URL] = run.url
+        return meta
+
+    def _find_own_commit(self, prepared: PreparedTask, staged: Mapping[str, StagedObject]) -> Commit | None:
+        """A retried attempt whose outputs are identical to a commit already made for this task
+        instance on the run branch reuses that commit instead of making a second one."""
+        ident = prepared.env.identity
+        wanted_key = task_key(ident)
+        wanted = _outputs_digest(
+            [DataOutput(path=p, content_hash=s.content_hash, size=s.size) for p, s in staged.items()]
+        )
+        for commit in self.store.log(prepared.repository, prepared.branch):
+            if commit.metadata.get(keys.TASK_KEY) == wanted_key:
+                return commit if commit.metadata.get(keys.OUTPUTS_DIGEST) == wanted else None
+        return None
+
+    def _link_tracked_run(self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit) -> None:
+        run = prepared.tracked_run
+        if self.tracker is None or run is None:
+            return
+        record = RunRecord(
+            tags={
+                keys.MLFLOW_COMMIT_ID: commit.id,
+                keys.MLFLOW_MANIFEST_DIGEST: manifest.digest,
+                keys.MLFLOW_ENV_PIN: manifest.environment.digest,
+                keys.MLFLOW_ENV_KIND: manifest.environment.kind,
+                keys.MLFLOW_REPOSITORY: prepared.repository,
+                keys.MLFLOW_BRANCH: prepared.branch,
+            },
+            params=_flat_params(manifest.parameters),
+            metrics=_read_metrics(prepared.metrics_file),
+            json_artifacts={"repro/manifest.json": json.loads(manifest.canonical_json())},
+        )
+        self.tracker.log(run, record)
+        self.tracker.end_run(run, "FINISHED")
+
+
+def _is_declared(path: str, declared: tuple[str, ...]) -> bool:
+    return any(path == d or (d.endswith("/") and path.startswith(d)) for d in declared)
+
+
+def _outputs_digest(outputs: list[DataOutput]) -> str:
+    body = canonical_json(sorted([o.path, o.content_hash] for o in outputs))
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def _check_serializable(task_id: str, parameters: Parameters) -> None:
+    for what, value in (
+        ("params", parameters.task_params),
+        ("dag_run.conf", parameters.dag_run_conf),
+        ("op_kwargs", parameters.op_kwargs),
+    ):
+        try:
+            canonical_json(value)
+        except ReproError as exc:
+            raise ParamsNotSerializableError(
+                f"task {task_id}: {what} cannot be recorded: {exc}. Pass JSON values only "
+                "(str, int, float, bool, None, lists and dicts of them)"
+            ) from exc
+
+
+def _flat_params(parameters: Parameters) -> dict[str, str]:
+    """MLflow params: the seed and each top-level task param / conf entry, as JSON text."""
+    flat: dict[str, str] = {}
+    if parameters.seed is not None:
+        flat["seed"] = str(parameters.seed)
+    for prefix, values in (("param", parameters.task_params), ("conf", parameters.dag_run_conf)):
+        for name, value in values.items():
+            flat[f"{prefix}.{name}"] = _short(json.dumps(value, sort_keys=True), 6000)
+    return flat
+
+
+def _read_metrics(path: Path) -> dict[str, float]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    return {str(k): float(v) for k, v in data.items()}
+
+
+def _short(text: str, limit: int = 500) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+__all__ = [
+    "PreparedTask",
+    "RecordedTask",
+    "TaskEnvironment",
+    "TaskRecorder",
+    "manifest_path",
+    "task_key",
+]

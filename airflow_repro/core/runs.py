@@ -1,0 +1,131 @@
+"""Recorded DAG runs: find them, read their task manifests, and close them with a tag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.manifest import (
+    DagRunManifest,
+    TaskManifest,
+    TaskRecord,
+    load_dag_run_manifest,
+    load_task_manifest,
+)
+from airflow_repro.core.naming import run_branch_name, run_tag_name
+from airflow_repro.core.ports import Commit, VersionedDataStore
+from airflow_repro.core.recorder import MANIFEST_DIR
+from airflow_repro.errors import AlreadyExistsError, RefNotFound, RepositoryNotFound
+
+DAG_RUN_MANIFEST_PATH = "_repro/dag_run.json"
+
+
+@dataclass(frozen=True)
+class RecordedTaskView:
+    manifest: TaskManifest
+    commit_id: str
+    manifest_path: str
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A DAG run as recorded: where it lives and the manifests of its tasks."""
+
+    dag_id: str
+    run_id: str
+    repository: str
+    branch: str
+    ref: str  # the tag when the run is closed, else the branch
+    head_commit: str
+    closed: bool
+    tasks: list[RecordedTaskView]
+
+
+def find_run_repository(store: VersionedDataStore, dag_id: str, run_id: str) -> str:
+    """The repository holding a DAG run's branch (runs are looked up across repositories)."""
+    branch = run_branch_name(dag_id, run_id)
+    for repo in store.list_repositories():
+        if branch in store.list_branches(repo.name):
+            return repo.name
+    raise RefNotFound(
+        f"no recorded run {run_id!r} of DAG {dag_id!r} (looked for branch {branch!r} in every "
+        "repository); list runs with 'airflow dags list-runs "
+        f"{dag_id}' and check that its tasks are @repro_task tasks"
+    )
+
+
+def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> RecordedRun:
+    repository = find_run_repository(store, dag_id, run_id)
+    branch = run_branch_name(dag_id, run_id)
+    tag = run_tag_name(dag_id, run_id)
+    closed = tag in store.list_tags(repository)
+    ref = tag if closed else branch
+    head = store.resolve_ref(repository, ref)
+    commits_by_manifest = _latest_commit_per_manifest(store, repository, head)
+    tasks = []
+    for info in store.list_objects(repository, head, prefix=MANIFEST_DIR + "/"):
+        with store.open_object(repository, head, info.path) as handle:
+            data = handle.read()
+        commit = commits_by_manifest.get(info.path)
+        manifest = load_task_manifest(data, expected_digest=commit.metadata.get(keys.MANIFEST_DIGEST) if commit else None)
+        tasks.append(RecordedTaskView(manifest=manifest, commit_id=commit.id if commit else head, manifest_path=info.path))
+    tasks.sort(key=lambda t: (t.manifest.timing.started_at, t.manifest.identity.task_id))
+    return RecordedRun(dag_id=dag_id, run_id=run_id, repository=repository, branch=branch, ref=ref,
+                       head_commit=head, closed=closed, tasks=tasks)
+
+
+def _latest_commit_per_manifest(store: VersionedDataStore, repository: str, head: str) -> dict[str, Commit]:
+    found: dict[str, Commit] = {}
+    for commit in store.log(repository, head):
+        path = commit.metadata.get(keys.MANIFEST_PATH)
+        if path and path not in found:
+            found[path] = commit
+    return found
+
+
+def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -> str | None:
+    """Commit the DAG-run manifest on the run's branch and tag that commit immutably.
+
+    Idempotent: a run already closed returns its tag's commit. Returns ``None`` when the run
+    recorded nothing (no repro tasks ran).
+    """
+    try:
+        run = load_run(store, dag_id, run_id)
+    except (RefNotFound, RepositoryNotFound):
+        return None
+    tag = run_tag_name(dag_id, run_id)
+    if run.closed:
+        return run.head_commit
+    dag_manifest = DagRunManifest(
+        dag_id=dag_id, run_id=run_id, repository=run.repository, branch=run.branch, state=state,
+        tasks=[
+            TaskRecord(
+                task_id=t.manifest.identity.task_id, map_index=t.manifest.identity.map_index,
+                try_number=t.manifest.identity.try_number, manifest_digest=t.manifest.digest,
+                manifest_path=t.manifest_path, commit_id=t.commit_id,
+                mlflow_run_id=t.manifest.tracking.mlflow_run_id,
+            )
+            for t in run.tasks
+        ],
+    )
+    staged = store.stage_bytes(run.repository, dag_manifest.canonical_json())
+    commit = store.commit(
+        run.repository, run.branch, {DAG_RUN_MANIFEST_PATH: staged},
+        message=f"{dag_id}: DAG run {run_id} {state}",
+        metadata={
+            keys.KIND: "dag-run",
+            keys.DAG_RUN_MANIFEST_DIGEST: dag_manifest.digest,
+            keys.LAKEFS_AIRFLOW_DAG_ID: dag_id,
+            keys.LAKEFS_AIRFLOW_RUN_ID: run_id,
+        },
+        allow_empty=True,
+    )
+    try:
+        return store.create_tag(run.repository, tag, commit.id)
+    except AlreadyExistsError:  # closed concurrently by another process: the first tag stands
+        return store.resolve_ref(run.repository, tag)
+
+
+def load_dag_run_manifest_at(store: VersionedDataStore, repository: str, ref: str) -> DagRunManifest:
+    with store.open_object(repository, ref, DAG_RUN_MANIFEST_PATH) as handle:
+        return load_dag_run_manifest(handle.read())

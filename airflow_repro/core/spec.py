@@ -1,0 +1,85 @@
+"""What a DAG author declares for a recorded task, validated at DAG parse time."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from airflow_repro.core.manifest import Resources
+from airflow_repro.core.naming import validate_ref, validate_repository_name
+from airflow_repro.errors import InvalidNameError, ReproUserError
+
+_MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+
+
+def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = False) -> str:
+    """A relative POSIX path inside a repository; a trailing '/' names a folder where allowed."""
+    body = path[:-1] if allow_folder and path.endswith("/") else path
+    pure = PurePosixPath(body)
+    if (
+        not body
+        or "\\" in body
+        or body.startswith("/")
+        or any(part in ("", ".", "..") for part in body.split("/"))
+        or pure.parts[0] == "_repro"
+    ):
+        raise InvalidNameError(
+            f"invalid {what} {path!r}: use a relative path like 'features/train.csv' "
+            "(no leading '/', no '.' or '..' parts, not under the reserved '_repro/')"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class Input:
+    """A data input: ``path`` in ``repository`` at ``ref``, resolved to a commit id before the task.
+
+    ``repository`` defaults to the task's output repository and ``ref`` to the DAG run's own
+    branch, which is how a task reads what upstream tasks of the same run wrote.
+    """
+
+    path: str
+    repository: str | None = None
+    ref: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_store_path(self.path, what="input path")
+        if self.repository is not None:
+            validate_repository_name(self.repository)
+        if self.ref is not None:
+            validate_ref(self.ref)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """The repro-specific declaration of one task."""
+
+    task_id: str
+    inputs: dict[str, Input] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()
+    seed: int | None = None
+    repository: str | None = None
+    lockfile: str | None = None
+    resources: Resources = field(default_factory=Resources)
+    secret_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, spec in self.inputs.items():
+            if not isinstance(spec, Input):
+                raise ReproUserError(
+                    f"task {self.task_id}: input {name!r} must be airflow_repro.Input(path, "
+                    f"repository=None, ref=None), got {type(spec).__name__}"
+                )
+        for output in self.outputs:
+            validate_store_path(output, what=f"output of task {self.task_id}", allow_folder=True)
+        if len(set(self.outputs)) != len(self.outputs):
+            raise ReproUserError(f"task {self.task_id}: outputs are listed twice: {list(self.outputs)}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
+            raise ReproUserError(f"task {self.task_id}: seed must be a non-negative int, got {self.seed!r}")
+        if self.repository is not None:
+            validate_repository_name(self.repository)
+        if self.resources.memory is not None and not _MEMORY_RE.match(self.resources.memory):
+            raise ReproUserError(
+                f"task {self.task_id}: memory {self.resources.memory!r} is not a quantity like '512Mi' or '4Gi'"
+            )

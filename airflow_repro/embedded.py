@@ -1,0 +1,220 @@
+"""The embedded stack: a real, local Airflow (api-server, scheduler with LocalExecutor,
+dag-processor) on SQLite, an MLflow tracking server on SQLite, and the embedded data store, all
+in one folder. Used by ``make demo``, the benchmarks and the end-to-end tests; no Docker needed.
+
+Development settings only: every user is an admin (``simple_auth_manager_all_admins``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from airflow_repro.errors import ReproInfraError
+
+TERMINAL_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+@dataclass
+class EmbeddedStack:
+    """Start with :meth:`start` (or as a context manager); everything lives under ``home``."""
+
+    home: Path
+    dags_folder: Path
+    api_port: int = field(default_factory=free_port)
+    mlflow_port: int = field(default_factory=free_port)
+    parallelism: int = 4
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    with_mlflow: bool = True
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def repro_home(self) -> Path:
+        return self.home / "repro"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # development only
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+            "AIRFLOW__REPRO__HOME": str(self.repro_home),
+        }
+        if self.with_mlflow:
+            env["AIRFLOW__REPRO__MLFLOW_TRACKING_URI"] = self.mlflow_url
+        env.update(self.extra_env)
+        return env
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, timeout: float = 240) -> EmbeddedStack:
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        if self.with_mlflow:  # the slowest to start: launch it first, migrate Airflow meanwhile
+            self._spawn("mlflow", [
+                sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", f"sqlite:///{self.repro_home / 'mlflow.db'}",
+                "--artifacts-destination", str(self.repro_home / "mlartifacts"),
+                "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
+            ])
+            self.repro_home.mkdir(parents=True, exist_ok=True)
+        self._migrate()
+        self._spawn("api-server", [_bin("airflow"), "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"])
+        self._spawn("scheduler", [_bin("airflow"), "scheduler"])
+        self._spawn("dag-processor", [_bin("airflow"), "dag-processor"])
+        deadline = time.monotonic() + timeout
+        self._wait_http(f"{self.api_url}/api/v2/monitor/health", deadline)
+        if self.with_mlflow:
+            self._wait_http(f"{self.mlflow_url}/health", deadline)
+        return self
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.process.pid, signal.SIGTERM)
+        for service in reversed(self.services):
+            try:
+                service.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait(timeout=10)
+        self.services.clear()
+
+    def __enter__(self) -> EmbeddedStack:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _migrate(self) -> None:
+        log = self.home / "logs" / "db-migrate.log"
+        with open(log, "wb") as out:
+            result = subprocess.run([_bin("airflow"), "db", "migrate"], env=self.env(), stdout=out,
+                                    stderr=subprocess.STDOUT, check=False)
+        if result.returncode != 0:
+            raise ReproInfraError(f"'airflow db migrate' failed; see {log}")
+
+    def _spawn(self, name: str, command: list[str]) -> None:
+        log_path = self.home / "logs" / f"{name}.log"
+        out = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
+        process = subprocess.Popen(command, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True, cwd=self.home)
+        self.services.append(Service(name, process, log_path))
+
+    def _wait_http(self, url: str, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.5)
+        raise ReproInfraError(f"{url} did not become healthy in time; logs are in {self.home / 'logs'}")
+
+    def _check_alive(self) -> None:
+        for service in self.services:
+            if service.process.poll() is not None:
+                raise ReproInfraError(
+                    f"{service.name} exited with code {service.process.returncode}; see {service.log_path}"
+                )
+
+    # -- the Airflow REST API ------------------------------------------------------------------
+    @contextlib.contextmanager
+    def client(self) -> Iterator[httpx.Client]:
+        token = httpx.get(f"{self.api_url}/auth/token", timeout=30).json()["access_token"]
+        with httpx.Client(base_url=f"{self.api_url}/api/v2", timeout=30,
+                          headers={"Authorization": f"Bearer {token}"}) as client:
+            yield client
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        with self.client() as api:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                response = api.get(f"/dags/{dag_id}")
+                if response.status_code == 200:
+                    if response.json().get("is_paused"):
+                        api.patch(f"/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+                    return
+                time.sleep(1)
+            errors = api.get("/importErrors").json()
+        raise ReproInfraError(f"DAG {dag_id} was not parsed in time; import errors: {errors}")
+
+    def trigger(self, dag_id: str, conf: Mapping[str, Any] | None = None, run_id: str | None = None) -> str:
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_id:
+            body["dag_run_id"] = run_id
+        with self.client() as api:
+            response = api.post(f"/dags/{dag_id}/dagRuns", json=body)
+            response.raise_for_status()
+            return str(response.json()["dag_run_id"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 900) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.client() as api:
+            while time.monotonic() < deadline:
+                self._check_alive()
+                run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
+                if run.get("state") in TERMINAL_STATES:
+                    return dict(run)
+                time.sleep(0.5)
+        raise ReproInfraError(f"run {run_id} of {dag_id} did not finish in {timeout:.0f} s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        with self.client() as api:
+            response = api.get(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+            response.raise_for_status()
+            return list(response.json()["task_instances"])

@@ -1,0 +1,649 @@
+"""The embedded versioned data store: lakeFS semantics, verified reads, concurrency, crashes."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import blake3
+import filelock
+import pytest
+
+from airflow_repro.adapters.local_store import INITIAL_COMMIT_MESSAGE, LocalStore
+from airflow_repro.core.ports import StagedObject, VersionedDataStore
+from airflow_repro.errors import (
+    AlreadyExistsError,
+    InvalidNameError,
+    NotFoundError,
+    ObjectNotFound,
+    RefNotFound,
+    RepositoryNotFound,
+    ReproUserError,
+    StoreCorruption,
+    StoreUnavailable,
+)
+
+REPO = "ml-data"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture
+def repo(store: LocalStore) -> str:
+    store.create_repository(REPO)
+    return REPO
+
+
+def put(store: LocalStore, data: bytes, *, move: bool = True) -> StagedObject:
+    """Write ``data`` to a fresh file next to the store and stage it."""
+    incoming = store.root.parent / "incoming"
+    incoming.mkdir(exist_ok=True)
+    source = incoming / uuid.uuid4().hex
+    source.write_bytes(data)
+    return store.stage_file(REPO, source, move=move)
+
+
+def commit_files(
+    store: LocalStore, branch: str, files: dict[str, bytes | None], message: str = "c"
+):
+    changes = {path: None if data is None else put(store, data) for path, data in files.items()}
+    return store.commit(REPO, branch, changes, message=message)
+
+
+def read(store: LocalStore, ref: str, path: str) -> bytes:
+    with store.open_object(REPO, ref, path) as reader:
+        return reader.read()
+
+
+def object_files(store: LocalStore) -> list[Path]:
+    return sorted(p for p in (store.root / "objects").rglob("*") if p.is_file())
+
+
+# ---- repositories ----------------------------------------------------------------------------
+
+
+def test_local_store_implements_the_port(store):
+    assert isinstance(store, VersionedDataStore)
+
+
+def test_new_repository_has_one_empty_commit_on_its_default_branch(store):
+    created = store.create_repository(REPO, default_branch="trunk")
+    assert (created.name, created.default_branch) == (REPO, "trunk")
+    assert created.created_at
+    assert store.get_repository(REPO) == created
+    assert [r.name for r in store.list_repositories()] == [REPO]
+    [initial] = store.log(REPO, "trunk")
+    assert initial.message == INITIAL_COMMIT_MESSAGE
+    assert initial.parents == ()
+    assert len(initial.id) == 64
+    assert store.list_branches(REPO) == {"trunk": initial.id}
+    assert store.list_objects(REPO, "trunk") == []
+
+
+def test_creating_an_existing_repository(store, repo):
+    head = store.resolve_ref(repo, "main")
+    with pytest.raises(AlreadyExistsError, match=repo):
+        store.create_repository(repo)
+    assert store.create_repository(repo, exist_ok=True) == store.get_repository(repo)
+    assert store.resolve_ref(repo, "main") == head
+
+
+def test_a_second_store_object_on_the_same_root_sees_everything(store, repo):
+    commit = commit_files(store, "main", {"a.txt": b"a"})
+    reopened = LocalStore(store.root)
+    assert reopened.resolve_ref(repo, "main") == commit.id
+    assert read(reopened, "main", "a.txt") == b"a"
+
+
+@pytest.mark.parametrize("name", ["ML", "ab", "-abc", "a_b_c", "a/bc", "a" * 64, "abc\n"])
+def test_repository_names_follow_lakefs_rules(store, name):
+    with pytest.raises(InvalidNameError):
+        store.create_repository(name)
+    assert store.list_repositories() == []
+
+
+def test_unknown_repository(store, repo):
+    with pytest.raises(RepositoryNotFound, match=r"other-repo.*ml-data"):
+        store.resolve_ref("other-repo", "main")
+    with pytest.raises(RepositoryNotFound):
+        store.get_repository("other-repo")
+    with pytest.raises(RepositoryNotFound):
+        store.list_branches("other-repo")
+    with pytest.raises(RepositoryNotFound):
+        store.commit("other-repo", "main", {}, message="x", allow_empty=True)
+
+
+# ---- commits ---------------------------------------------------------------------------------
+
+
+def test_commit_records_files_message_and_metadata(store, repo):
+    base = store.resolve_ref(repo, "main")
+    a, b = put(store, b"alpha"), put(store, b"beta!")
+    commit = store.commit(
+        repo,
+        "main",
+        {"data/b.txt": b, "data/a.txt": a, "readme": a},
+        message="add data",
+        metadata={"run_id": "r1", "score": "0.9"},
+    )
+    assert commit.parents == (base,)
+    assert (commit.message, dict(commit.metadata)) == ("add data", {"run_id": "r1", "score": "0.9"})
+    assert store.resolve_ref(repo, "main") == commit.id
+    assert store.get_commit(repo, "main") == commit
+    assert [o.path for o in store.list_objects(repo, "main")] == [
+        "data/a.txt",
+        "data/b.txt",
+        "readme",
+    ]
+    assert [o.path for o in store.list_objects(repo, "main", prefix="data/")] == [
+        "data/a.txt",
+        "data/b.txt",
+    ]
+    info = store.stat_object(repo, commit.id, "data/a.txt")
+    assert info.content_hash == "blake3:" + blake3.blake3(b"alpha").hexdigest()
+    assert info.size == 5
+    assert read(store, "main", "data/b.txt") == b"beta!"
+
+
+def test_commit_deletes_paths_given_none(store, repo):
+    commit_files(store, "main", {"a": b"1", "b": b"2"})
+    commit_files(store, "main", {"a": None})
+    assert [o.path for o in store.list_objects(repo, "main")] == ["b"]
+    with pytest.raises(ObjectNotFound, match="'a'"):
+        store.stat_object(repo, "main", "a")
+
+
+def test_deleting_a_missing_path_fails_and_leaves_the_branch_alone(store, repo):
+    head = commit_files(store, "main", {"a": b"1"}).id
+    with pytest.raises(ObjectNotFound, match="nope"):
+        store.commit(repo, "main", {"a": None, "nope": None}, message="x")
+    assert store.resolve_ref(repo, "main") == head
+    assert read(store, "main", "a") == b"1"
+
+
+def test_a_commit_that_changes_nothing_needs_allow_empty(store, repo):
+    head = commit_files(store, "main", {"a": b"1"}).id
+    same_content = put(store, b"1")
+    with pytest.raises(ReproUserError, match="no changes to commit"):
+        store.commit(repo, "main", {"a": same_content}, message="again")
+    with pytest.raises(ReproUserError, match="no changes to commit"):
+        store.commit(repo, "main", {}, message="nothing")
+    assert store.resolve_ref(repo, "main") == head
+    empty = store.commit(repo, "main", {}, message="marker", allow_empty=True)
+    assert empty.parents == (head,)
+    assert store.list_objects(repo, empty.id) == store.list_objects(repo, head)
+
+
+@pytest.mark.parametrize(
+    "metadata", [{"epochs": 3}, {"score": 0.5}, {"ok": True}, {"x": None}, {1: "one"}, {"": "v"}]
+)
+def test_metadata_values_must_be_strings(store, repo, metadata):
+    head = store.resolve_ref(repo, "main")
+    with pytest.raises(ReproUserError, match="metadata"):
+        store.commit(repo, "main", {"a": put(store, b"1")}, message="m", metadata=metadata)
+    assert store.resolve_ref(repo, "main") == head
+
+
+@pytest.mark.parametrize(
+    "path", ["/abs/path", "a/../b", "..", "../a", "a/..", "a//b", "a/", "./a", "a/./b", "a\\b", ""]
+)
+def test_object_paths_must_be_relative_posix_paths(store, repo, path):
+    head = store.resolve_ref(repo, "main")
+    with pytest.raises(InvalidNameError, match="invalid object path"):
+        store.commit(repo, "main", {path: put(store, b"1")}, message="m")
+    assert store.resolve_ref(repo, "main") == head
+
+
+def test_committing_content_that_was_never_staged_fails(store, repo):
+    forged = StagedObject("blake3:" + "0" * 64, 3)
+    with pytest.raises(ObjectNotFound, match="stage_file"):
+        store.commit(repo, "main", {"a": forged}, message="m")
+    with pytest.raises(ReproUserError, match="malformed content hash"):
+        store.commit(repo, "main", {"a": StagedObject("md5:abc", 3)}, message="m")
+
+
+def test_commit_to_an_unknown_branch_fails(store, repo):
+    with pytest.raises(RefNotFound, match="nope"):
+        store.commit(repo, "nope", {"a": put(store, b"1")}, message="m")
+
+
+def test_log_follows_first_parents_newest_first(store, repo):
+    c1 = commit_files(store, "main", {"a": b"1"}, "one")
+    c2 = commit_files(store, "main", {"a": b"2"}, "two")
+    c3 = commit_files(store, "main", {"a": b"3"}, "three")
+    assert [c.message for c in store.log(repo, "main")] == [
+        "three",
+        "two",
+        "one",
+        INITIAL_COMMIT_MESSAGE,
+    ]
+    assert [c.id for c in store.log(repo, "main", limit=2)] == [c3.id, c2.id]
+    assert [c.id for c in store.log(repo, c2.id)][:2] == [c2.id, c1.id]
+    with pytest.raises(RefNotFound):
+        store.log(repo, "nope")  # fails at the call, not at the first next()
+
+
+# ---- staging and dedup -----------------------------------------------------------------------
+
+
+def test_identical_content_is_stored_once(store, repo):
+    first = put(store, b"same bytes", move=True)
+    second = put(store, b"same bytes", move=False)
+    third = put(store, b"other bytes")
+    assert first == second != third
+    assert len(object_files(store)) == 2
+    store.commit(repo, "main", {"a": first, "b": second}, message="m")
+    other = store.create_repository("other-repo")
+    assert other.name == "other-repo"
+    assert put(store, b"same bytes") == first  # the object area is shared store-wide
+    assert len(object_files(store)) == 2
+
+
+def test_stage_bytes_stores_in_memory_content(store, repo):
+    staged = store.stage_bytes(repo, b'{"manifest": 1}')
+    assert staged == put(store, b'{"manifest": 1}')  # the same object as staging a file
+    assert len(object_files(store)) == 1
+    store.commit(repo, "main", {"_repro/manifest.json": staged}, message="m")
+    assert read(store, "main", "_repro/manifest.json") == b'{"manifest": 1}'
+
+
+def test_stage_file_move_takes_the_file_and_copy_leaves_it(store, repo, tmp_path):
+    moved = tmp_path / "moved.bin"
+    moved.write_bytes(b"moved")
+    copied = tmp_path / "copied.bin"
+    copied.write_bytes(b"copied")
+    moved_object = store.object_path(store.stage_file(repo, moved, move=True).content_hash)
+    copied_object = store.object_path(store.stage_file(repo, copied).content_hash)
+    assert not moved.exists()
+    assert copied.read_bytes() == b"copied"
+    copied.write_bytes(b"changed later")  # the stored copy must not follow the source
+    assert copied_object.read_bytes() == b"copied"
+    assert moved_object.read_bytes() == b"moved"
+    for path in (moved_object, copied_object):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_stage_file_move_of_a_hard_linked_file_copies_it(store, repo, tmp_path):
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"linked")
+    other_name = tmp_path / "other-name.bin"
+    os.link(source, other_name)
+    staged = store.stage_file(repo, source, move=True)
+    assert not source.exists()
+    # The object must not share an inode that can still be written through another name.
+    assert store.object_path(staged.content_hash).stat().st_ino != other_name.stat().st_ino
+
+
+def test_staging_something_that_is_not_a_file(store, repo, tmp_path):
+    with pytest.raises(NotFoundError, match="no such file"):
+        store.stage_file(repo, tmp_path / "missing.bin")
+    with pytest.raises(ReproUserError, match="not a regular file"):
+        store.stage_file(repo, tmp_path)
+
+
+# ---- branches, tags and refs -----------------------------------------------------------------
+
+
+def test_branches_are_independent(store, repo):
+    base = commit_files(store, "main", {"a": b"main-1"}).id
+    assert store.create_branch(repo, "feature", "main") == base
+    commit_files(store, "feature", {"a": b"feature-1"})
+    assert read(store, "main", "a") == b"main-1"
+    assert read(store, "feature", "a") == b"feature-1"
+    assert set(store.list_branches(repo)) == {"main", "feature"}
+
+
+def test_create_branch_when_it_exists(store, repo):
+    store.create_branch(repo, "feature", "main")
+    feature_head = commit_files(store, "feature", {"a": b"1"}).id
+    with pytest.raises(AlreadyExistsError, match="feature"):
+        store.create_branch(repo, "feature", "main")
+    # exist_ok returns the branch where it is: it never moves it back to the source.
+    assert store.create_branch(repo, "feature", "main", exist_ok=True) == feature_head
+    assert store.resolve_ref(repo, "feature") == feature_head
+
+
+@pytest.mark.parametrize("name", ["feature/x", "a.b", "a:b", "a+b", "-a", "", "a b", "main\n"])
+def test_branch_names_follow_lakefs_rules(store, repo, name):
+    with pytest.raises(InvalidNameError):
+        store.create_branch(repo, name, "main")
+
+
+def test_create_branch_from_an_unknown_ref(store, repo):
+    with pytest.raises(RefNotFound, match="nope"):
+        store.create_branch(repo, "feature", "nope")
+    assert "feature" not in store.list_branches(repo)
+
+
+def test_resolve_ref_accepts_branch_tag_and_full_commit_id(store, repo):
+    commit = commit_files(store, "main", {"a": b"1"})
+    store.create_tag(repo, "v1.0", "main")
+    assert store.resolve_ref(repo, "main") == commit.id
+    assert store.resolve_ref(repo, "v1.0") == commit.id
+    assert store.resolve_ref(repo, commit.id) == commit.id
+    initial = commit.parents[0]
+    assert store.resolve_ref(repo, initial) == initial
+
+
+@pytest.mark.parametrize("ref", ["a..b", "with space", "x/y", "", "-x", "main\n"])
+def test_resolve_ref_rejects_malformed_refs(store, repo, ref):
+    with pytest.raises(InvalidNameError):
+        store.resolve_ref(repo, ref)
+
+
+def test_resolve_ref_of_unknown_refs_says_where_to_look(store, repo):
+    commit_id = store.resolve_ref(repo, "main")
+    for unknown in ("nope", "v9.9", "f" * 64, commit_id[:12]):  # ids are never abbreviated
+        with pytest.raises(RefNotFound) as caught:
+            store.resolve_ref(repo, unknown)
+        assert repr(unknown) in str(caught.value)
+        assert repo in str(caught.value)
+        assert "list_branches" in str(caught.value)
+
+
+def test_a_branch_wins_over_a_tag_of_the_same_name(store, repo):
+    tagged = store.resolve_ref(repo, "main")
+    store.create_tag(repo, "release", "main")
+    store.create_branch(repo, "release", "main")
+    moved = commit_files(store, "release", {"a": b"1"}).id
+    assert store.resolve_ref(repo, "release") == moved != tagged
+
+
+def test_tags_are_immutable(store, repo):
+    first = commit_files(store, "main", {"a": b"1"}).id
+    assert store.create_tag(repo, "v1", "main") == first
+    second = commit_files(store, "main", {"a": b"2"}).id
+    assert store.resolve_ref(repo, "v1") == first  # the tag does not follow the branch
+    with pytest.raises(AlreadyExistsError, match="immutable"):
+        store.create_tag(repo, "v1", second, exist_ok=True)
+    with pytest.raises(AlreadyExistsError):
+        store.create_tag(repo, "v1", first)
+    assert store.create_tag(repo, "v1", first, exist_ok=True) == first
+    assert store.list_tags(repo) == {"v1": first}
+    assert read(store, "v1", "a") == b"1"
+
+
+@pytest.mark.parametrize("tag", ["a..b", "v1.", "v1.lock", "a/b", ".hidden", "v 1"])
+def test_tag_names_follow_lakefs_rules(store, repo, tag):
+    with pytest.raises(InvalidNameError):
+        store.create_tag(repo, tag, "main")
+    assert store.list_tags(repo) == {}
+
+
+# ---- reading at refs, diff ---------------------------------------------------------------------
+
+
+def test_reading_at_an_older_ref_returns_the_old_content(store, repo, tmp_path):
+    old = commit_files(store, "main", {"model.bin": b"version 1", "gone.txt": b"x"}).id
+    store.create_tag(repo, "v1", old)
+    commit_files(store, "main", {"model.bin": b"version 2", "gone.txt": None})
+    assert read(store, "main", "model.bin") == b"version 2"
+    assert read(store, old, "model.bin") == b"version 1"
+    assert read(store, "v1", "gone.txt") == b"x"
+    destination = tmp_path / "restore" / "model.bin"
+    store.materialize(repo, "v1", "model.bin", destination)
+    assert destination.read_bytes() == b"version 1"
+    with pytest.raises(ObjectNotFound, match=r"gone\.txt.*ml-data.*main"):
+        store.open_object(repo, "main", "gone.txt")
+
+
+def test_diff_two_dot(store, repo):
+    left = commit_files(
+        store, "main", {"keep": b"k", "change": b"1", "remove": b"r", "sub/x": b"x"}
+    ).id
+    right = commit_files(
+        store, "main", {"change": b"2", "remove": None, "add": b"a", "sub/y": b"y"}
+    ).id
+    entries = store.diff(repo, left, right)
+    assert [(e.path, e.type) for e in entries] == [
+        ("add", "added"),
+        ("change", "changed"),
+        ("remove", "removed"),
+        ("sub/y", "added"),
+    ]
+    change = entries[1]
+    assert (change.left.size, change.right.size) == (1, 1)
+    assert change.left.content_hash != change.right.content_hash
+    assert entries[0].left is None and entries[2].right is None
+    assert [e.path for e in store.diff(repo, left, right, prefix="sub/")] == ["sub/y"]
+    reverse = store.diff(repo, right, left)
+    assert [(e.path, e.type) for e in reverse] == [
+        ("add", "removed"),
+        ("change", "changed"),
+        ("remove", "added"),
+        ("sub/y", "removed"),
+    ]
+    assert store.diff(repo, "main", right) == []
+
+
+# ---- verified reads ----------------------------------------------------------------------------
+
+
+def tamper(store: LocalStore, content_hash: str, data: bytes) -> None:
+    path = store.object_path(content_hash)
+    path.chmod(0o644)
+    path.write_bytes(data)
+
+
+def test_materialize_places_verified_read_only_content(store, repo, tmp_path):
+    commit_files(store, "main", {"data/x.csv": b"1,2,3\n"})
+    destination = tmp_path / "work" / "deep" / "x.csv"
+    info = store.materialize(repo, "main", "data/x.csv", destination)
+    assert destination.read_bytes() == b"1,2,3\n"
+    assert info.size == 6
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o444
+    store.materialize(repo, "main", "data/x.csv", destination)  # again, onto itself
+    assert destination.read_bytes() == b"1,2,3\n"
+    assert [p.name for p in destination.parent.iterdir()] == ["x.csv"]  # no temp files left
+
+
+def test_materialized_inputs_are_copies_a_task_cannot_use_to_alter_the_store(store, repo, tmp_path):
+    commit_files(store, "main", {"a": b"payload"})
+    destination = tmp_path / "work" / "a"
+    store.materialize(repo, "main", "a", destination)
+    destination.chmod(0o644)  # a task running as root could write anyway
+    destination.write_bytes(b"overwritten by a task")
+    with store.open_object(repo, "main", "a") as reader:
+        assert reader.read() == b"payload"
+
+
+def test_materialize_link_falls_back_to_copy_when_hard_links_are_impossible(
+    store, repo, tmp_path, monkeypatch
+):
+    commit_files(store, "main", {"a": b"payload"})
+
+    def no_links(*args, **kwargs):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    destination = tmp_path / "copy" / "a"
+    store.materialize(repo, "main", "a", destination, link=True)
+    assert destination.read_bytes() == b"payload"
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o444
+    info = store.stat_object(repo, "main", "a")
+    assert destination.stat().st_ino != store.object_path(info.content_hash).stat().st_ino
+
+
+@pytest.mark.parametrize("bad_content", [b"PAYLOAD", b"payload plus more", b""])
+def test_a_tampered_object_is_detected_on_every_read(
+    store, repo, tmp_path, monkeypatch, bad_content
+):
+    commit_files(store, "main", {"a": b"payload"})
+    info = store.stat_object(repo, "main", "a")
+    tamper(store, info.content_hash, bad_content)
+
+    with (
+        store.open_object(repo, "main", "a") as reader,
+        pytest.raises(StoreCorruption, match="'a'"),
+    ):
+        reader.read()
+
+    destination = tmp_path / "out" / "a"
+    with pytest.raises(StoreCorruption):
+        store.materialize(repo, "main", "a", destination)
+    assert not destination.exists()
+    assert list(destination.parent.iterdir()) == []
+
+    with pytest.raises(StoreCorruption):
+        store.materialize(repo, "main", "a", destination, link=True)  # the link path verifies too
+    assert list(destination.parent.iterdir()) == []
+
+
+def test_open_object_reads_in_pieces_and_verifies_at_eof(store, repo):
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    commit_files(store, "main", {"big": data})
+    with store.open_object(repo, "main", "big") as reader:
+        pieces = []
+        while piece := reader.read(100_000):
+            pieces.append(piece)
+    assert b"".join(pieces) == data
+
+
+def test_a_tampered_commit_file_is_detected(store, repo):
+    commit = commit_files(store, "main", {"a": b"1"})
+    commit_file = store.root / "repos" / repo / "commits" / f"{commit.id}.json"
+    commit_file.write_bytes(commit_file.read_bytes().replace(b'"c"', b'"C"'))
+    with pytest.raises(StoreCorruption):
+        LocalStore(store.root).get_commit(repo, "main")  # a fresh store: nothing cached
+
+
+# ---- locking, concurrency, crashes -------------------------------------------------------------
+
+
+def test_a_held_lock_times_out_as_store_unavailable(store, repo):
+    head = store.resolve_ref(repo, "main")
+    impatient = LocalStore(store.root, lock_timeout=0.2)
+    staged = put(store, b"1")
+    lock = filelock.FileLock(store.root / "repos" / repo / ".lock")
+    with lock, pytest.raises(StoreUnavailable, match="locked"):
+        impatient.commit(repo, "main", {"a": staged}, message="m")
+    assert store.resolve_ref(repo, "main") == head
+    assert impatient.commit(repo, "main", {"a": staged}, message="m").parents == (head,)
+
+
+SHARED_BRANCH = "shared"
+WORKERS = 4
+COMMITS_PER_WORKER = 15
+
+
+def _commit_worker(root: str, worker: int, start) -> None:
+    """Child process: alternate commits between the shared branch and this worker's own branch."""
+    store = LocalStore(root, lock_timeout=120)
+    start.wait(60)
+    for seq in range(COMMITS_PER_WORKER):
+        branch = SHARED_BRANCH if seq % 2 == 0 else f"own-{worker}"
+        source = Path(root).parent / f"w{worker}-{seq}.txt"
+        source.write_text(f"worker {worker} commit {seq}")
+        staged = store.stage_file(REPO, source, move=True)
+        store.commit(
+            REPO,
+            branch,
+            {f"w{worker}/c{seq}.txt": staged},
+            message=f"w{worker} c{seq}",
+            metadata={"worker": str(worker), "seq": str(seq)},
+        )
+
+
+def test_concurrent_processes_never_lose_a_commit(store, repo):
+    base = store.resolve_ref(repo, "main")
+    store.create_branch(repo, SHARED_BRANCH, "main")
+    for worker in range(WORKERS):
+        store.create_branch(repo, f"own-{worker}", "main")
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared but disk
+    start = context.Event()
+    processes = [
+        context.Process(target=_commit_worker, args=(str(store.root), w, start))
+        for w in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    for process in processes:
+        process.join(120)
+    assert [p.exitcode for p in processes] == [0] * WORKERS
+
+    shared_log = list(store.log(repo, SHARED_BRANCH))
+    shared_expected = {
+        f"w{w} c{s}" for w in range(WORKERS) for s in range(0, COMMITS_PER_WORKER, 2)
+    }
+    assert shared_log[-1].id == base
+    assert len(shared_log) - 1 == len(shared_expected) == 32
+    assert {c.message for c in shared_log[:-1]} == shared_expected
+    for newer, older in itertools.pairwise(shared_log):
+        assert newer.parents == (older.id,)
+    shared_paths = {o.path for o in store.list_objects(repo, SHARED_BRANCH)}
+    assert shared_paths == {f"{m.split()[0]}/{m.split()[1]}.txt" for m in shared_expected}
+
+    for worker in range(WORKERS):
+        own_log = list(store.log(repo, f"own-{worker}"))
+        own_seqs = list(range(COMMITS_PER_WORKER - 2, 0, -2))  # odd seqs, newest first
+        assert [c.metadata["seq"] for c in own_log[:-1]] == [str(s) for s in own_seqs]
+        assert {c.metadata["worker"] for c in own_log[:-1]} == {str(worker)}
+        assert own_log[-1].id == base
+
+
+def _create_repository_worker(root: str) -> str:
+    store = LocalStore(root)
+    store.create_repository(REPO, exist_ok=True)
+    return store.resolve_ref(REPO, "main")
+
+
+def test_concurrent_create_repository_makes_exactly_one(store):
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        heads = pool.map(_create_repository_worker, [str(store.root)] * 8)
+    assert len(set(heads)) == 1  # every process sees the same repository
+    assert [c.id for c in store.log(REPO, "main")] == heads[:1]
+    assert list((store.root / "tmp").iterdir()) == []  # losers cleaned up their drafts
+
+
+CRASH_EXIT_CODE = 17
+
+
+def _crash_before_moving_the_ref(root: str, source: str) -> None:
+    """Child process: write objects, tree and commit, then die where the ref would move."""
+    store = LocalStore(root)
+    staged = store.stage_file(REPO, Path(source), move=True)
+    LocalStore._set_ref = lambda *args, **kwargs: os._exit(CRASH_EXIT_CODE)
+    store.commit(REPO, "main", {"new.txt": staged, "keep.txt": None}, message="never published")
+    os._exit(0)  # not reached when the crash happens where it should
+
+
+def test_a_crash_before_the_ref_moves_leaves_the_store_consistent(store, repo, tmp_path):
+    before = commit_files(store, "main", {"keep.txt": b"kept"}, "before")
+    objects_before = store.list_objects(repo, "main")
+    source = tmp_path / "new.txt"
+    source.write_bytes(b"new content")
+
+    child = multiprocessing.get_context("spawn").Process(
+        target=_crash_before_moving_the_ref, args=(str(store.root), str(source))
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == CRASH_EXIT_CODE
+
+    # The child got as far as writing its commit file ...
+    commit_files_on_disk = list((store.root / "repos" / repo / "commits").glob("*.json"))
+    orphans = [p for p in commit_files_on_disk if b"never published" in p.read_bytes()]
+    assert len(orphans) == 1
+    # ... but nothing of it is visible: the branch, its log and its content are as before.
+    assert store.resolve_ref(repo, "main") == before.id
+    assert [c.id for c in store.log(repo, "main")] == [before.id, before.parents[0]]
+    assert store.list_objects(repo, "main") == objects_before
+    assert read(store, "main", "keep.txt") == b"kept"
+    # Every file under its final name is complete and verifies against its id.
+    for path in commit_files_on_disk:
+        assert store.get_commit(repo, path.stem).id == path.stem
+    # The lock died with the child: committing works at once and builds on the old head.
+    after = LocalStore(store.root, lock_timeout=5).commit(
+        repo, "main", {"other.txt": put(store, b"other")}, message="after"
+    )
+    assert after.parents == (before.id,)
+    assert [o.path for o in store.list_objects(repo, "main")] == ["keep.txt", "other.txt"]
