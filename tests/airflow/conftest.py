@@ -50,6 +50,6 @@ def load_dag(dag_id: str, file_name: str):  # noqa: ANN201 - an Airflow DAG
     """Import a DAG from the session's DAGs folder, as the DAG processor would."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(DAGS_FOLDER / file_name), include_examples=False)
+    bag = DagBag(dag_folder=str(DAGS_FOLDER / file_name))
     assert not bag.import_errors, bag.import_errors
     return bag.dags[dag_id]
