@@ -26,7 +26,19 @@ _EXPORTS: dict[str, str] = {
     "runtime": "airflow_repro.runtime",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "DagRunManifest",
+    "Input",
+    "LocalStore",
+    "ReproError",
+    "ReproPythonOperator",
+    "ReproSettings",
+    "Resources",
+    "TaskManifest",
+    "__version__",
+    "repro_task",
+    "runtime",
+]
 
 if TYPE_CHECKING:
     from airflow_repro import runtime

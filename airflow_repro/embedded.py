@@ -38,9 +38,82 @@ def _bin(name: str) -> str:
 
 @dataclass
 class Service:
+    """A process started in its own process group, so stopping it stops its children too."""
+
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
+
+    @classmethod
+    def spawn(cls, name: str, command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> Service:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(command, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+        return cls(name, process, log_path)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            raise ReproInfraError(
+                f"{self.name} exited with code {self.process.returncode}; its log ends with:\n{self.log_tail()}"
+            )
+
+    def stop(self, grace_s: float = 15) -> None:
+        """SIGTERM the group, then SIGKILL whatever is left (workers may outlive their parent)."""
+        _signal_group(self.process, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=grace_s)
+        _signal_group(self.process, signal.SIGKILL)
+        self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
+
+
+def wait_until_healthy(url: str, services: list[Service], deadline: float) -> None:
+    """Poll ``url`` until it answers 200, failing fast if a service died meanwhile."""
+    while time.monotonic() < deadline:
+        for service in services:
+            service.check_alive()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    tails = "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in services)
+    raise ReproInfraError(f"{url} did not become healthy in time:\n{tails}")
+
+
+def mlflow_server_command(folder: Path, port: int) -> list[str]:
+    """A real MLflow tracking server: SQLite store and proxied artifacts, both in ``folder``."""
+    return [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", str(folder / "mlartifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+
+
+@contextlib.contextmanager
+def running_mlflow_server(folder: Path, *, startup_timeout: float = 180) -> Iterator[str]:
+    """Start an MLflow server with its data in ``folder``; yield its URL; stop it on exit."""
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    service = Service.spawn("mlflow", mlflow_server_command(folder, port), env=os.environ, cwd=folder,
+                            log_path=folder / "mlflow-server.log")
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}/health", [service], time.monotonic() + startup_timeout)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        service.stop()
 
 
 @dataclass
@@ -100,34 +173,23 @@ class EmbeddedStack:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         if self.with_mlflow:  # the slowest to start: launch it first, migrate Airflow meanwhile
-            self._spawn("mlflow", [
-                sys.executable, "-m", "mlflow", "server",
-                "--backend-store-uri", f"sqlite:///{self.repro_home / 'mlflow.db'}",
-                "--artifacts-destination", str(self.repro_home / "mlartifacts"),
-                "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
-            ])
             self.repro_home.mkdir(parents=True, exist_ok=True)
+            self._spawn("mlflow", mlflow_server_command(self.repro_home, self.mlflow_port))
         self._migrate()
         self._spawn("api-server", [_bin("airflow"), "api-server", "--port", str(self.api_port), "--host", "127.0.0.1"])
         self._spawn("scheduler", [_bin("airflow"), "scheduler"])
         self._spawn("dag-processor", [_bin("airflow"), "dag-processor"])
         deadline = time.monotonic() + timeout
-        self._wait_http(f"{self.api_url}/api/v2/monitor/health", deadline)
+        wait_until_healthy(f"{self.api_url}/api/v2/monitor/health", self.services, deadline)
         if self.with_mlflow:
-            self._wait_http(f"{self.mlflow_url}/health", deadline)
+            wait_until_healthy(f"{self.mlflow_url}/health", self.services, deadline)
         return self
 
     def stop(self) -> None:
         for service in reversed(self.services):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(service.process.pid, signal.SIGTERM)
+            _signal_group(service.process, signal.SIGTERM)
         for service in reversed(self.services):
-            try:
-                service.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(service.process.pid, signal.SIGKILL)
-                service.process.wait(timeout=10)
+            service.stop()
         self.services.clear()
 
     def __enter__(self) -> EmbeddedStack:
@@ -149,27 +211,12 @@ class EmbeddedStack:
             raise ReproInfraError(f"'airflow db migrate' failed; see {log}")
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        log_path = self.home / "logs" / f"{name}.log"
-        out = open(log_path, "ab")  # noqa: SIM115 - the child process owns it
-        process = subprocess.Popen(command, env=self.env(), stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True, cwd=self.home)
-        self.services.append(Service(name, process, log_path))
-
-    def _wait_http(self, url: str, deadline: float) -> None:
-        while time.monotonic() < deadline:
-            self._check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            time.sleep(0.5)
-        raise ReproInfraError(f"{url} did not become healthy in time; logs are in {self.home / 'logs'}")
+        self.services.append(Service.spawn(name, command, env=self.env(), cwd=self.home,
+                                           log_path=self.home / "logs" / f"{name}.log"))
 
     def _check_alive(self) -> None:
         for service in self.services:
-            if service.process.poll() is not None:
-                raise ReproInfraError(
-                    f"{service.name} exited with code {service.process.returncode}; see {service.log_path}"
-                )
+            service.check_alive()
 
     # -- the Airflow REST API ------------------------------------------------------------------
     @contextlib.contextmanager

@@ -21,6 +21,7 @@ its output. Prints a table, then one JSON line with every figure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -115,10 +116,8 @@ def current_rss_kib() -> int:
 
 def reset_peak_rss() -> None:
     """Start the peak-RSS count afresh (Linux >= 4.0), so start-up peaks cannot hide growth."""
-    try:
+    with contextlib.suppress(OSError):  # elsewhere the growth reads as a lower bound
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass  # elsewhere the growth reads as a lower bound
 
 
 def rss_child(file: str, root: str, move: bool) -> None:

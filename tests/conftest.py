@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.mlflow_server import running_mlflow_server
+from airflow_repro.embedded import running_mlflow_server
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ which pins inputs before the callable runs and commits outputs with the manifest
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -176,10 +177,8 @@ class ReproPythonOperator(PythonOperator):
         fn = self.python_callable
         dag_file = self.dag.fileloc if self.has_dag() else None
         if dag_file and bundle is not None:
-            try:
+            with contextlib.suppress(ValueError, AttributeError):
                 dag_file = str(Path(dag_file).relative_to(bundle.path))
-            except (ValueError, AttributeError):
-                pass
         return CodeVersion(
             bundle_name=getattr(bundle, "name", None),
             bundle_version=getattr(bundle, "version", None),

@@ -59,9 +59,9 @@ def is_commit_id(ref: str) -> bool:
 
 def validate_ref(ref: str) -> str:
     """A ref is a branch, a tag or a full commit id; reject what can be none of them."""
-    if isinstance(ref, str) and (is_commit_id(ref) or BRANCH_RE.match(ref) or TAG_RE.match(ref)):
-        if ".." not in ref and len(ref) <= MAX_REF_LENGTH:
-            return ref
+    well_formed = isinstance(ref, str) and (is_commit_id(ref) or BRANCH_RE.match(ref) or TAG_RE.match(ref))
+    if well_formed and ".." not in ref and len(ref) <= MAX_REF_LENGTH:
+        return ref
     raise InvalidNameError(
         f"malformed ref {ref!r}: give a branch name, a tag name or a full 64-hex commit id"
     )

@@ -33,13 +33,13 @@ from airflow_repro.adapters.mlflow_tracker import (
     redact_uri,
 )
 from airflow_repro.core.ports import ExperimentTracker, RunRecord
+from airflow_repro.embedded import free_port
 from airflow_repro.errors import (
     ConfigError,
     NotFoundError,
     ParamsNotSerializableError,
     TrackerUnavailable,
 )
-from tests.mlflow_server import free_port
 
 SECRET = "s3cr3t-pw"
 MANIFEST = {"schema": 1, "task": "train", "inputs": [{"path": "data/x.csv", "ünï": "✓"}]}

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up its own environment
+# from the lockfile (uv.lock) first; nothing needs installing by hand beyond Python 3.11+.
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: demo test bench lint env clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced
+
+demo: env
+	$(VENV)/bin/python scripts/demo.py
+
+test: env
+	$(VENV)/bin/pytest
+
+bench: env
+	$(VENV)/bin/python bench/bench_store_hash.py --size-mib 1024
+	$(VENV)/bin/python bench/bench_overhead.py
+
+lint: env
+	$(VENV)/bin/ruff check airflow_repro tests bench scripts dags
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .repro-demo .bench
