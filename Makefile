@@ -13,8 +13,11 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
+# Byte-compiled up front: task processes import from a fresh interpreter each time, and where
+# PYTHONDONTWRITEBYTECODE is set they would otherwise recompile every module on every import.
 $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
-	$(UV) sync --frozen --python $(PYTHON)
+	$(UV) sync --frozen --compile-bytecode --python $(PYTHON)
+	$(VENV)/bin/python -m compileall -q airflow_repro
 	touch $@
 
 env: $(VENV)/.synced

@@ -110,3 +110,5 @@ def schema(out: str | None) -> None:
     for name, body in schemas.items():
         (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         click.echo(folder / f"{name}.schema.json")
+if __name__ == "__main__":
+    main()

@@ -105,7 +105,7 @@ def _absolute(option: str, value: str) -> Path:
 
 def _check_tracking_uri(uri: str) -> None:
     scheme = urlparse(uri).scheme
-    if scheme not in ("http", "https", "sqlite", "file", "postgresql", "mysql"):
+    if scheme not in ("http", "https", "sqlite", "file"):
         raise ConfigError(
             f"[repro] mlflow_tracking_uri {uri!r} is not a tracking URI MLflow accepts here: use "
             "http(s)://host:port or sqlite:////absolute/path.db "

@@ -32,15 +32,37 @@ def python_version() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 
 
+_DIST_DIR_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+?)(-py[^-]*)?\.(dist-info|egg-info)$")
+
+
 @functools.cache
 def installed_distributions() -> tuple[tuple[str, str], ...]:
-    """(normalized name, version) of every installed distribution, sorted and de-duplicated."""
+    """(normalized name, version) of every installed distribution, sorted and de-duplicated.
+
+    Read from the ``*.dist-info`` folder names on ``sys.path`` (the wheel spec puts the name and
+    version there): a directory listing, where parsing every METADATA file through
+    ``importlib.metadata`` costs ~0.4 s per task process. The first entry on the path wins, as
+    for imports.
+    """
     seen: dict[str, str] = {}
-    for dist in metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            seen.setdefault(re.sub(r"[-_.]+", "-", name).lower(), dist.version)
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for folder in names:
+            match = _DIST_DIR_RE.match(folder)
+            if match:
+                seen.setdefault(_normalize(match["name"]), match["version"])
+    if not seen:  # an unusual layout (zip imports, say): ask importlib.metadata
+        for dist in metadata.distributions():
+            if dist.metadata["Name"]:
+                seen.setdefault(_normalize(dist.metadata["Name"]), dist.version)
     return tuple(sorted(seen.items()))
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def fingerprint_pin() -> EnvironmentPin:
