@@ -75,16 +75,17 @@ def show(dag_id: str, run_id: str, home: str | None, as_json: bool) -> None:
 
 def _print_run_table(run: Any) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     status = f"closed as tag {run.ref}" if run.closed else f"open on branch {run.branch}"
-    table = Table(title=f"{run.dag_id} / {run.run_id}  [{run.repository}, {status}]")
+    table = Table(title=escape(f"{run.dag_id} / {run.run_id}  [{run.repository}, {status}]"))
     for column in ("task", "try", "commit", "mlflow run", "environment", "manifest digest", "outputs"):
         table.add_column(column, overflow="fold")
     for task in run.tasks:
         m = task.manifest
         table.add_row(
-            m.identity.task_id + (f"[{m.identity.map_index}]" if m.identity.map_index >= 0 else ""),
+            escape(m.identity.task_id + (f"[{m.identity.map_index}]" if m.identity.map_index >= 0 else "")),
             str(m.identity.try_number),
             task.commit_id[:12],
             m.tracking.mlflow_run_id or "-",

@@ -43,7 +43,8 @@ class Input:
     repository: str | None = None
     ref: str | None = None
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Checked by the task that declares it, so errors can name the task."""
         validate_store_path(self.path, what="input path")
         if self.repository is not None:
             validate_repository_name(self.repository)
@@ -71,6 +72,10 @@ class TaskSpec:
                     f"task {self.task_id}: input {name!r} must be airflow_repro.Input(path, "
                     f"repository=None, ref=None), got {type(spec).__name__}"
                 )
+            try:
+                spec.validate()
+            except InvalidNameError as exc:
+                raise InvalidNameError(f"task {self.task_id}: input {name!r}: {exc}") from exc
         for output in self.outputs:
             validate_store_path(output, what=f"output of task {self.task_id}", allow_folder=True)
         if len(set(self.outputs)) != len(self.outputs):

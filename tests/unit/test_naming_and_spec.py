@@ -60,8 +60,8 @@ def test_ref_forms_accepted() -> None:
 
 @pytest.mark.parametrize("path", ["/abs", "a/../b", "a//b", "", "_repro/manifest.json", "a\\b", "./a"])
 def test_bad_input_paths(path: str) -> None:
-    with pytest.raises(InvalidNameError):
-        Input(path)
+    with pytest.raises(InvalidNameError, match="task t: input 'x': invalid input path"):
+        TaskSpec(task_id="t", inputs={"x": Input(path)})
 
 
 def test_task_spec_validation_names_the_task() -> None:
