@@ -1,7 +1,8 @@
 """The ``airflow-repro`` command line.
 
-Exit codes scripts can rely on: 0 success, 2 a usage or input error (the message says what to
-fix), 3 an infrastructure fault (worth retrying).
+Exit codes scripts can rely on: 0 success (for ``verify`` and ``diff``: identical), 1 differs
+(``verify``, ``diff``, or a replay run that failed), 2 a usage or input error (the message says
+what to fix), 3 an infrastructure fault (worth retrying).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import click
 
 from airflow_repro.errors import ReproError, ReproUserError
 
+EXIT_IDENTICAL = 0
+EXIT_DIFFERS = 1
 EXIT_USER_ERROR = 2
 EXIT_INFRA_ERROR = 3
 
@@ -94,6 +97,150 @@ def _print_run_table(run: Any) -> None:
             ", ".join(o.path for o in m.outputs) or "-",
         )
     Console(width=200).print(table)
+
+
+def _backends() -> Any:
+    from airflow_repro.airflow.replay import Backends
+
+    return Backends.from_airflow_conf()
+
+
+@main.command()
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.option("--mode", type=click.Choice(["pinned", "latest-code"]), default="pinned", show_default=True,
+              help="pinned: refuse on any drift. latest-code: current code and environment, pinned data/params/seed.")
+@click.option("--wait", is_flag=True, help="Wait for the replay run to finish.")
+@click.option("--verify", "then_verify", is_flag=True, help="Wait, then verify the replay against the original.")
+@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds to wait at most.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan (and report) as JSON.")
+def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, timeout: float, as_json: bool) -> None:
+    """Replay a recorded DAG run with its exact pins (a new run of the same DAG)."""
+    from airflow_repro.airflow import replay as service
+
+    backends = _backends()
+    plan = service.plan(backends, dag_id, run_id, mode)  # type: ignore[arg-type]
+    _print_drift(plan)
+    new_run = service.trigger(backends, plan, triggered_by="CLI", user=_user())
+    click.echo(f"triggered replay {new_run} of {run_id} (mode {mode})", err=as_json)
+    if not (wait or then_verify):
+        if as_json:
+            click.echo(plan.model_dump_json(indent=2))
+        return
+    state = _wait_with_progress(service, dag_id, new_run, timeout)
+    if state != "success":
+        click.echo(f"replay {new_run} ended {state}; see its task logs in Airflow", err=True)
+        sys.exit(EXIT_DIFFERS)
+    if then_verify:
+        report = service.verify(backends, dag_id, new_run)
+        _print_report(report, as_json)
+        sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
+
+
+@main.command()
+@click.argument("dag_id")
+@click.argument("replay_run_id")
+@click.option("--abs-tol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
+@click.option("--rel-tol", type=float, default=0.0, show_default=True, help="Relative tolerance for metrics.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, as_json: bool) -> None:
+    """Prove whether a replay reproduced the original, output by output. Exit 0 identical, 1 differs."""
+    from airflow_repro.airflow import replay as service
+    from airflow_repro.core.verify import Tolerance
+
+    try:
+        tolerance = Tolerance(abs=abs_tol, rel=rel_tol)
+    except ValueError as exc:
+        raise click.BadParameter(f"tolerances must be >= 0: {exc}") from exc
+    report = service.verify(_backends(), dag_id, replay_run_id, tolerance)
+    _print_report(report, as_json)
+    sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
+
+
+@main.command()
+@click.argument("dag_id")
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--home", envvar="AIRFLOW__REPRO__HOME", help="airflow-repro home ([repro] home).")
+@click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
+def diff(dag_id: str, run_a: str, run_b: str, home: str | None, as_json: bool) -> None:
+    """What differs between two recorded runs: pins and outputs. Exit 0 identical, 1 differs."""
+    from airflow_repro.backends import build_store
+    from airflow_repro.core.runs import load_run
+    from airflow_repro.core.verify import diff_runs
+
+    store = build_store(_settings(home))
+    result = diff_runs(load_run(store, dag_id, run_a), load_run(store, dag_id, run_b))
+    if as_json:
+        click.echo(result.model_dump_json(indent=2))
+    else:
+        _print_diff(result)
+    sys.exit(EXIT_IDENTICAL if result.identical else EXIT_DIFFERS)
+
+
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
+def _wait_with_progress(service: Any, dag_id: str, run_id: str, timeout: float) -> str:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    with console.status(f"waiting for {run_id} ...") as status:
+        def show(state: str | None) -> None:
+            status.update(f"waiting for {run_id}: {state or 'queued'}")
+
+        return str(service.wait(dag_id, run_id, timeout=timeout, on_poll=show))
+
+
+def _print_drift(plan: Any) -> None:
+    for drift in plan.drift:
+        level = "refused" if drift.blocks(plan.mode) else "accepted"
+        click.echo(f"drift ({level}): [{drift.kind}] {drift.task_id}: {drift.detail}", err=True)
+
+
+def _print_report(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(width=200)
+    console.print(f"verify {escape(report.replay_run_id)} against {escape(report.original_run_id)}: "
+                  f"[bold]{report.verdict.upper()}[/]  {report.summary()}")
+    for task in report.tasks:
+        console.print(f"  {escape(task.task_id)}: {task.status} ({task.objects_compared} objects compared)")
+        for obj in task.objects:
+            before = f"{obj.original.content_hash} {obj.original.size} B" if obj.original else "-"
+            after = f"{obj.replay.content_hash} {obj.replay.size} B" if obj.replay else "-"
+            console.print(f"    {obj.change}: {escape(obj.path)}\n      original {before}\n      replay   {after}")
+        for metric in task.metrics:
+            console.print(f"    metric {escape(metric.name)}: {metric.original} -> {metric.replay}")
+
+
+def _print_diff(result: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(width=200)
+    if result.identical:
+        console.print(f"{escape(result.run_a)} and {escape(result.run_b)}: same pins, same outputs")
+        return
+    for task_id in result.only_in_a:
+        console.print(f"{escape(task_id)}: only in {escape(result.run_a)}")
+    for task_id in result.only_in_b:
+        console.print(f"{escape(task_id)}: only in {escape(result.run_b)}")
+    for field in result.fields:
+        console.print(f"{escape(field.task_id)}: {field.field}\n  a: {escape(str(field.a))}\n  b: {escape(str(field.b))}")
+    for task_id, objects in result.objects.items():
+        for obj in objects:
+            console.print(f"{escape(task_id)}: output {escape(obj.path)} {obj.change}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ infrastructure (a store or tracker that cannot be reached), which are worth retr
     │   ├── InvalidNameError            a repository, branch, tag or ref name is malformed
     │   ├── NotFoundError               a repository, branch, tag, commit or path does not exist
     │   │   ├── RepositoryNotFound, RefNotFound, ObjectNotFound
+    │   │   └── ObjectGone             the path is recorded but its data was deleted (GC; HTTP 410)
     │   ├── AlreadyExistsError          a repository, branch or tag already exists (and differs)
     │   └── OutputError                 a task did not write what it declared, or wrote more
     └── ReproInfraError                 infrastructure fault; ``retryable`` says whether to retry
@@ -71,6 +72,10 @@ class RefNotFound(NotFoundError):
 
 class ObjectNotFound(NotFoundError):
     """The path does not exist at the given ref."""
+
+
+class ObjectGone(ObjectNotFound):
+    """The path is in the commit, but its data was deleted (garbage collection; lakeFS answers 410)."""
 
 
 class AlreadyExistsError(ReproUserError):

@@ -85,6 +85,7 @@ from airflow_repro.errors import (
     AlreadyExistsError,
     InvalidNameError,
     NotFoundError,
+    ObjectGone,
     ObjectNotFound,
     RefNotFound,
     RepositoryNotFound,
@@ -537,7 +538,13 @@ class LocalStore:
                 f"path {path!r} does not exist in repository {repository!r} at ref {ref!r} "
                 f"(commit {commit_id}); see list_objects({repository!r}, {ref!r})"
             )
-        return ObjectInfo(path, *entry)
+        info = ObjectInfo(path, *entry)
+        if not self.object_path(info.content_hash).exists():
+            raise ObjectGone(
+                f"the data of {path!r} in repository {repository!r} at commit {commit_id} is gone "
+                f"(object {info.content_hash} was deleted, e.g. by garbage collection)"
+            )
+        return info
 
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A binary reader of ``path`` at ``ref``; ``StoreCorruption`` at EOF on a mismatch."""

@@ -8,6 +8,7 @@ which pins inputs before the callable runs and commits outputs with the manifest
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -24,10 +25,18 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro import runtime
 from airflow_repro.core.environment import fingerprint_pin, hardware, lockfile_pin, versions
-from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters, Resources
+from airflow_repro.core.manifest import (
+    AirflowIdentity,
+    CodeVersion,
+    EnvironmentPin,
+    Parameters,
+    ReplayInfo,
+    Resources,
+)
 from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.spec import Input, TaskSpec
-from airflow_repro.errors import EnvironmentNotPinnedError, ReproUserError
+from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, ReproUserError
 
 XCOM_KEY = "repro"
 
@@ -94,6 +103,7 @@ class ReproPythonOperator(PythonOperator):
             )
             self._repro_settings = settings
             environment = self._task_environment(context)
+            environment = self._apply_replay_pins(context, recorder, environment)
             prepared = recorder.prepare(self._spec_with_seed(environment), environment)
         except ReproUserError as exc:
             raise AirflowFailException(str(exc)) from exc
@@ -146,11 +156,37 @@ class ReproPythonOperator(PythonOperator):
         spec = self.repro_spec
         return spec if spec.seed == seed else TaskSpec(**{**spec.__dict__, "seed": seed})
 
+    def _apply_replay_pins(self, context: Mapping[str, Any], recorder: TaskRecorder,
+                           environment: TaskEnvironment) -> TaskEnvironment:
+        """In a replay run, use the recorded seed and input commits, and check code and environment."""
+        marker = (getattr(context["dag_run"], "conf", None) or {}).get(REPLAY_CONF_KEY)
+        if not marker:
+            return environment
+        ident = environment.identity
+        repository = marker.get("repository") or self.repro_spec.repository or recorder.default_repository
+        plan = load_plan(recorder.store, repository, ident.dag_id, ident.run_id)
+        if plan.digest != marker.get("plan_digest"):
+            raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
+        pins = plan.pins_for(ident.task_id, ident.map_index)
+        replay = ReplayInfo(of_run_id=plan.original_run_id, mode=plan.mode, plan_digest=plan.digest,
+                            original_manifest_digest=pins.original_manifest_digest if pins else None)
+        if pins is None:
+            if plan.mode == "pinned":
+                raise ReproUserError(f"task {ident.task_id} was not in the replayed run {plan.original_run_id!r}")
+            return dataclasses.replace(environment, replay=replay)
+        if plan.mode == "pinned":
+            _check_pinned(ident.task_id, "source code", pins.source_hash, environment.code.source_hash)
+            _check_pinned(ident.task_id, "environment", pins.environment_digest, environment.environment.digest)
+        parameters = environment.parameters.model_copy(update={"seed": pins.seed})
+        return dataclasses.replace(
+            environment, parameters=parameters, replay=replay, pinned_inputs={i.name: i for i in pins.inputs}
+        )
+
     def _task_environment(self, context: Mapping[str, Any]) -> TaskEnvironment:
         ti = context["ti"]
         dag_run = context["dag_run"]
         seed = self.repro_spec.seed if self.repro_spec.seed is not None else secrets.randbelow(2**31)
-        params = context.get("params") or {}
+        params = _without_replay_marker(context.get("params") or {})
         logical_date = getattr(dag_run, "logical_date", None)
         return TaskEnvironment(
             identity=AirflowIdentity(
@@ -160,10 +196,10 @@ class ReproPythonOperator(PythonOperator):
                 logical_date=logical_date.isoformat() if logical_date else None,
             ),
             code=self._code_version(ti),
-            environment=self._environment_pin(),
+            environment=self.repro_environment_pin(),
             parameters=Parameters(
-                task_params=_plain(params.dump() if hasattr(params, "dump") else dict(params)),
-                dag_run_conf=_plain(getattr(dag_run, "conf", None) or {}),
+                task_params=_plain(params),
+                dag_run_conf=_plain(_without_replay_marker(getattr(dag_run, "conf", None) or {})),
                 op_kwargs=_plain({k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}),
                 seed=seed,
                 secret_names=sorted(self.repro_spec.secret_names),
@@ -188,7 +224,12 @@ class ReproPythonOperator(PythonOperator):
             module_hash=_module_hash(inspect.getsourcefile(fn)),
         )
 
-    def _environment_pin(self) -> Any:
+    def repro_source_hash(self) -> str:
+        """sha256 of the callable's own source, as recorded in manifests (used for drift checks)."""
+        return _source_hash(self.python_callable)
+
+    def repro_environment_pin(self) -> EnvironmentPin:
+        """The pin this task gets here and now: its lockfile's hash, or this environment's fingerprint."""
         if self.repro_lockfile_path is not None:
             return lockfile_pin(self.repro_lockfile_path, declared_as=self.repro_spec.lockfile or "")
         return fingerprint_pin()
@@ -235,6 +276,21 @@ def repro_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any)
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _without_replay_marker(values: Any) -> dict[str, Any]:
+    """Params / conf as the user gave them: the replay marker is recorded in ``manifest.replay``."""
+    plain = values.dump() if hasattr(values, "dump") else dict(values)
+    plain.pop(REPLAY_CONF_KEY, None)
+    return plain
+
+
+def _check_pinned(task_id: str, what: str, pinned: str, current: str) -> None:
+    if pinned != current:
+        raise ReproUserError(
+            f"task {task_id}: its {what} changed since the replay was planned (recorded {pinned}, now {current}); "
+            "replay with mode latest-code to accept it"
+        )
+
+
 def _resources(value: Resources | Mapping[str, Any] | None) -> Resources:
     if value is None:
         return Resources()

@@ -135,6 +135,17 @@ class Tracking(_Frozen):
     mlflow_tracking_uri: str | None = None
 
 
+class ReplayInfo(_Frozen):
+    """Set on the manifests of a replay: which run it replays, how, and with which plan."""
+
+    of_run_id: str
+    mode: Literal["pinned", "latest-code"]
+    plan_digest: str
+    original_manifest_digest: str | None = Field(
+        default=None, description="Manifest of the same task in the replayed run (None for a task added since)."
+    )
+
+
 class Timing(_Frozen):
     started_at: str
     ended_at: str | None = None
@@ -159,6 +170,7 @@ class TaskManifest(_Frozen):
     versions: Versions
     tracking: Tracking = Field(default_factory=Tracking)
     timing: Timing
+    replay: ReplayInfo | None = None
 
     @field_validator("outputs")
     @classmethod

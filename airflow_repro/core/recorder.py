@@ -27,6 +27,7 @@ from airflow_repro.core.manifest import (
     EnvironmentPin,
     Hardware,
     Parameters,
+    ReplayInfo,
     TaskManifest,
     Timing,
     Tracking,
@@ -48,6 +49,7 @@ from airflow_repro.errors import (
     OutputError,
     ParamsNotSerializableError,
     ReproError,
+    StoreCorruption,
 )
 
 MANIFEST_DIR = "_repro/manifests"
@@ -74,6 +76,8 @@ class TaskEnvironment:
     parameters: Parameters
     versions: Versions
     hardware: Hardware
+    replay: ReplayInfo | None = None
+    pinned_inputs: Mapping[str, DataInput] = field(default_factory=dict)
 
 
 @dataclass
@@ -139,7 +143,9 @@ class TaskRecorder:
         branch = run_branch_name(ident.dag_id, ident.run_id)
         self.store.create_repository(repository, default_branch=self.default_branch, exist_ok=True)
         self.store.create_branch(repository, branch, self.default_branch, exist_ok=True)
-        inputs = [self._resolve_input(spec, name, repository, branch) for name in sorted(spec.inputs)]
+        inputs = [
+            self._resolve_input(spec, name, repository, branch, env.pinned_inputs) for name in sorted(spec.inputs)
+        ]
 
         workdir = self._fresh_workdir(ident)
         output_dir = workdir / "outputs"
@@ -154,7 +160,7 @@ class TaskRecorder:
                 "commit_id": pinned.commit_id,
                 "store_path": pinned.path,
             }
-        tracked = self._start_tracked_run(ident, repository, branch)
+        tracked = self._start_tracked_run(ident, repository, branch, env.replay)
         context_file = workdir / CONTEXT_FILE
         context = {
             "task": f"{ident.dag_id}.{ident.task_id}",
@@ -172,8 +178,12 @@ class TaskRecorder:
             tracked_run=tracked, started_at=_utcnow(),
         )
 
-    def _resolve_input(self, spec: TaskSpec, name: str, repository: str, branch: str) -> DataInput:
+    def _resolve_input(self, spec: TaskSpec, name: str, repository: str, branch: str,
+                       pinned: Mapping[str, DataInput]) -> DataInput:
         declared = spec.inputs[name]
+        recorded = pinned.get(name)
+        if recorded is not None and recorded.path == declared.path:
+            return self._check_pinned_input(spec, recorded)
         repo = declared.repository or repository
         ref = declared.ref or branch
         try:
@@ -190,6 +200,19 @@ class TaskRecorder:
             content_hash=info.content_hash, size=info.size,
         )
 
+    def _check_pinned_input(self, spec: TaskSpec, pinned: DataInput) -> DataInput:
+        """A replay reads exactly the recorded commit; say so clearly if it is gone."""
+        try:
+            info = self.store.stat_object(pinned.repository, pinned.commit_id, pinned.path)
+        except NotFoundError as exc:
+            raise type(exc)(f"task {spec.task_id}: pinned input {pinned.name!r} cannot be read: {exc}") from exc
+        if info.content_hash != pinned.content_hash:
+            raise StoreCorruption(
+                f"task {spec.task_id}: pinned input {pinned.name!r} at {pinned.commit_id} no longer has the "
+                f"recorded content ({pinned.content_hash}, found {info.content_hash})"
+            )
+        return pinned
+
     def _fresh_workdir(self, ident: AirflowIdentity) -> Path:
         attempt = f"{ident.task_id}.{ident.map_index}.try{ident.try_number}.{os.getpid()}"
         workdir = self.work_root / run_branch_name(ident.dag_id, ident.run_id) / attempt
@@ -198,7 +221,8 @@ class TaskRecorder:
         workdir.mkdir(parents=True)
         return workdir
 
-    def _start_tracked_run(self, ident: AirflowIdentity, repository: str, branch: str) -> TrackedRun | None:
+    def _start_tracked_run(self, ident: AirflowIdentity, repository: str, branch: str,
+                           replay: ReplayInfo | None) -> TrackedRun | None:
         if self.tracker is None:
             return None
         tags = {
@@ -210,6 +234,9 @@ class TaskRecorder:
             keys.MLFLOW_REPOSITORY: repository,
             keys.MLFLOW_BRANCH: branch,
         }
+        if replay is not None:
+            tags[keys.MLFLOW_REPLAY_OF] = replay.of_run_id
+            tags[keys.MLFLOW_REPLAY_MODE] = replay.mode
         run_name = f"{ident.task_id}" + (f"[{ident.map_index}]" if ident.map_index >= 0 else "")
         return self.tracker.start_run(self.experiment or ident.dag_id, f"{run_name} try {ident.try_number}", tags)
 
@@ -299,6 +326,7 @@ class TaskRecorder:
                 started_at=prepared.started_at, ended_at=_utcnow(),
                 duration_s=round(time.monotonic() - prepared.started_monotonic, 3),
             ),
+            replay=env.replay,
         )
 
     def _commit_metadata(self, prepared: PreparedTask, manifest: TaskManifest, mpath: str) -> dict[str, str]:

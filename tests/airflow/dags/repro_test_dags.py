@@ -72,3 +72,17 @@ repro_failing()
 repro_retry()
 repro_bad_input()
 repro_lockfile()
+
+
+@dag(dag_id="repro_nondeterministic", schedule=None)
+def repro_nondeterministic():
+    @repro_task(outputs=["noise.bin", "stable.txt"], seed=5)
+    def unseeded():
+        ctx = runtime.current()
+        ctx.output_path("noise.bin").write_bytes(os.urandom(32))  # not governed by the seed
+        ctx.output_path("stable.txt").write_text("always the same")
+
+    unseeded()
+
+
+repro_nondeterministic()

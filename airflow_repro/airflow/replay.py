@@ -1,0 +1,228 @@
+"""Replay and verify, on the Airflow side: parse the DAG as it is now, check the recorded run's
+state, trigger the replay run, wait for it, and verify it. Shared by the CLI and the REST API.
+
+The decisions (pins, drift, verdict) are made by the core (``core.replay``, ``core.verify``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_repro.backends import build_store, build_tracker
+from airflow_repro.config import ReproSettings
+from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.ports import ExperimentTracker, RunRecord, TrackedRun, VersionedDataStore
+from airflow_repro.core.replay import (
+    REPLAY_CONF_KEY,
+    CurrentTask,
+    ReplayMode,
+    ReplayPlan,
+    ReplayRefused,
+    list_replays,
+    load_plan,
+    plan_replay,
+    replay_marker,
+    replay_run_id,
+    save_plan,
+)
+from airflow_repro.core.runs import RecordedRun, load_run
+from airflow_repro.core.verify import Tolerance, VerificationReport, load_report, save_report, verify_replay
+from airflow_repro.errors import NotFoundError, ReproError, ReproInfraError, ReproUserError
+
+log = logging.getLogger(__name__)
+
+FINISHED_STATES = ("success", "failed")
+
+
+class RunNotFinished(ReproUserError):
+    """The DAG run is still queued or running."""
+
+
+@dataclass(frozen=True)
+class Backends:
+    settings: ReproSettings
+    store: VersionedDataStore
+
+    @classmethod
+    def from_airflow_conf(cls) -> Backends:
+        settings = ReproSettings.from_airflow_conf()
+        return cls(settings=settings, store=build_store(settings))
+
+    def tracker(self) -> ExperimentTracker:
+        return build_tracker(self.settings)
+
+
+# -- the DAG as it is now ------------------------------------------------------------------------
+def load_current_dag(dag_id: str) -> Any:
+    """Parse the DAG's file as the DAG processor would (code drift needs the callables)."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        model = session.get(DagModel, dag_id)
+        fileloc = model.fileloc if model is not None else None
+    if fileloc is None:
+        raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow; check the dag_id with 'airflow dags list'")
+    bag = DagBag(dag_folder=fileloc)
+    if dag_id not in bag.dags:
+        errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
+        raise ReproUserError(f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
+    return bag.dags[dag_id]
+
+
+def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
+    """The recorded tasks of ``dag`` as they would run now with ``conf``."""
+    from airflow.sdk.definitions.param import process_params
+
+    from airflow_repro.airflow.operators import ReproPythonOperator
+
+    tasks = {}
+    for task in dag.tasks:
+        if not isinstance(task, ReproPythonOperator):
+            continue
+        params = process_params(dag, task, dict(conf), suppress_exception=True)
+        params.pop(REPLAY_CONF_KEY, None)
+        tasks[task.task_id] = CurrentTask(
+            task_id=task.task_id,
+            source_hash=task.repro_source_hash(),
+            environment_digest=task.repro_environment_pin().digest,
+            bundle_version=None,  # the DAG as parsed here is the bundle's current version
+            task_params=_json_ready(params),
+        )
+    return tasks
+
+
+def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
+    import json
+
+    return json.loads(json.dumps(dict(values), default=str))
+
+
+def dag_run_state(dag_id: str, run_id: str) -> str | None:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        state = session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+    return str(state) if state is not None else None
+
+
+# -- replay --------------------------------------------------------------------------------------
+def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode) -> ReplayPlan:
+    """Check every pin of a recorded run against the DAG as it is now; trigger nothing."""
+    state = dag_run_state(dag_id, run_id)
+    if state is None:
+        raise NotFoundError(f"DAG {dag_id!r} has no run {run_id!r}; list runs with 'airflow dags list-runs {dag_id}'")
+    if state not in FINISHED_STATES:
+        raise RunNotFinished(f"run {run_id!r} of {dag_id!r} is {state}; replay it once it has finished")
+    recorded = load_run(backends.store, dag_id, run_id)
+    dag = load_current_dag(dag_id)
+    conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
+    return plan_replay(recorded, current_tasks(dag, conf), backends.store, mode=mode,
+                       replay_run_id=replay_run_id(run_id))
+
+
+def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: str | None) -> str:
+    """Store the plan on the replay's branch and trigger the replay run; refuse on blocking drift."""
+    if replay.blocking_drift:
+        raise ReplayRefused(replay)
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.types import DagRunTriggeredByType
+
+    save_plan(backends.store, replay, default_branch=backends.settings.default_branch)
+    marker = {**replay_marker(replay), "repository": replay.original_repository}
+    trigger_dag(
+        replay.dag_id,
+        triggered_by=DagRunTriggeredByType[triggered_by],
+        triggering_user_name=user,
+        run_id=replay.replay_run_id,
+        conf={**replay.dag_run_conf, REPLAY_CONF_KEY: marker},
+        note=f"airflow-repro replay of {replay.original_run_id} (mode {replay.mode})",
+    )
+    return replay.replay_run_id
+
+
+def wait(dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 2.0,
+         on_poll: Any = None) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = dag_run_state(dag_id, run_id)
+        if on_poll is not None:
+            on_poll(state)
+        if state in FINISHED_STATES:
+            return str(state)
+        if time.monotonic() > deadline:
+            raise ReproInfraError(f"run {run_id!r} of {dag_id!r} did not finish within {timeout:.0f} s (now {state})")
+        time.sleep(poll)
+
+
+def replays_of(backends: Backends, dag_id: str, run_id: str) -> list[ReplayPlan]:
+    recorded = load_run(backends.store, dag_id, run_id)
+    return list_replays(backends.store, recorded.repository, dag_id, run_id)
+
+
+# -- verify --------------------------------------------------------------------------------------
+def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Tolerance | None = None,
+           *, store_report: bool = True) -> VerificationReport:
+    """Compare a finished replay with the run it replays; store the report with the replay."""
+    replayed = load_run(backends.store, dag_id, replay_run_id)
+    the_plan = load_plan(backends.store, replayed.repository, dag_id, replay_run_id)
+    state = dag_run_state(dag_id, replay_run_id)
+    if state is not None and state not in FINISHED_STATES:
+        raise RunNotFinished(f"replay {replay_run_id!r} is {state}; verify it once it has finished (or use --wait)")
+    original = load_run(backends.store, dag_id, the_plan.original_run_id)
+    tracker = _tracker_or_none(backends)
+    report = verify_replay(
+        original, replayed, tolerance=tolerance,
+        original_metrics=_metrics(tracker, original), replay_metrics=_metrics(tracker, replayed),
+    )
+    if store_report:
+        save_report(backends.store, replayed.repository, report)
+        _tag_tracked_runs(tracker, replayed, report)
+    return report
+
+
+def stored_report(backends: Backends, dag_id: str, replay_run_id: str) -> VerificationReport:
+    replayed = load_run(backends.store, dag_id, replay_run_id)
+    return load_report(backends.store, replayed.repository, dag_id, replay_run_id)
+
+
+def _tracker_or_none(backends: Backends) -> ExperimentTracker | None:
+    try:
+        return backends.tracker()
+    except ReproError as exc:
+        log.warning("MLflow is not available, metrics are not compared: %s", exc)
+        return None
+
+
+def _metrics(tracker: ExperimentTracker | None, run: RecordedRun) -> dict[tuple[str, int], dict[str, float]]:
+    if tracker is None:
+        return {}
+    metrics = {}
+    for task in run.tasks:
+        run_id = task.manifest.tracking.mlflow_run_id
+        if run_id:
+            metrics[(task.manifest.identity.task_id, task.manifest.identity.map_index)] = tracker.get_metrics(run_id)
+    return metrics
+
+
+def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: RecordedRun, report: VerificationReport) -> None:
+    if tracker is None:
+        return
+    status = {(t.task_id, t.map_index): t.status for t in report.tasks}
+    body = report.model_dump(mode="json")
+    for task in replayed.tasks:
+        m = task.manifest
+        if not m.tracking.mlflow_run_id:
+            continue
+        run = TrackedRun(run_id=m.tracking.mlflow_run_id, experiment_id=m.tracking.mlflow_experiment_id or "",
+                         tracking_uri=m.tracking.mlflow_tracking_uri or "")
+        tags = {keys.MLFLOW_VERDICT: report.verdict,
+                keys.MLFLOW_TASK_VERDICT: status.get((m.identity.task_id, m.identity.map_index), "extra")}
+        tracker.log(run, RunRecord(tags=tags, json_artifacts={"repro/verification.json": body}))

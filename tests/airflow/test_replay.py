@@ -1,0 +1,183 @@
+"""Replay and verify, in process: pins hold, drift is caught before anything runs, verdicts are true."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_repro.airflow import replay as service
+from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.replay import REPLAY_CONF_KEY, DriftKind, ReplayPlan, ReplayRefused, replay_marker, save_plan
+from airflow_repro.core.runs import load_run
+from airflow_repro.errors import NotFoundError
+from tests.airflow.conftest import DAGS_FOLDER, load_dag
+
+pytestmark = pytest.mark.usefixtures("repro_env")
+
+
+@contextlib.contextmanager
+def run_id_for_next_test_run(run_id: str) -> Iterator[None]:
+    """``dag.test()`` names its run itself; a replay run must carry the id its plan was made for."""
+    from airflow.models.dagrun import DagRun
+
+    original = DagRun.generate_run_id
+    DagRun.generate_run_id = staticmethod(lambda **_: run_id)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        DagRun.generate_run_id = original  # type: ignore[method-assign]
+
+
+def run_replay(dag: Any, plan: ReplayPlan, backends: service.Backends) -> Any:
+    """What ``service.trigger`` does, with ``dag.test()`` standing in for the scheduler."""
+    save_plan(backends.store, plan, default_branch=backends.settings.default_branch)
+    conf = {**plan.dag_run_conf, REPLAY_CONF_KEY: {**replay_marker(plan), "repository": plan.original_repository}}
+    with run_id_for_next_test_run(plan.replay_run_id):
+        return dag.test(run_conf=conf)
+
+
+def test_replay_of_the_example_is_identical_and_replayable_again(repro_env: dict[str, str]) -> None:
+    dag = load_dag("example_ml_pipeline", "example_ml_pipeline.py")
+    original = dag.test()
+    backends = service.Backends.from_airflow_conf()
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned")
+    assert plan.drift == [] and [p.task_id for p in plan.tasks] == ["ingest", "featurize", "train", "evaluate"]
+    assert plan.replay_run_id.startswith("replay__") and plan.replay_run_id.endswith(f"__of__{original.run_id}")
+
+    replayed = run_replay(dag, plan, backends)
+    assert replayed.state == "success" and replayed.run_id == plan.replay_run_id
+    report = service.verify(backends, dag.dag_id, plan.replay_run_id)
+    assert report.verdict == "identical"
+    assert [(t.task_id, t.status) for t in report.tasks] == [(t, "identical") for t in
+                                                             ("ingest", "featurize", "train", "evaluate")]
+    assert all(t.objects_compared > 0 for t in report.tasks)
+    assert service.stored_report(backends, dag.dag_id, plan.replay_run_id) == report
+
+    # the replay read exactly the original's input commits and recorded what it replays
+    before = {t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id, original.run_id).tasks}
+    after = load_run(backends.store, dag.dag_id, plan.replay_run_id)
+    for task in after.tasks:
+        m = task.manifest
+        assert m.replay is not None and m.replay.of_run_id == original.run_id and m.replay.mode == "pinned"
+        assert m.replay.original_manifest_digest == before[m.identity.task_id].digest
+        assert m.inputs == before[m.identity.task_id].inputs
+        assert m.parameters.seed == before[m.identity.task_id].parameters.seed
+        assert REPLAY_CONF_KEY not in m.parameters.dag_run_conf and REPLAY_CONF_KEY not in m.parameters.task_params
+    assert after.branch != load_run(backends.store, dag.dag_id, original.run_id).branch
+
+    import mlflow
+
+    tags = mlflow.MlflowClient(repro_env["mlflow"]).get_run(after.tasks[-1].manifest.tracking.mlflow_run_id).data.tags
+    assert tags[keys.MLFLOW_VERDICT] == "identical" and tags[keys.MLFLOW_REPLAY_OF] == original.run_id
+    assert [p.replay_run_id for p in service.replays_of(backends, dag.dag_id, original.run_id)] == [plan.replay_run_id]
+
+    # a replay of a replay works, and is identical too
+    again = service.plan(backends, dag.dag_id, plan.replay_run_id, "pinned")
+    assert again.drift == [] and again.original_run_id == plan.replay_run_id
+    assert run_replay(dag, again, backends).state == "success"
+    assert service.verify(backends, dag.dag_id, again.replay_run_id).verdict == "identical"
+
+
+def test_unseeded_randomness_is_reported_naming_the_objects(repro_env: dict[str, str]) -> None:
+    dag = load_dag("repro_nondeterministic", "repro_test_dags.py")
+    original = dag.test()
+    backends = service.Backends.from_airflow_conf()
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned")
+    assert run_replay(dag, plan, backends).state == "success"
+    report = service.verify(backends, dag.dag_id, plan.replay_run_id)
+    assert report.verdict == "differs"
+    (task,) = report.tasks
+    assert task.status == "differs" and task.objects_compared == 2
+    (difference,) = task.objects
+    assert difference.path == "noise.bin" and difference.change == "changed"
+    assert difference.original.size == difference.replay.size == 32
+    assert difference.original.content_hash != difference.replay.content_hash
+
+
+DRIFT_DAG = '''
+from airflow.sdk import dag
+from airflow_repro import Input, repro_task, runtime
+
+@dag(dag_id="repro_drift", schedule=None, params={{"alpha": {alpha}}})
+def repro_drift():
+    @repro_task(outputs=["a.txt"], seed=1)
+    def make():
+        runtime.current().output_path("a.txt").write_text("{text}")
+
+    @repro_task(inputs={{"a": Input("a.txt")}}, outputs=["b.txt"], seed=2)
+    def use():
+        ctx = runtime.current()
+        ctx.output_path("b.txt").write_text(ctx.input_path("a").read_text().upper())
+{extra}
+    make() >> use()
+
+repro_drift()
+'''
+EXTRA_TASK = '''
+    @repro_task(outputs=["c.txt"], seed=3)
+    def added():
+        runtime.current().output_path("c.txt").write_text("new")
+    added()
+'''
+
+
+def write_drift_dag(alpha: int = 1, text: str = "a", extra: str = "") -> None:
+    (DAGS_FOLDER / "repro_drift.py").write_text(DRIFT_DAG.format(alpha=alpha, text=text, extra=extra))
+
+
+@pytest.fixture
+def recorded_drift_run(repro_env: dict[str, str]) -> Iterator[tuple[service.Backends, str]]:
+    write_drift_dag()
+    dag = load_dag("repro_drift", "repro_drift.py")
+    run = dag.test()
+    assert run.state == "success"
+    yield service.Backends.from_airflow_conf(), run.run_id
+    write_drift_dag()
+
+
+def drift_kinds(plan: ReplayPlan) -> set[tuple[str, str]]:
+    return {(d.kind.value, d.task_id) for d in plan.drift}
+
+
+@pytest.mark.parametrize(("change", "expected", "latest_code_ok"), [
+    ({"text": "changed"}, {("code_changed", "make")}, True),
+    ({"extra": EXTRA_TASK}, {("task_added", "added")}, True),
+    ({"alpha": 2}, {("params_changed", "make"), ("params_changed", "use")}, False),
+])
+def test_drift_is_detected_before_anything_runs(recorded_drift_run: tuple[service.Backends, str],
+                                                change: dict[str, Any], expected: set[tuple[str, str]],
+                                                latest_code_ok: bool) -> None:
+    backends, run_id = recorded_drift_run
+    write_drift_dag(**change)
+    plan = service.plan(backends, "repro_drift", run_id, "pinned")
+    assert drift_kinds(plan) == expected
+    with pytest.raises(ReplayRefused, match="pin\\(s\\) no longer hold"):
+        service.trigger(backends, plan, triggered_by="CLI", user="test")
+    assert service.dag_run_state("repro_drift", plan.replay_run_id) is None, "nothing was triggered"
+    latest = service.plan(backends, "repro_drift", run_id, "latest-code")
+    assert bool(latest.blocking_drift) is not latest_code_ok
+
+
+def test_a_garbage_collected_input_is_drift(recorded_drift_run: tuple[service.Backends, str]) -> None:
+    backends, run_id = recorded_drift_run
+    recorded = load_run(backends.store, "repro_drift", run_id)
+    (pinned,) = next(t for t in recorded.tasks if t.manifest.identity.task_id == "use").manifest.inputs
+    object_file = backends.store.object_path(pinned.content_hash)  # type: ignore[attr-defined]
+    object_file.chmod(0o644)
+    object_file.unlink()  # what lakeFS garbage collection does to the data behind an old commit
+    plan = service.plan(backends, "repro_drift", run_id, "latest-code")
+    assert drift_kinds(plan) == {("input_missing", "use")}
+    assert plan.blocking_drift and "garbage collection" in plan.drift[0].detail
+    assert plan.drift[0].kind is DriftKind.INPUT_MISSING
+
+
+def test_unknown_runs_are_refused(repro_env: dict[str, str]) -> None:
+    backends = service.Backends.from_airflow_conf()
+    with pytest.raises(NotFoundError, match="has no run 'nope'"):
+        service.plan(backends, "example_ml_pipeline", "nope", "pinned")
+    with pytest.raises(NotFoundError, match="not known to Airflow"):
+        service.load_current_dag("no_such_dag")
