@@ -142,8 +142,9 @@ def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, t
 @click.argument("replay_run_id")
 @click.option("--abs-tol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
 @click.option("--rel-tol", type=float, default=0.0, show_default=True, help="Relative tolerance for metrics.")
+@click.option("--stored", is_flag=True, help="Print the report stored by an earlier verification; compute nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, as_json: bool) -> None:
+def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, as_json: bool) -> None:
     """Prove whether a replay reproduced the original, output by output. Exit 0 identical, 1 differs."""
     from airflow_repro.airflow import replay as service
     from airflow_repro.core.verify import Tolerance
@@ -152,7 +153,10 @@ def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, as_j
         tolerance = Tolerance(abs=abs_tol, rel=rel_tol)
     except ValueError as exc:
         raise click.BadParameter(f"tolerances must be >= 0: {exc}") from exc
-    report = service.verify(_backends(), dag_id, replay_run_id, tolerance)
+    if stored:
+        report = service.stored_report(_backends(), dag_id, replay_run_id)
+    else:
+        report = service.verify(_backends(), dag_id, replay_run_id, tolerance)
     _print_report(report, as_json)
     sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
 

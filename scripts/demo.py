@@ -1,15 +1,19 @@
-"""The demo behind ``make demo``: a real pipeline recorded through a real, local Airflow.
+"""The demo behind ``make demo``: a real pipeline recorded, replayed and verified through a real,
+local Airflow.
 
 From nothing, it creates one folder (default ``.repro-demo``) holding Airflow's home and SQLite
 metadata DB, the embedded data store and an MLflow SQLite DB; starts Airflow (api-server,
 scheduler with LocalExecutor, dag-processor) and an MLflow server; runs ``example_ml_pipeline``;
-prints what was recorded per task; stops the services and leaves the folder for inspection.
+prints what was recorded per task; replays the run with its exact pins using the
+``airflow-repro replay --verify`` command and prints the verdict; stops the services and leaves
+the folder for inspection.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,10 +56,27 @@ def main() -> int:
                 console.print(f"  {ti['task_id']}: {ti['state']}")
             console.print(f"[red]the run failed; task logs are under {stack.airflow_home / 'logs'}[/]")
             return 1
-    recorded = load_run(LocalStore(stack.repro_home / "store"), DAG_ID, run_id)
-    print_record(recorded)
-    print_next_steps(stack, run_id)
-    return 0
+        recorded = load_run(LocalStore(stack.repro_home / "store"), DAG_ID, run_id)
+        print_record(recorded)
+
+        console.rule("airflow-repro demo: replay and verify")
+        command = [str(Path(sys.executable).parent / "airflow-repro"), "replay", DAG_ID, run_id, "--verify"]
+        console.print("$ airflow-repro replay " + f"{DAG_ID} '{run_id}' --verify")
+        verdict = subprocess.run(command, env=stack.env(), check=False)
+        if verdict.returncode not in (0, 1):
+            console.print(f"[red]replay failed (exit {verdict.returncode}); logs under {stack.home / 'logs'}[/]")
+            return verdict.returncode
+    replays = replay_ids(stack, run_id)
+    print_next_steps(stack, run_id, replays[-1] if replays else None)
+    console.print(f"[dim]demo finished in {time.monotonic() - started:.0f} s[/]")
+    return verdict.returncode
+
+
+def replay_ids(stack: EmbeddedStack, run_id: str) -> list[str]:
+    from airflow_repro.core.replay import list_replays
+
+    store = LocalStore(stack.repro_home / "store")
+    return [p.replay_run_id for p in list_replays(store, "repro", DAG_ID, run_id)]
 
 
 def print_record(recorded) -> None:  # noqa: ANN001 - a RecordedRun
@@ -74,13 +95,17 @@ def print_record(recorded) -> None:  # noqa: ANN001 - a RecordedRun
     console.print(f"repository [bold]{recorded.repository}[/], run closed as {state} -> {recorded.head_commit}")
 
 
-def print_next_steps(stack: EmbeddedStack, run_id: str) -> None:
+def print_next_steps(stack: EmbeddedStack, run_id: str, replay_id: str | None) -> None:
     repro_home = stack.repro_home
     venv_bin = Path(sys.executable).parent
+    env = f"AIRFLOW_HOME={stack.airflow_home} AIRFLOW__REPRO__HOME={repro_home}"
     console.rule("look further")
     console.print(f"""\
   manifests as a table : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro show {DAG_ID} '{run_id}'
   ... as JSON          : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro show {DAG_ID} '{run_id}' --json
+  original vs replay   : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro diff {DAG_ID} '{run_id}' '{replay_id}'
+  the stored verdict   : {env} {venv_bin}/airflow-repro verify {DAG_ID} '{replay_id}' --stored""", soft_wrap=True)
+    console.print(f"""\
   MLflow UI            : {venv_bin}/mlflow server --backend-store-uri sqlite:///{repro_home}/mlflow.db \\
                            --artifacts-destination {repro_home}/mlartifacts --port 5000   (then open http://127.0.0.1:5000)
   Airflow task logs    : {stack.airflow_home}/logs

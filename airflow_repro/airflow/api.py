@@ -1,0 +1,348 @@
+"""The airflow-repro REST API, served by the Airflow API server under ``/repro``.
+
+Endpoints (all under ``/repro/api/v1/dags/{dag_id}/runs/{run_id}``):
+
+=====================================  =====  ============================================  ==========
+path                                   verb   what                                          access
+=====================================  =====  ============================================  ==========
+``/manifest``                          GET    the recorded run and its task manifests      DAG run GET
+``/replay``                            POST   plan (``dry_run``) or trigger a replay        DAG run POST
+``/replays``                           GET    the replays of a run                          DAG run GET
+``/verification``                      GET    the stored verification report of a replay   DAG run GET
+``/verification``                      POST   verify a replay, store and return the report  DAG run POST
+=====================================  =====  ============================================  ==========
+
+Authentication and authorization are Airflow's own (``requires_access_dag`` with the configured
+auth manager): no credentials give 401, a user without the permission gets 403. Errors have the
+body ``{"detail": "<message>"}``; a refused replay adds ``drift``. The service functions are the
+same as the CLI's (:mod:`airflow_repro.airflow.replay`); they block, so every endpoint is a plain
+``def`` and runs in FastAPI's threadpool.
+
+Built by :func:`create_app`, lazily (see :mod:`airflow_repro.airflow.lazy_app`): the plugin module
+does not import this one, since Airflow imports plugins in every process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_repro.airflow import replay as service
+from airflow_repro.core.replay import CODE_DRIFT, Drift, ReplayPlan, ReplayRefused
+from airflow_repro.core.runs import RecordedRun, load_dag_run_manifest_at, load_run
+from airflow_repro.core.verify import Tolerance
+from airflow_repro.errors import (
+    ConfigError,
+    NotFoundError,
+    ObjectNotFound,
+    ReproError,
+    ReproInfraError,
+    ReproUserError,
+)
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
+CREATE_RUN = Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))
+
+
+# -- request and response bodies -------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReplayRequest(_Body):
+    mode: Literal["pinned", "latest-code"] = Field(
+        "pinned", description="pinned: refuse any drift. latest-code: current code and environment; "
+                              "data, params and seeds stay pinned.")
+    dry_run: bool = Field(False, description="Plan only: report the drift, trigger nothing.")
+
+
+class VerificationRequest(_Body):
+    abs_tol: float = Field(0.0, ge=0, allow_inf_nan=False, description="Absolute tolerance of metrics.")
+    rel_tol: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative tolerance of metrics.")
+
+
+class DriftItem(BaseModel):
+    kind: str
+    task_id: str
+    detail: str
+    recorded: str | None = None
+    current: str | None = None
+    blocking: bool = Field(description="Whether this drift refuses the replay in the requested mode.")
+
+
+class ReplayResponse(BaseModel):
+    dag_id: str
+    original_run_id: str
+    replay_run_id: str = Field(description="The new run's id (with dry_run: the id it would have had).")
+    mode: Literal["pinned", "latest-code"]
+    dry_run: bool
+    triggered: bool
+    blocked: bool = Field(description="Whether blocking drift refuses this replay (only false when triggered).")
+    plan_digest: str
+    drift: list[DriftItem]
+
+
+class ReplaySummary(BaseModel):
+    replay_run_id: str
+    mode: Literal["pinned", "latest-code"]
+    created_at: str
+    drift_count: int
+    state: str | None = Field(description="The replay run's state in Airflow (null if Airflow no longer has it).")
+    plan_digest: str
+
+
+class ReplaysResponse(BaseModel):
+    dag_id: str
+    run_id: str
+    replays: list[ReplaySummary]
+    total_entries: int
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+def _backends() -> service.Backends:
+    try:
+        return service.Backends.from_airflow_conf()
+    except ConfigError as exc:  # the server's settings, not the request, are wrong
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"airflow-repro is not configured correctly on this API server: {exc}") from exc
+
+
+def _missing_in_airflow(dag_id: str, run_id: str | None) -> str | None:
+    """Why Airflow does not know the DAG or the run, or ``None`` if it knows both."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        if session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == dag_id)) is None:
+            return f"DAG {dag_id!r} is not known to Airflow; check the dag_id (GET /api/v2/dags lists them)"
+        if run_id is not None and session.scalar(
+            select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        ) is None:
+            return (f"DAG {dag_id!r} has no run {run_id!r}; list its runs with "
+                    f"GET /api/v2/dags/{dag_id}/dagRuns")
+    return None
+
+
+@contextlib.contextmanager
+def _explain_not_found(dag_id: str, run_id: str) -> Iterator[None]:
+    """Turn a store's "not found" into the clearer reason when Airflow lacks the DAG or the run."""
+    try:
+        yield
+    except NotFoundError as exc:
+        reason = _missing_in_airflow(dag_id, run_id)
+        if reason is None:
+            raise
+        raise NotFoundError(reason) from exc
+
+
+def _drift_items(drift: list[Drift], mode: str) -> list[dict[str, Any]]:
+    return [{**d.model_dump(mode="json"), "blocking": d.blocks(mode)} for d in drift]  # type: ignore[arg-type]
+
+
+def _refusal_message(plan: ReplayPlan) -> str:
+    blocking = plan.blocking_drift
+    lines = "; ".join(f"[{d.kind}] {d.task_id}: {d.detail}" for d in blocking)
+    message = (f"cannot replay run {plan.original_run_id!r} of {plan.dag_id!r} in mode {plan.mode}: "
+               f"{len(blocking)} pin(s) no longer hold, nothing was triggered: {lines}.")
+    if plan.mode == "pinned" and all(d.kind in CODE_DRIFT for d in blocking):
+        message += (' Send {"mode": "latest-code"} to replay with the current code and environment '
+                    "(data, params and seeds stay pinned).")
+    else:
+        message += " No mode can replay it: data or parameters it was recorded with are gone or changed."
+    return message
+
+
+def _user_name(user: Any) -> str | None:
+    try:
+        return str(user.get_name())
+    except Exception:  # an auth manager's user without a name: trigger anonymously
+        return None
+
+
+# -- error mapping -----------------------------------------------------------------------------------
+def _error_response(exc: ReproError) -> JSONResponse:
+    if isinstance(exc, ReplayRefused):
+        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={
+            "detail": _refusal_message(exc.plan),
+            "mode": exc.plan.mode,
+            "drift": _drift_items(exc.plan.drift, exc.plan.mode),
+        })
+    if isinstance(exc, service.RunNotFinished):
+        code = status.HTTP_409_CONFLICT
+    elif isinstance(exc, NotFoundError):
+        code = status.HTTP_404_NOT_FOUND
+    elif isinstance(exc, ReproUserError):
+        code = status.HTTP_400_BAD_REQUEST
+    elif isinstance(exc, ReproInfraError):
+        log.warning("airflow-repro API: infrastructure fault: %s", exc)
+        headers = {"Retry-After": "5"} if exc.retryable else None
+        return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            content={"detail": str(exc), "retryable": exc.retryable}, headers=headers)
+    else:
+        log.error("airflow-repro API: unexpected error", exc_info=exc)
+        code = status.HTTP_500_INTERNAL_SERVER_ERROR
+    return JSONResponse(status_code=code, content={"detail": str(exc)})
+
+
+async def _handle_repro_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ReproError)
+    return _error_response(exc)
+
+
+# -- endpoints ---------------------------------------------------------------------------------------
+router = APIRouter(prefix=API_PREFIX + "/dags/{dag_id}/runs", tags=["airflow-repro"])
+
+
+@router.get("/{run_id}/manifest", dependencies=[READ_RUN], summary="The recorded run and its task manifests")
+def get_manifest(dag_id: str, run_id: str) -> dict[str, Any]:
+    backends = _backends()
+    with _explain_not_found(dag_id, run_id):
+        run = load_run(backends.store, dag_id, run_id)
+    return _run_body(backends, run)
+
+
+def _run_body(backends: service.Backends, run: RecordedRun) -> dict[str, Any]:
+    dag_run_manifest = None
+    if run.closed:
+        try:
+            dag_run_manifest = load_dag_run_manifest_at(backends.store, run.repository, run.ref).model_dump(mode="json")
+        except ObjectNotFound:  # tagged without its DAG-run manifest: report the tasks anyway
+            log.warning("run %s of %s is closed but has no DAG-run manifest at %s", run.run_id, run.dag_id, run.ref)
+    return {
+        "dag_id": run.dag_id, "run_id": run.run_id, "repository": run.repository, "branch": run.branch,
+        "ref": run.ref, "closed": run.closed, "head_commit": run.head_commit,
+        "tasks": [
+            {
+                "task_id": t.manifest.identity.task_id, "map_index": t.manifest.identity.map_index,
+                "try_number": t.manifest.identity.try_number, "commit_id": t.commit_id,
+                "manifest_path": t.manifest_path, "manifest_digest": t.manifest.digest,
+                "manifest": t.manifest.model_dump(mode="json"),
+            }
+            for t in run.tasks
+        ],
+        "dag_run_manifest": dag_run_manifest,
+    }
+
+
+@router.post(
+    "/{run_id}/replay", dependencies=[CREATE_RUN], response_model=ReplayResponse,
+    summary="Replay a recorded run with its pins (a new run of the same DAG)",
+    responses={409: {"description": "Blocking drift (body has 'drift'), or the run has not finished"}},
+)
+def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest | None = None) -> dict[str, Any]:
+    body = body or ReplayRequest()
+    backends = _backends()
+    with _explain_not_found(dag_id, run_id):
+        plan = service.plan(backends, dag_id, run_id, body.mode)
+    blocked = bool(plan.blocking_drift)
+    triggered = False
+    if not body.dry_run:
+        _trigger(backends, plan, _user_name(user))  # raises ReplayRefused (409) when blocked
+        triggered = True
+    return {
+        "dag_id": plan.dag_id, "original_run_id": plan.original_run_id, "replay_run_id": plan.replay_run_id,
+        "mode": plan.mode, "dry_run": body.dry_run, "triggered": triggered, "blocked": blocked,
+        "plan_digest": plan.digest, "drift": _drift_items(plan.drift, plan.mode),
+    }
+
+
+def _trigger(backends: service.Backends, plan: ReplayPlan, user: str | None) -> None:
+    from airflow.exceptions import DagNotFound, DagRunAlreadyExists
+
+    try:
+        service.trigger(backends, plan, triggered_by="REST_API", user=user)
+    except DagNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"cannot trigger the replay: {exc}") from exc
+    except DagRunAlreadyExists as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"cannot trigger the replay: run {plan.replay_run_id!r} already exists") from exc
+    except ValueError as exc:  # ParamValidationError, run types the DAG does not allow
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"Airflow refused the replay run: {exc}") from exc
+
+
+@router.get("/{run_id}/replays", dependencies=[READ_RUN], response_model=ReplaysResponse,
+            summary="The replays of a recorded run, oldest first")
+def get_replays(dag_id: str, run_id: str) -> dict[str, Any]:
+    backends = _backends()
+    with _explain_not_found(dag_id, run_id):
+        plans = service.replays_of(backends, dag_id, run_id)
+    replays = [
+        {"replay_run_id": p.replay_run_id, "mode": p.mode, "created_at": p.created_at, "drift_count": len(p.drift),
+         "state": service.dag_run_state(dag_id, p.replay_run_id), "plan_digest": p.digest}
+        for p in plans
+    ]
+    return {"dag_id": dag_id, "run_id": run_id, "replays": replays, "total_entries": len(replays)}
+
+
+@router.get("/{replay_run_id}/verification", dependencies=[READ_RUN],
+            summary="The stored verification report of a replay")
+def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[str, Any]:
+    backends = _backends()
+    with _explain_not_found(dag_id, replay_run_id):
+        try:
+            report = service.stored_report(backends, dag_id, replay_run_id)
+        except ObjectNotFound as exc:
+            raise NotFoundError(
+                f"no verification report is stored for run {replay_run_id!r} of {dag_id!r}; run the verification "
+                f"first: POST {request.scope.get('root_path', '')}{API_PREFIX}/dags/{dag_id}/runs/{replay_run_id}"
+                "/verification "
+                "(or 'airflow-repro verify')"
+            ) from exc
+    return report.model_dump(mode="json")
+
+
+@router.post("/{replay_run_id}/verification", dependencies=[CREATE_RUN],
+             summary="Verify a finished replay against its original; store and return the report",
+             responses={409: {"description": "The replay has not finished"}})
+def post_verification(dag_id: str, replay_run_id: str, body: VerificationRequest | None = None) -> dict[str, Any]:
+    body = body or VerificationRequest()
+    backends = _backends()
+    with _explain_not_found(dag_id, replay_run_id):
+        _require_replay(backends, dag_id, replay_run_id)
+        report = service.verify(backends, dag_id, replay_run_id, Tolerance(abs=body.abs_tol, rel=body.rel_tol))
+    return report.model_dump(mode="json")
+
+
+def _require_replay(backends: service.Backends, dag_id: str, run_id: str) -> None:
+    """A clear 404 for a run that is recorded but is not a replay (it has no replay plan)."""
+    from airflow_repro.core.replay import load_plan
+    from airflow_repro.core.runs import find_run_repository
+
+    repository = find_run_repository(backends.store, dag_id, run_id)
+    try:
+        load_plan(backends.store, repository, dag_id, run_id)
+    except ObjectNotFound as exc:
+        raise NotFoundError(f"run {run_id!r} of {dag_id!r} is not a replay (it has no replay plan); "
+                            "verify the run that a replay created instead") from exc
+
+
+def create_app() -> FastAPI:
+    """The REST API app; the plugin mounts it at ``/repro`` in the Airflow API server."""
+    from airflow.configuration import conf
+
+    swagger = conf.getboolean("api", "enable_swagger_ui", fallback=True)
+    app = FastAPI(
+        title="airflow-repro API",
+        version="1",
+        description="Recorded runs, replays and verification of airflow-repro. Authenticate as for "
+                    "Airflow's API (POST /auth/token, then 'Authorization: Bearer <token>').",
+        docs_url="/docs" if swagger else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if swagger else None,
+    )
+    app.add_exception_handler(ReproError, _handle_repro_error)
+    app.include_router(router)
+    return app

@@ -1,0 +1,307 @@
+"""The airflow-repro REST API, served by a real ``airflow api-server`` under ``/repro``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_repro.adapters.local_store import LocalStore
+from airflow_repro.airflow.lazy_app import LazyASGIApp
+from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
+from airflow_repro.core.runs import load_run
+from tests.api.conftest import EXAMPLE_DAG, SMALL_DAG, SMALL_DAG_FILE, ApiServer, RecordedRuns
+
+API = "/repro/api/v1/dags"
+
+
+def store(repro_env: dict[str, str]) -> LocalStore:
+    return LocalStore(Path(repro_env["home"]) / "store")
+
+
+def run_count(api: ApiServer, dag_id: str) -> int:
+    with api.client("admin") as admin:
+        response = admin.get(f"/api/v2/dags/{dag_id}/dagRuns")
+    assert response.status_code == 200, response.text
+    return int(response.json()["total_entries"])
+
+
+def replays(api: ApiServer, dag_id: str, run_id: str, user: str = "viewer") -> list[dict[str, Any]]:
+    with api.client(user) as client:
+        response = client.get(f"{API}/{dag_id}/runs/{run_id}/replays")
+    assert response.status_code == 200, response.text
+    return list(response.json()["replays"])
+
+
+@contextlib.contextmanager
+def dag_file_edited(old: str, new: str) -> Iterator[None]:
+    """Edit the small DAG's file as a user would; restore it afterwards.
+
+    Every edit changes the file's size, and the mtime is bumped, so that neither the bytecode
+    cache nor ``linecache`` in the api-server can serve the previous version.
+    """
+    original = SMALL_DAG_FILE.read_text()
+    assert old in original and len(old) != len(new)
+    try:
+        SMALL_DAG_FILE.write_text(original.replace(old, new))
+        _bump_mtime(SMALL_DAG_FILE)
+        yield
+    finally:
+        SMALL_DAG_FILE.write_text(original)
+        _bump_mtime(SMALL_DAG_FILE)
+
+
+def _bump_mtime(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+
+
+# -- the plugin stays cheap in every process -----------------------------------------------------------
+def test_importing_the_plugin_imports_no_web_stack(tmp_path: Path) -> None:
+    code = (
+        "import sys, json\n"
+        "import airflow_repro.airflow.plugin as plugin\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('fastapi', 'starlette')\n"
+        "               or m == 'airflow.api_fastapi' or m.startswith('airflow.api_fastapi.')\n"
+        "               or m == 'airflow_repro.airflow.api')\n"
+        "(entry,) = plugin.ReproPlugin.fastapi_apps\n"
+        "print(json.dumps({'heavy': heavy, 'prefix': entry['url_prefix'], 'loaded': entry['app'].loaded}))\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found == {"heavy": [], "prefix": "/repro", "loaded": False}
+
+
+def test_lazy_app_builds_once_and_forwards_calls() -> None:
+    import asyncio
+
+    app = LazyASGIApp("tests.api.test_rest_api:_echo_app_factory")
+    assert not app.loaded and _BUILT == []
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    for _ in range(2):
+        asyncio.run(app({"type": "http", "path": "/x"}, receive, send))
+    assert app.loaded and _BUILT == [1]
+    assert sent == [{"type": "echo", "path": "/x"}] * 2
+    with pytest.raises(ValueError, match="package.module:function"):
+        LazyASGIApp("no_colon")
+
+
+_BUILT: list[int] = []
+
+
+def _echo_app_factory() -> Any:
+    _BUILT.append(1)
+
+    async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "echo", "path": scope["path"]})
+
+    return echo
+
+
+# -- through the real api-server -----------------------------------------------------------------------
+def test_the_plugin_app_is_mounted_and_listed(api_server: ApiServer) -> None:
+    with api_server.client("viewer") as viewer:
+        plugins = viewer.get("/api/v2/plugins").json()["plugins"]
+        docs = viewer.get("/repro/openapi.json")
+    (ours,) = [p for p in plugins if p["name"] == "airflow_repro"]
+    assert ours["fastapi_apps"] == [{"app": "airflow_repro.airflow.lazy_app.LazyASGIApp",
+                                     "url_prefix": "/repro", "name": "airflow-repro API"}]
+    assert ours["listeners"] == ["airflow_repro.airflow.listener"]
+    assert docs.status_code == 200
+    assert "/api/v1/dags/{dag_id}/runs/{run_id}/replay" in docs.json()["paths"]
+
+
+def test_anonymous_requests_are_401(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    runs = f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}"
+    with api_server.client() as anonymous:
+        responses = [
+            anonymous.get(f"{runs}/manifest"),
+            anonymous.get(f"{runs}/replays"),
+            anonymous.post(f"{runs}/replay", json={}),
+            anonymous.post(f"{runs}/replay", json={"mode": "bogus"}),  # auth comes before validation
+            anonymous.post(f"{runs}/verification", json={}),
+        ]
+    assert [r.status_code for r in responses] == [401] * 5
+    assert responses[0].json() == {"detail": "Not authenticated"}
+
+
+def test_viewer_reads_the_recorded_manifests(api_server: ApiServer, recorded_runs: RecordedRuns,
+                                             repro_env: dict[str, str]) -> None:
+    with api_server.client("viewer") as viewer:
+        response = viewer.get(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/manifest")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    recorded = load_run(store(repro_env), EXAMPLE_DAG, recorded_runs.example)
+    assert body["closed"] is True and body["ref"] == recorded.ref and body["head_commit"] == recorded.head_commit
+    assert (body["dag_id"], body["run_id"], body["repository"]) == (EXAMPLE_DAG, recorded_runs.example, "repro")
+    assert [t["task_id"] for t in body["tasks"]] == ["ingest", "featurize", "train", "evaluate"]
+    for task, view in zip(body["tasks"], recorded.tasks, strict=True):
+        assert task["commit_id"] == view.commit_id and task["manifest_digest"] == view.manifest.digest
+        assert task["manifest"] == json.loads(view.manifest.canonical_json())
+        assert (task["map_index"], task["try_number"]) == (-1, 1)
+    dag_run_manifest = body["dag_run_manifest"]
+    assert dag_run_manifest["state"] == "success"
+    assert {t["task_id"]: t["commit_id"] for t in dag_run_manifest["tasks"]} == {
+        t["task_id"]: t["commit_id"] for t in body["tasks"]}
+
+
+def test_viewer_may_not_replay(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    before = run_count(api_server, EXAMPLE_DAG)
+    with api_server.client("viewer") as viewer:
+        response = viewer.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/replay", json={})
+        verification = viewer.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/verification", json={})
+    assert response.status_code == 403 and response.json() == {"detail": "Forbidden"}
+    assert verification.status_code == 403
+    assert run_count(api_server, EXAMPLE_DAG) == before
+    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == []
+
+
+def test_dry_run_plans_and_triggers_nothing(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    before = run_count(api_server, EXAMPLE_DAG)
+    with api_server.client("admin") as admin:
+        response = admin.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/replay", json={"dry_run": True})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert admin.get(f"/api/v2/dags/{EXAMPLE_DAG}/dagRuns/{body['replay_run_id']}").status_code == 404
+    assert body["triggered"] is False and body["blocked"] is False and body["drift"] == []
+    assert body["dry_run"] is True and body["mode"] == "pinned"
+    assert run_count(api_server, EXAMPLE_DAG) == before
+    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == []
+
+
+def test_admin_replays_a_run_then_verifies_it(api_server: ApiServer, recorded_runs: RecordedRuns,
+                                              repro_env: dict[str, str]) -> None:
+    runs = f"{API}/{EXAMPLE_DAG}/runs"
+    with api_server.client("admin") as admin:
+        response = admin.post(f"{runs}/{recorded_runs.example}/replay", json={"mode": "pinned"})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        replay_id = body["replay_run_id"]
+        dag_run = admin.get(f"/api/v2/dags/{EXAMPLE_DAG}/dagRuns/{replay_id}")
+    assert body["triggered"] is True and body["drift"] == [] and body["original_run_id"] == recorded_runs.example
+    assert replay_id.startswith("replay__") and replay_id.endswith(f"__of__{recorded_runs.example}")
+
+    # a queued Airflow run, triggered by the authenticated user, that knows it is a replay
+    assert dag_run.status_code == 200, dag_run.text
+    run = dag_run.json()
+    assert run["state"] == "queued" and run["triggered_by"] == "rest_api" and run["triggering_user_name"] == "admin"
+    assert run["conf"][REPLAY_CONF_KEY]["of"] == recorded_runs.example
+    assert run["conf"][REPLAY_CONF_KEY]["plan_digest"] == body["plan_digest"]
+
+    # the plan is stored on the replay's branch, and the replay is listed
+    plan = load_plan(store(repro_env), "repro", EXAMPLE_DAG, replay_id)
+    assert plan.digest == body["plan_digest"] and plan.original_run_id == recorded_runs.example
+    (listed,) = replays(api_server, EXAMPLE_DAG, recorded_runs.example)
+    assert listed["replay_run_id"] == replay_id and listed["drift_count"] == 0 and listed["state"] == "queued"
+    assert listed["mode"] == "pinned" and listed["created_at"] == plan.created_at
+
+    with api_server.client("admin") as admin:
+        # nothing verified yet: 404 that says how to verify
+        missing = admin.get(f"{runs}/{replay_id}/verification")
+        assert missing.status_code == 404
+        assert "no verification report is stored" in missing.json()["detail"]
+        assert f"POST /repro/api/v1/dags/{EXAMPLE_DAG}/runs/{replay_id}/verification" in missing.json()["detail"]
+        # still queued: 409
+        queued = admin.post(f"{runs}/{replay_id}/verification", json={})
+        assert queued.status_code == 409 and "queued" in queued.json()["detail"]
+        assert admin.post(f"{runs}/{replay_id}/verification", json={"abs_tol": -1}).status_code == 422
+        # the original run is not a replay
+        original = admin.post(f"{runs}/{recorded_runs.example}/verification", json={})
+        assert original.status_code == 404 and "is not a replay" in original.json()["detail"]
+        # no scheduler here: end the replay by hand; it recorded nothing, so every task is missing
+        ended = admin.patch(f"/api/v2/dags/{EXAMPLE_DAG}/dagRuns/{replay_id}", json={"state": "failed"})
+        assert ended.status_code == 200, ended.text
+        verified = admin.post(f"{runs}/{replay_id}/verification", json={"abs_tol": 0.5, "rel_tol": 0})
+        assert verified.status_code == 200, verified.text
+        stored = admin.get(f"{runs}/{replay_id}/verification")
+    report = verified.json()
+    assert report["verdict"] == "differs" and report["tolerance"] == {"abs": 0.5, "rel": 0.0}
+    assert {t["task_id"]: t["status"] for t in report["tasks"]} == dict.fromkeys(
+        ["ingest", "featurize", "train", "evaluate"], "missing")
+    assert stored.status_code == 200 and stored.json() == report
+
+
+def test_unknown_dag_or_run_is_404(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    with api_server.client("admin") as admin:
+        unknown_dag = [
+            admin.get(f"{API}/no_such_dag/runs/r1/manifest"),
+            admin.get(f"{API}/no_such_dag/runs/r1/replays"),
+            admin.post(f"{API}/no_such_dag/runs/r1/replay", json={}),
+            admin.get(f"{API}/no_such_dag/runs/r1/verification"),
+        ]
+        unknown_run = [
+            admin.get(f"{API}/{EXAMPLE_DAG}/runs/no_such_run/manifest"),
+            admin.get(f"{API}/{EXAMPLE_DAG}/runs/no_such_run/replays"),
+            admin.post(f"{API}/{EXAMPLE_DAG}/runs/no_such_run/replay", json={}),
+            admin.post(f"{API}/{EXAMPLE_DAG}/runs/no_such_run/verification", json={}),
+        ]
+    for response in unknown_dag:
+        assert response.status_code == 404, response.text
+        assert "DAG 'no_such_dag' is not known to Airflow" in response.json()["detail"]
+    for response in unknown_run:
+        assert response.status_code == 404, response.text
+        assert f"DAG '{EXAMPLE_DAG}' has no run 'no_such_run'" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", [{"mode": "bogus"}, {"mode": "pinned", "wait": True}, {"dry_run": "maybe"}])
+def test_invalid_bodies_are_422(api_server: ApiServer, recorded_runs: RecordedRuns, body: dict[str, Any]) -> None:
+    before = run_count(api_server, EXAMPLE_DAG)
+    with api_server.client("admin") as admin:
+        response = admin.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/replay", json=body)
+    assert response.status_code == 422, response.text
+    assert run_count(api_server, EXAMPLE_DAG) == before
+
+
+def test_changed_params_refuse_the_replay_in_every_mode(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
+    before = run_count(api_server, SMALL_DAG)
+    with dag_file_edited('params={"factor": 2}', 'params={"factor": 30}'), api_server.client("admin") as admin:
+        pinned = admin.post(url, json={"mode": "pinned"})
+        latest = admin.post(url, json={"mode": "latest-code"})
+        dry = admin.post(url, json={"mode": "latest-code", "dry_run": True})
+    for response in (pinned, latest):
+        assert response.status_code == 409, response.text
+        body = response.json()
+        assert "pin(s) no longer hold, nothing was triggered" in body["detail"]
+        assert "No mode can replay it" in body["detail"] and "params ['factor']" in body["detail"]
+        (drift,) = body["drift"]
+        assert drift["kind"] == "params_changed" and drift["task_id"] == "scale" and drift["blocking"] is True
+        assert json.loads(drift["recorded"]) == {"factor": 2} and json.loads(drift["current"]) == {"factor": 30}
+    assert dry.status_code == 200 and dry.json()["blocked"] is True and dry.json()["triggered"] is False
+    assert run_count(api_server, SMALL_DAG) == before
+    assert replays(api_server, SMALL_DAG, recorded_runs.small) == []
+
+
+def test_changed_code_needs_latest_code_mode(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
+    with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), \
+            api_server.client("admin") as admin:
+        pinned = admin.post(url, json={})
+        assert pinned.status_code == 409, pinned.text
+        latest = admin.post(url, json={"mode": "latest-code"})
+        assert latest.status_code == 200, latest.text
+        triggered = admin.get(f"/api/v2/dags/{SMALL_DAG}/dagRuns/{latest.json()['replay_run_id']}")
+    assert '{"mode": "latest-code"}' in pinned.json()["detail"]
+    assert [(d["kind"], d["blocking"]) for d in pinned.json()["drift"]] == [("code_changed", True)]
+    assert latest.json()["triggered"] is True
+    assert [(d["kind"], d["blocking"]) for d in latest.json()["drift"]] == [("code_changed", False)]
+    assert triggered.status_code == 200 and triggered.json()["state"] == "queued"
+    (listed,) = replays(api_server, SMALL_DAG, recorded_runs.small)
+    assert listed["mode"] == "latest-code" and listed["drift_count"] == 1
