@@ -180,3 +180,20 @@ def test_unknown_runs_are_refused(repro_env: dict[str, str]) -> None:
         service.plan(backends, "example_ml_pipeline", "nope", "pinned")
     with pytest.raises(NotFoundError, match="not known to Airflow"):
         service.load_current_dag("no_such_dag")
+
+
+def test_latest_code_replays_current_code_on_pinned_data_and_records_the_choice(
+        recorded_drift_run: tuple[service.Backends, str]) -> None:
+    backends, run_id = recorded_drift_run
+    write_drift_dag(text="changed")
+    plan = service.plan(backends, "repro_drift", run_id, "latest-code")
+    assert drift_kinds(plan) == {("code_changed", "make")} and not plan.blocking_drift
+    dag = load_dag("repro_drift", "repro_drift.py")
+    assert run_replay(dag, plan, backends).state == "success"
+    replayed = load_run(backends.store, "repro_drift", plan.replay_run_id)
+    assert {t.manifest.replay.mode for t in replayed.tasks} == {"latest-code"}
+    report = service.verify(backends, "repro_drift", plan.replay_run_id)
+    assert report.verdict == "differs"
+    statuses = {t.task_id: t.status for t in report.tasks}
+    # make's new code writes other bytes; use still reads make's ORIGINAL output (pinned data)
+    assert statuses == {"make": "differs", "use": "identical"}
