@@ -8,6 +8,7 @@ what to fix), 3 an infrastructure fault (worth retrying).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ EXIT_INFRA_ERROR = 3
 def _settings(home: str | None) -> Any:
     from airflow_repro.config import ReproSettings
 
-    environ = dict(__import__("os").environ)
+    environ = dict(os.environ)
     if home:
         environ["AIRFLOW__REPRO__HOME"] = str(Path(home).resolve())
     return ReproSettings.from_env(environ)

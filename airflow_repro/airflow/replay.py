@@ -6,6 +6,7 @@ The decisions (pins, drift, verdict) are made by the core (``core.replay``, ``co
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
@@ -98,9 +99,7 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
 
 
 def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
-    import json
-
-    return json.loads(json.dumps(dict(values), default=str))
+    return dict(json.loads(json.dumps(dict(values), default=str)))
 
 
 def dag_run_state(dag_id: str, run_id: str) -> str | None:
