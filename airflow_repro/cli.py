@@ -263,5 +263,15 @@ def schema(out: str | None) -> None:
     for name, body in schemas.items():
         (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         click.echo(folder / f"{name}.schema.json")
+def _register_lineage_commands() -> None:
+    try:
+        from airflow_repro.lineage_cli import lineage
+    except ImportError:  # the OpenLineage consumer commands are optional
+        return
+    main.add_command(lineage)
+
+
+_register_lineage_commands()
+
 if __name__ == "__main__":
     main()

@@ -130,6 +130,7 @@ class ReproPythonOperator(PythonOperator):
         except BaseException as exc:
             recorder.abort(prepared, exc)
             raise
+        self._repro_recorded = recorded
         self._report(context, recorded)
         return result
 
@@ -149,6 +150,22 @@ class ReproPythonOperator(PythonOperator):
                 f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
             ) from exc
         return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+
+    # -- OpenLineage (called by the provider's listener; never raises into the task) ------------
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_start
+
+        return facets_on_start(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_complete
+
+        return facets_on_complete(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_failure
+
+        return facets_on_failure(self, task_instance)
 
     # -- facts for the manifest ----------------------------------------------------------------
     def _spec_with_seed(self, environment: TaskEnvironment) -> TaskSpec:
