@@ -197,3 +197,23 @@ def test_latest_code_replays_current_code_on_pinned_data_and_records_the_choice(
     statuses = {t.task_id: t.status for t in report.tasks}
     # make's new code writes other bytes; use still reads make's ORIGINAL output (pinned data)
     assert statuses == {"make": "differs", "use": "identical"}
+
+
+def test_a_run_still_queued_is_refused_and_a_run_never_recorded_too(repro_env: dict[str, str]) -> None:
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.types import DagRunTriggeredByType
+
+    load_dag("repro_failing", "repro_test_dags.py").test()  # makes sure the DAG is in the metadata DB
+    trigger_dag("repro_failing", run_id="still_queued", triggered_by=DagRunTriggeredByType.CLI)
+    backends = service.Backends.from_airflow_conf()
+    with pytest.raises(service.RunNotFinished, match="'still_queued' of 'repro_failing' is queued"):
+        service.plan(backends, "repro_failing", "still_queued", "pinned")
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id="repro_failing", run_id="still_queued").one()
+        run.state = DagRunState.FAILED
+    with pytest.raises(NotFoundError, match="no recorded run 'still_queued'"):
+        service.plan(backends, "repro_failing", "still_queued", "pinned")
