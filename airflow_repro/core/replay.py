@@ -15,13 +15,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.manifest import SCHEMA_VERSION, DataInput, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
-from airflow_repro.core.runs import RecordedRun
+from airflow_repro.core.runs import RecordedRun, read_json_model
 from airflow_repro.errors import ManifestError, NotFoundError, ReproUserError
 
 ReplayMode = Literal["pinned", "latest-code"]
@@ -251,11 +251,7 @@ def save_plan(store: VersionedDataStore, plan: ReplayPlan, *, default_branch: st
 
 def load_plan(store: VersionedDataStore, repository: str, dag_id: str, replay_run_id: str) -> ReplayPlan:
     branch = run_branch_name(dag_id, replay_run_id)
-    try:
-        with store.open_object(repository, branch, REPLAY_PLAN_PATH) as handle:
-            return ReplayPlan.model_validate_json(handle.read())
-    except ValidationError as exc:
-        raise ManifestError(f"the replay plan of {replay_run_id!r} is not valid: {exc}") from exc
+    return read_json_model(store, repository, branch, REPLAY_PLAN_PATH, ReplayPlan, "the replay plan")
 
 
 def list_replays(store: VersionedDataStore, repository: str, dag_id: str, run_id: str) -> list[ReplayPlan]:
@@ -266,9 +262,8 @@ def list_replays(store: VersionedDataStore, repository: str, dag_id: str, run_id
         if not branch.startswith(prefix):
             continue
         try:
-            with store.open_object(repository, branch, REPLAY_PLAN_PATH) as handle:
-                plan = ReplayPlan.model_validate_json(handle.read())
-        except (NotFoundError, ValidationError):
+            plan = read_json_model(store, repository, branch, REPLAY_PLAN_PATH, ReplayPlan, "the replay plan")
+        except (NotFoundError, ManifestError):
             continue
         if plan.dag_id == dag_id and plan.original_run_id == run_id:
             plans.append(plan)

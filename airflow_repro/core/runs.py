@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.manifest import (
@@ -15,7 +18,7 @@ from airflow_repro.core.manifest import (
 from airflow_repro.core.naming import run_branch_name, run_tag_name
 from airflow_repro.core.ports import Commit, VersionedDataStore
 from airflow_repro.core.recorder import MANIFEST_DIR
-from airflow_repro.errors import AlreadyExistsError, RefNotFound, RepositoryNotFound
+from airflow_repro.errors import AlreadyExistsError, ManifestError, RefNotFound, RepositoryNotFound
 
 DAG_RUN_MANIFEST_PATH = "_repro/dag_run.json"
 
@@ -129,3 +132,17 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
 def load_dag_run_manifest_at(store: VersionedDataStore, repository: str, ref: str) -> DagRunManifest:
     with store.open_object(repository, ref, DAG_RUN_MANIFEST_PATH) as handle:
         return load_dag_run_manifest(handle.read())
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def read_json_model(store: VersionedDataStore, repository: str, ref: str, path: str, model: type[ModelT],
+                    what: str) -> ModelT:
+    """Read a stored JSON document (plan, report) as ``model``; invalid content is a ManifestError."""
+    with store.open_object(repository, ref, path) as handle:
+        data = handle.read()
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise ManifestError(f"{what} at {repository}@{ref}:{path} is not valid: {exc}") from exc

@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.manifest import SCHEMA_VERSION, DataOutput, TaskManifest, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
-from airflow_repro.core.runs import RecordedRun
-from airflow_repro.errors import ManifestError, ReproUserError
+from airflow_repro.core.runs import RecordedRun, read_json_model
+from airflow_repro.errors import ReproUserError
 
 VERIFICATION_PATH = "_repro/verification.json"
 Verdict = Literal["identical", "differs"]
@@ -199,11 +199,7 @@ def save_report(store: VersionedDataStore, repository: str, report: Verification
 
 def load_report(store: VersionedDataStore, repository: str, dag_id: str, replay_run_id: str) -> VerificationReport:
     branch = run_branch_name(dag_id, replay_run_id)
-    try:
-        with store.open_object(repository, branch, VERIFICATION_PATH) as handle:
-            return VerificationReport.model_validate_json(handle.read())
-    except ValidationError as exc:
-        raise ManifestError(f"the verification report of {replay_run_id!r} is not valid: {exc}") from exc
+    return read_json_model(store, repository, branch, VERIFICATION_PATH, VerificationReport, "the verification report")
 
 
 class FieldDifference(_Frozen):
