@@ -2,15 +2,15 @@
 
 Endpoints (all under ``/repro/api/v1/dags/{dag_id}/runs/{run_id}``):
 
-=====================================  =====  ============================================  ==========
-path                                   verb   what                                          access
-=====================================  =====  ============================================  ==========
-``/manifest``                          GET    the recorded run and its task manifests      DAG run GET
-``/replay``                            POST   plan (``dry_run``) or trigger a replay        DAG run POST
-``/replays``                           GET    the replays of a run                          DAG run GET
-``/verification``                      GET    the stored verification report of a replay   DAG run GET
-``/verification``                      POST   verify a replay, store and return the report  DAG run POST
-=====================================  =====  ============================================  ==========
+====================  =====  ============================================  ============
+path                  verb   what                                          access
+====================  =====  ============================================  ============
+``/manifest``         GET    the recorded run and its task manifests       DAG run GET
+``/replay``           POST   plan (``dry_run``) or trigger a replay        DAG run POST
+``/replays``          GET    the replays of a run                          DAG run GET
+``/verification``     GET    the stored verification report of a replay    DAG run GET
+``/verification``     POST   verify a replay, store and return the report  DAG run POST
+====================  =====  ============================================  ============
 
 Authentication and authorization are Airflow's own (``requires_access_dag`` with the configured
 auth manager): no credentials give 401, a user without the permission gets 403. Errors have the

@@ -32,7 +32,7 @@ from airflow_repro.core.replay import (
 )
 from airflow_repro.core.runs import RecordedRun, load_run
 from airflow_repro.core.verify import Tolerance, VerificationReport, load_report, save_report, verify_replay
-from airflow_repro.errors import NotFoundError, ReproError, ReproInfraError, ReproUserError
+from airflow_repro.errors import NotFoundError, ObjectNotFound, ReproError, ReproInfraError, ReproUserError
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,14 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
             continue
         params = process_params(dag, task, dict(conf), suppress_exception=True)
         params.pop(REPLAY_CONF_KEY, None)
+        pin = task.repro_environment_pin()
         tasks[task.task_id] = CurrentTask(
             task_id=task.task_id,
             source_hash=task.repro_source_hash(),
-            environment_digest=task.repro_environment_pin().digest,
+            # A lockfile pins the same environment wherever it is read. A fingerprint describes the
+            # process computing it: here the CLI or API server, not the worker, so the worker checks
+            # it when the replayed task starts (pinned mode), and planning does not.
+            environment_digest=pin.digest if pin.kind == "lockfile" else None,
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
             task_params=_json_ready(params),
         )
@@ -115,13 +119,13 @@ def dag_run_state(dag_id: str, run_id: str) -> str | None:
 # -- replay --------------------------------------------------------------------------------------
 def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode) -> ReplayPlan:
     """Check every pin of a recorded run against the DAG as it is now; trigger nothing."""
+    dag = load_current_dag(dag_id)
     state = dag_run_state(dag_id, run_id)
     if state is None:
         raise NotFoundError(f"DAG {dag_id!r} has no run {run_id!r}; list runs with 'airflow dags list-runs {dag_id}'")
     if state not in FINISHED_STATES:
         raise RunNotFinished(f"run {run_id!r} of {dag_id!r} is {state}; replay it once it has finished")
     recorded = load_run(backends.store, dag_id, run_id)
-    dag = load_current_dag(dag_id)
     conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
     return plan_replay(recorded, current_tasks(dag, conf), backends.store, mode=mode,
                        replay_run_id=replay_run_id(run_id))
@@ -132,18 +136,24 @@ def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: 
     if replay.blocking_drift:
         raise ReplayRefused(replay)
     from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
 
-    save_plan(backends.store, replay, default_branch=backends.settings.default_branch)
     marker = {**replay_marker(replay), "repository": replay.original_repository}
-    trigger_dag(
-        replay.dag_id,
-        triggered_by=DagRunTriggeredByType[triggered_by],
-        triggering_user_name=user,
-        run_id=replay.replay_run_id,
-        conf={**replay.dag_run_conf, REPLAY_CONF_KEY: marker},
-        note=f"airflow-repro replay of {replay.original_run_id} (mode {replay.mode})",
-    )
+    # One transaction: the run becomes visible to the scheduler only once its plan is stored, and
+    # a run Airflow refuses (duplicate id, invalid params...) leaves no plan behind.
+    with create_session() as session:
+        trigger_dag(
+            replay.dag_id,
+            triggered_by=DagRunTriggeredByType[triggered_by],
+            triggering_user_name=user,
+            run_id=replay.replay_run_id,
+            conf={**replay.dag_run_conf, REPLAY_CONF_KEY: marker},
+            note=f"airflow-repro replay of {replay.original_run_id} (mode {replay.mode})",
+            session=session,
+        )
+        session.flush()
+        save_plan(backends.store, replay, default_branch=backends.settings.default_branch)
     return replay.replay_run_id
 
 
@@ -171,7 +181,7 @@ def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Toler
            *, store_report: bool = True) -> VerificationReport:
     """Compare a finished replay with the run it replays; store the report with the replay."""
     replayed = load_run(backends.store, dag_id, replay_run_id)
-    the_plan = load_plan(backends.store, replayed.repository, dag_id, replay_run_id)
+    the_plan = _plan_of(backends, replayed)
     state = dag_run_state(dag_id, replay_run_id)
     if state is not None and state not in FINISHED_STATES:
         raise RunNotFinished(f"replay {replay_run_id!r} is {state}; verify it once it has finished (or use --wait)")
@@ -185,6 +195,16 @@ def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Toler
         save_report(backends.store, replayed.repository, report)
         _tag_tracked_runs(tracker, replayed, report)
     return report
+
+
+def _plan_of(backends: Backends, replayed: RecordedRun) -> ReplayPlan:
+    try:
+        return load_plan(backends.store, replayed.repository, replayed.dag_id, replayed.run_id)
+    except ObjectNotFound:
+        raise NotFoundError(
+            f"run {replayed.run_id!r} of {replayed.dag_id!r} is not a replay (it has no replay plan); "
+            "verify the replay run, e.g. 'replay__...__of__<run id>'"
+        ) from None
 
 
 def stored_report(backends: Backends, dag_id: str, replay_run_id: str) -> VerificationReport:

@@ -116,7 +116,7 @@ class CurrentTask:
 
     task_id: str
     source_hash: str
-    environment_digest: str
+    environment_digest: str | None  # None: cannot be checked by the planning process
     bundle_version: str | None = None
     task_params: Mapping[str, Any] = field(default_factory=dict)
 
@@ -197,6 +197,8 @@ def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
          f"the {recorded.environment.kind} pin differs from the environment available now"),
     )
     for kind, was, is_now, detail in checks:
+        if kind is DriftKind.ENVIRONMENT_CHANGED and is_now is None:
+            continue
         if was != is_now:
             found.append(Drift(kind=kind, task_id=task_id, detail=detail, recorded=was, current=is_now))
     if dict(now.task_params) != recorded.parameters.task_params:

@@ -115,6 +115,29 @@ def _echo_app_factory() -> Any:
     return echo
 
 
+def test_errors_map_to_http_statuses() -> None:
+    from airflow_repro.airflow import api
+    from airflow_repro.airflow.replay import RunNotFinished
+    from airflow_repro.core.replay import Drift, DriftKind, ReplayPlan, ReplayRefused
+    from airflow_repro.errors import ManifestError, ObjectNotFound, StoreCorruption, StoreUnavailable
+
+    def answer(exc: Exception) -> tuple[int, dict[str, Any], str | None]:
+        response = api._error_response(exc)
+        return response.status_code, json.loads(response.body), response.headers.get("retry-after")
+
+    assert answer(ObjectNotFound("gone")) == (404, {"detail": "gone"}, None)
+    assert answer(RunNotFinished("still running")) == (409, {"detail": "still running"}, None)
+    assert answer(ManifestError("bad digest")) == (400, {"detail": "bad digest"}, None)
+    assert answer(StoreUnavailable("locked")) == (503, {"detail": "locked", "retryable": True}, "5")
+    assert answer(StoreCorruption("hash mismatch")) == (503, {"detail": "hash mismatch", "retryable": False}, None)
+    plan = ReplayPlan(dag_id="d", original_run_id="r", original_repository="repro", original_ref="t",
+                      replay_run_id="replay__x__of__r", mode="pinned", tasks=[], created_at="now",
+                      drift=[Drift(kind=DriftKind.ENVIRONMENT_CHANGED, task_id="t1", detail="env differs")])
+    status, body, _ = answer(ReplayRefused(plan))
+    assert status == 409 and body["drift"][0]["kind"] == "environment_changed" and body["drift"][0]["blocking"]
+    assert '{"mode": "latest-code"}' in body["detail"] and "[environment_changed] t1: env differs" in body["detail"]
+
+
 # -- through the real api-server -----------------------------------------------------------------------
 def test_the_plugin_app_is_mounted_and_listed(api_server: ApiServer) -> None:
     with api_server.client("viewer") as viewer:
@@ -164,17 +187,19 @@ def test_viewer_reads_the_recorded_manifests(api_server: ApiServer, recorded_run
 
 def test_viewer_may_not_replay(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
     before = run_count(api_server, EXAMPLE_DAG)
+    replays_before = replays(api_server, EXAMPLE_DAG, recorded_runs.example)
     with api_server.client("viewer") as viewer:
         response = viewer.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/replay", json={})
         verification = viewer.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/verification", json={})
     assert response.status_code == 403 and response.json() == {"detail": "Forbidden"}
     assert verification.status_code == 403
     assert run_count(api_server, EXAMPLE_DAG) == before
-    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == []
+    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == replays_before
 
 
 def test_dry_run_plans_and_triggers_nothing(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
     before = run_count(api_server, EXAMPLE_DAG)
+    replays_before = replays(api_server, EXAMPLE_DAG, recorded_runs.example)
     with api_server.client("admin") as admin:
         response = admin.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/replay", json={"dry_run": True})
         assert response.status_code == 200, response.text
@@ -183,7 +208,7 @@ def test_dry_run_plans_and_triggers_nothing(api_server: ApiServer, recorded_runs
     assert body["triggered"] is False and body["blocked"] is False and body["drift"] == []
     assert body["dry_run"] is True and body["mode"] == "pinned"
     assert run_count(api_server, EXAMPLE_DAG) == before
-    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == []
+    assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == replays_before
 
 
 def test_admin_replays_a_run_then_verifies_it(api_server: ApiServer, recorded_runs: RecordedRuns,
@@ -208,7 +233,7 @@ def test_admin_replays_a_run_then_verifies_it(api_server: ApiServer, recorded_ru
     # the plan is stored on the replay's branch, and the replay is listed
     plan = load_plan(store(repro_env), "repro", EXAMPLE_DAG, replay_id)
     assert plan.digest == body["plan_digest"] and plan.original_run_id == recorded_runs.example
-    (listed,) = replays(api_server, EXAMPLE_DAG, recorded_runs.example)
+    (listed,) = [r for r in replays(api_server, EXAMPLE_DAG, recorded_runs.example) if r["replay_run_id"] == replay_id]
     assert listed["replay_run_id"] == replay_id and listed["drift_count"] == 0 and listed["state"] == "queued"
     assert listed["mode"] == "pinned" and listed["created_at"] == plan.created_at
 
@@ -293,7 +318,7 @@ def test_changed_code_needs_latest_code_mode(api_server: ApiServer, recorded_run
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
     with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), \
             api_server.client("admin") as admin:
-        pinned = admin.post(url, json={})
+        pinned = admin.post(url)  # no body: the defaults (mode pinned)
         assert pinned.status_code == 409, pinned.text
         latest = admin.post(url, json={"mode": "latest-code"})
         assert latest.status_code == 200, latest.text
