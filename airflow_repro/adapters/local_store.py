@@ -546,6 +546,20 @@ class LocalStore:
             )
         return info
 
+    def check_available(self, repository: str, commit_id: str, path: str, content_hash: str) -> None:
+        """Content-addressed, so the data is available iff the commit and the object file exist;
+        no tree is read (a tree is the size of the whole repository at that commit)."""
+        validate_object_path(path)
+        repo_dir = self._repo_dir(repository)
+        if not is_commit_id(commit_id) or not self._commit_file(repo_dir, commit_id).exists():
+            raise RefNotFound(f"commit {commit_id} does not exist in repository {repository!r}")
+        parse_content_hash(content_hash)
+        if not self.object_path(content_hash).exists():
+            raise ObjectGone(
+                f"the data of {path!r} in repository {repository!r} at commit {commit_id} is gone "
+                f"(object {content_hash} was deleted, e.g. by garbage collection)"
+            )
+
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A binary reader of ``path`` at ``ref``; ``StoreCorruption`` at EOF on a mismatch."""
         info = self.stat_object(repository, ref, path)

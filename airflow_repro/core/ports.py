@@ -131,6 +131,12 @@ class VersionedDataStore(Protocol):
 
     def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo: ...
 
+    def check_available(self, repository: str, commit_id: str, path: str, content_hash: str) -> None:
+        """Raise ``RefNotFound`` / ``ObjectNotFound`` / ``ObjectGone`` unless the data recorded for
+        ``path`` at ``commit_id`` (with ``content_hash``) can still be read. Cheaper than a stat
+        where the store allows (replay planning checks every pinned input)."""
+        ...
+
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A reader that verifies the content hash when read to the end."""
         ...

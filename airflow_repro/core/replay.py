@@ -217,7 +217,7 @@ def _missing_inputs(store: VersionedDataStore, task_id: str, inputs: list[DataIn
     missing = []
     for pinned in inputs:
         try:
-            store.stat_object(pinned.repository, pinned.commit_id, pinned.path)
+            store.check_available(pinned.repository, pinned.commit_id, pinned.path, pinned.content_hash)
         except NotFoundError as exc:
             missing.append(Drift(kind=DriftKind.INPUT_MISSING, task_id=task_id,
                                  detail=f"input {pinned.name!r} can no longer be read: {exc}",

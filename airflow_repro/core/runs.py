@@ -70,8 +70,14 @@ def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> RecordedRun
         with store.open_object(repository, head, info.path) as handle:
             data = handle.read()
         commit = commits_by_manifest.get(info.path)
-        manifest = load_task_manifest(data, expected_digest=commit.metadata.get(keys.MANIFEST_DIGEST) if commit else None)
-        tasks.append(RecordedTaskView(manifest=manifest, commit_id=commit.id if commit else head, manifest_path=info.path))
+        digest = commit.metadata.get(keys.MANIFEST_DIGEST) if commit else None
+        if commit is None or not digest:
+            raise ManifestError(
+                f"{info.path} in run {run_id!r} of {dag_id!r} was not committed by airflow-repro's recorder "
+                "(no commit names it with its digest); its content cannot be trusted for a replay"
+            )
+        manifest = load_task_manifest(data, expected_digest=digest)
+        tasks.append(RecordedTaskView(manifest=manifest, commit_id=commit.id, manifest_path=info.path))
     tasks.sort(key=lambda t: (t.manifest.timing.started_at, t.manifest.identity.task_id))
     return RecordedRun(dag_id=dag_id, run_id=run_id, repository=repository, branch=branch, ref=ref,
                        head_commit=head, closed=closed, tasks=tasks)

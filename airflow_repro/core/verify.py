@@ -42,11 +42,16 @@ class ObjectDifference(_Frozen):
     replay: ObjectSide | None = None
 
 
+MetricValue = float | Literal["NaN", "Infinity", "-Infinity"] | None
+
+
 class MetricDifference(_Frozen):
+    """Non-finite values are spelled as JSON has no number for them: "NaN", "Infinity", "-Infinity"."""
+
     name: str
-    original: float | None
-    replay: float | None
-    abs_diff: float | None = None
+    original: MetricValue
+    replay: MetricValue
+    abs_diff: MetricValue = None
 
 
 class TaskVerification(_Frozen):
@@ -67,6 +72,8 @@ class Tolerance(_Frozen):
     rel: float = Field(default=0.0, ge=0)
 
     def matches(self, original: float, replay: float) -> bool:
+        if original == replay:  # also equal infinities, whose difference is NaN
+            return True
         if math.isnan(original) or math.isnan(replay):
             return math.isnan(original) and math.isnan(replay)
         return abs(original - replay) <= self.abs + self.rel * abs(original)
@@ -173,10 +180,18 @@ def compare_metrics(
         if a is not None and b is not None and tolerance.matches(a, b):
             continue
         differences.append(MetricDifference(
-            name=name, original=a, replay=b,
-            abs_diff=abs(a - b) if a is not None and b is not None else None,
+            name=name, original=_json_number(a), replay=_json_number(b),
+            abs_diff=_json_number(abs(a - b)) if a is not None and b is not None else None,
         ))
     return differences
+
+
+def _json_number(value: float | None) -> MetricValue:
+    if value is None or math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def _key(manifest: TaskManifest) -> TaskKey:

@@ -19,7 +19,7 @@ from airflow_repro.core.environment import fingerprint_pin, hardware, versions
 from airflow_repro.core.hashing import hash_bytes
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters, canonical_json
 from airflow_repro.core.naming import run_branch_name, run_tag_name
-from airflow_repro.core.recorder import TaskEnvironment, TaskRecorder, manifest_path
+from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder, manifest_path
 from airflow_repro.core.replay import (
     REPLAY_PLAN_PATH,
     CurrentTask,
@@ -84,7 +84,7 @@ def record(
     source_hash: str = SOURCE,
     bundle_version: str | None = "bundle-v1",
     map_index: int = -1,
-):  # noqa: ANN201
+) -> RecordedTask:
     env = TaskEnvironment(
         identity=AirflowIdentity(dag_id=DAG, run_id=run_id, task_id=spec.task_id, map_index=map_index, try_number=1),
         code=CodeVersion(source_hash=source_hash, bundle_version=bundle_version),
@@ -192,6 +192,12 @@ def test_each_code_drift_names_the_task_and_both_values(run: RecordedRun, store:
     assert (drift.kind, drift.task_id, drift.recorded, drift.current) == (kind, "train", recorded, current)
     assert the_plan.blocking_drift == [drift]
     assert plan(run, changed(current_of(run), "train", **changes), store, "latest-code").blocking_drift == []
+
+
+def test_an_environment_the_planner_cannot_check_is_not_drift(run: RecordedRun, store: LocalStore) -> None:
+    current = changed(current_of(run), "train", environment_digest=None, source_hash=OTHER_SOURCE)
+    (drift,) = plan(run, current, store).drift
+    assert (drift.kind, drift.task_id) == (DriftKind.CODE_CHANGED, "train")
 
 
 def test_changed_params_are_drift_that_names_the_params(run: RecordedRun, store: LocalStore) -> None:
@@ -416,19 +422,19 @@ def test_a_metric_logged_on_one_side_only_differs() -> None:
         Tolerance(abs=-1.0)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: Tolerance.matches(inf, inf) computes |inf - inf| = nan and says they differ")
 def test_equal_infinite_metrics_match() -> None:
     assert Tolerance().matches(math.inf, math.inf)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a report holding a NaN metric difference cannot be serialized "
-                   "(canonical_json refuses NaN), so save_report raises ManifestError")
 def test_a_report_with_a_nan_metric_difference_can_be_saved(recorder: TaskRecorder, run: RecordedRun,
                                                             replay_id: str) -> None:
     replay = record_pipeline(recorder, replay_id)
     report = verify_replay(run, replay, original_metrics={KEY: {"loss": 0.5}}, replay_metrics={KEY: {"loss": math.nan}})
     assert report.verdict == "differs"
     save_report(recorder.store, REPO, report)
+    (difference,) = next(t for t in report.tasks if t.metrics).metrics
+    assert (difference.original, difference.replay, difference.abs_diff) == (0.5, "NaN", "NaN")
+    assert load_report(recorder.store, REPO, report.dag_id, replay_id) == report
 
 
 def test_a_saved_report_lives_on_the_replays_branch_and_loads_back(recorder: TaskRecorder, run: RecordedRun,
