@@ -31,6 +31,7 @@ test: env
 bench: env
 	$(VENV)/bin/python bench/bench_store_hash.py --size-mib 1024
 	$(VENV)/bin/python bench/bench_overhead.py
+	$(VENV)/bin/python bench/bench_replay.py
 
 lint: env
 	$(VENV)/bin/ruff check airflow_repro tests bench scripts dags
