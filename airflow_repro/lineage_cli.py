@@ -198,7 +198,7 @@ def _print_productions(answers: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(width=200, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     for answer in answers:
         dataset, run = answer["dataset"], answer["run"]
         same = "  (the same object, unchanged since)" if answer.get("matchedBy") == "content" else ""
@@ -235,7 +235,7 @@ def _print_readers(answers: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    console = Console(width=200, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     first = answers[0]["dataset"]
     console.print(f"[bold]{escape(first['name'])}[/] @ {escape(str(first['version']))}: read by {len(answers)} run(s)")
     for answer in answers:

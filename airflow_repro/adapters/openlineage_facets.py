@@ -14,10 +14,17 @@ Dataset naming (OpenLineage has no convention for either store, so this is ours)
 
 The commit id is never part of the name: it is the ``version`` facet (``datasetVersion``) of the
 dataset, so one dataset has many versions, as lakeFS's commits are versions of the same object.
+The ``repro_object`` facet adds the object's content hash and ref, so a consumer can tell that an
+object read at a later commit of the same branch is the version an earlier task wrote.
+
+Custom facets (``_schemaURL``: the versioned JSON Schema shipped in ``airflow_repro/schemas/
+openlineage``; ``_producer``: :data:`PRODUCER`): ``repro_manifest`` (ReproManifestRunFacet),
+``repro_replay`` (ReproReplayRunFacet), ``repro_object`` (ReproObjectDatasetFacet).
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -351,8 +358,6 @@ def replay_run_facet(replay: ReplayInfo, *, original_run: tuple[str, str, str] |
 def execution_parameters_facet(parameters: Parameters, replay: ReplayInfo | None = None
                                ) -> execution_parameters_run.ExecutionParametersRunFacet:
     """Seed, task params and DAG-run conf (values as JSON text); secrets appear by name only."""
-    import json
-
     items: list[execution_parameters_run.ExecutionParameter] = []
 
     def add(key: str, value: Any, name: str | None = None, description: str | None = None) -> None:
