@@ -264,10 +264,8 @@ def schema(out: str | None) -> None:
         (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
         click.echo(folder / f"{name}.schema.json")
 def _register_lineage_commands() -> None:
-    try:
-        from airflow_repro.lineage_cli import lineage
-    except ImportError:  # the OpenLineage consumer commands are optional
-        return
+    from airflow_repro.lineage_cli import lineage
+
     main.add_command(lineage)
 
 

@@ -8,6 +8,7 @@ Development settings only: every user is an admin (``simple_auth_manager_all_adm
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -145,6 +146,11 @@ class EmbeddedStack:
     def repro_home(self) -> Path:
         return self.home / "repro"
 
+    @property
+    def openlineage_events(self) -> Path:
+        """Where the OpenLineage file transport writes, unless a transport is configured."""
+        return self.repro_home / "openlineage" / "events.jsonl"
+
     def env(self) -> dict[str, str]:
         env = {
             **os.environ,
@@ -165,6 +171,11 @@ class EmbeddedStack:
         }
         if self.with_mlflow:
             env["AIRFLOW__REPRO__MLFLOW_TRACKING_URI"] = self.mlflow_url
+        if not os.environ.get("AIRFLOW__OPENLINEAGE__TRANSPORT"):
+            # Lineage works out of the box: events land in a JSON Lines file that
+            # `airflow-repro lineage` reads; a real consumer (Marquez) is set the same way.
+            env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(self.openlineage_events), "append": True})
+            env.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
         env.update(self.extra_env)
         return env
 
@@ -172,6 +183,7 @@ class EmbeddedStack:
     def start(self, timeout: float = 240) -> EmbeddedStack:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.openlineage_events.parent.mkdir(parents=True, exist_ok=True)
         if self.with_mlflow:  # the slowest to start: launch it first, migrate Airflow meanwhile
             self.repro_home.mkdir(parents=True, exist_ok=True)
             self._spawn("mlflow", mlflow_server_command(self.repro_home, self.mlflow_port))

@@ -94,6 +94,8 @@ class ReproPythonOperator(PythonOperator):
         from airflow_repro.backends import build_store, build_tracker
         from airflow_repro.config import ReproSettings
 
+        # Lineage facets read these; a stale value from an earlier attempt must never be reported.
+        self._repro_prepared = self._repro_recorded = None
         try:
             settings = ReproSettings.from_airflow_conf()
             recorder = TaskRecorder(

@@ -194,6 +194,9 @@ def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Toler
     if store_report:
         save_report(backends.store, replayed.repository, report)
         _tag_tracked_runs(tracker, replayed, report)
+        from airflow_repro.airflow.lineage import emit_verdict  # OpenLineage only when it is on
+
+        emit_verdict(report, original, replayed)
     return report
 
 
