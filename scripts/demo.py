@@ -109,7 +109,9 @@ def print_next_steps(stack: EmbeddedStack, run_id: str, replay_id: str | None) -
   MLflow UI            : {venv_bin}/mlflow server --backend-store-uri sqlite:///{repro_home}/mlflow.db \\
                            --artifacts-destination {repro_home}/mlartifacts --port 5000   (then open http://127.0.0.1:5000)
   Airflow task logs    : {stack.airflow_home}/logs
-  data store on disk   : {repro_home}/store""", soft_wrap=True)
+  data store on disk   : {repro_home}/store
+  OpenLineage events   : {stack.openlineage_events}
+  who wrote the model  : {venv_bin}/airflow-repro lineage produced-by {stack.openlineage_events} repro/models/model.json""", soft_wrap=True)
 
 
 if __name__ == "__main__":

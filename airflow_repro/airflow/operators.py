@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
@@ -238,7 +239,7 @@ class ReproPythonOperator(PythonOperator):
             bundle_name=getattr(bundle, "name", None),
             bundle_version=getattr(bundle, "version", None),
             dag_file=dag_file,
-            callable=f"{fn.__module__}:{fn.__qualname__}",
+            callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}",
             source_hash=_source_hash(fn),
             module_hash=_module_hash(inspect.getsourcefile(fn)),
         )
@@ -343,6 +344,12 @@ def _plain(value: Any) -> Any:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError):
         return value
+
+
+def _dag_module_name(module: str) -> str:
+    """The DAG file's own module name: Airflow imports DAG files as ``unusual_prefix_<sha1 of
+    the path>_<name>``, which would tie the recorded name to where the bundle was checked out."""
+    return re.sub(r"^unusual_prefix_[0-9a-f]{40}_", "", module)
 
 
 @functools.cache

@@ -49,6 +49,8 @@ def test_example_pipeline_is_recorded_end_to_end(repro_env: dict[str, str], tmp_
         assert m.environment.kind == "fingerprint" and m.environment.digest.startswith("sha256:")
         assert m.parameters.seed == 42 and m.parameters.task_params == {"test_size": 0.25, "n_estimators": 50}
         assert m.code.source_hash.startswith("sha256:") and m.code.callable.endswith(m.identity.task_id)
+        # the module as the user named it, not Airflow's path-derived import name
+        assert m.code.callable.split(":")[0] == Path(m.code.dag_file).stem
         assert m.versions.airflow == "3.3.2" and m.hardware.cpu_count
         # outputs and manifest are in the same commit, with the hashes the manifest states
         for output in m.outputs:
