@@ -85,3 +85,25 @@ def run_branch_name(dag_id: str, run_id: str) -> str:
 def run_tag_name(dag_id: str, run_id: str) -> str:
     """The immutable name of a finished DAG run's final commit."""
     return "repro-" + run_branch_name(dag_id, run_id)[len("run_"):]
+
+
+#: Branches the lakeFS adapter makes for itself (left out of branch listings): per-commit
+#: transaction branches and the retention branches that keep tagged commits' data from lakeFS GC.
+TRANSACTION_BRANCH_PREFIX = "repro_tx_"
+RETENTION_BRANCH_PREFIX = "repro_keep_"
+INTERNAL_BRANCH_PREFIXES = (TRANSACTION_BRANCH_PREFIX, RETENTION_BRANCH_PREFIX)
+
+
+def transaction_branch_name(token: str) -> str:
+    """A short-lived branch one commit is prepared on (``token``: a unique hex string)."""
+    return validate_branch_name(TRANSACTION_BRANCH_PREFIX + _slug(token, 64))
+
+
+def retention_branch_name(tag: str) -> str:
+    """The branch that keeps a tagged commit's data safe from lakeFS garbage collection.
+
+    lakeFS GC keeps what branch heads reference but ignores tags; tag names may hold ``.`` and
+    ``~``, which branches forbid, so the name is a slug plus a short hash of the exact tag.
+    """
+    digest = hashlib.sha256(tag.encode()).hexdigest()[:10]
+    return RETENTION_BRANCH_PREFIX + f"{_slug(tag, 120)}_{digest}"
