@@ -148,7 +148,10 @@ class LakeFSDouble:
         self.gone: set[str] = set()  # physical addresses whose data "GC" deleted
         self.violations: list[str] = []
         self.requests: list[tuple[str, str]] = []
-        self.fail_next: list[tuple[int, str]] = []  # injected failures: (status, message)
+        # Injected faults: (path substring, status, message). ``fail_next`` answers instead of handling
+        # the request; ``lose_answer`` handles it, then answers with the error (a lost response).
+        self.fail_next: list[tuple[str, int, str]] = []
+        self.lose_answer: list[tuple[str, int, str]] = []
         self.lock = threading.Lock()
         self._openapi = None
         if spec_path is not None:
@@ -172,6 +175,7 @@ class LakeFSDouble:
             self.violations.clear()
             self.requests.clear()
             self.fail_next.clear()
+            self.lose_answer.clear()
 
     def collect_garbage(self, repository: str, ref: str, path: str) -> None:
         """Delete the data behind ``path`` at ``ref`` like lakeFS GC: reads then answer 410."""
@@ -243,15 +247,30 @@ class LakeFSDouble:
             try:
                 if not self._authorized(request):
                     raise LakeFSError(401, "error authenticating request")
-                if self.fail_next:
-                    raise LakeFSError(*self.fail_next.pop(0))
+                if fault := self._take_fault(self.fail_next, request):
+                    raise LakeFSError(*fault)
                 with self.lock:
                     response = handler(request, body)
+                if fault := self._take_fault(self.lose_answer, request):
+                    raise LakeFSError(*fault)
             except LakeFSError as exc:
-                response = _json(exc.status, {"message": exc.message})
+                error: dict[str, Any] = {"message": exc.message}
+                if exc.status == 409 and "/merge/" in request.url.path:
+                    # swagger.yml still declares a merge conflict's body as MergeResult (deprecated,
+                    # to become Error): this body is both.
+                    error["reference"] = ""
+                response = _json(exc.status, error)
             return self._validate_response(request, body, response)
 
         return endpoint
+
+    @staticmethod
+    def _take_fault(faults: list[tuple[str, int, str]], request: Request) -> tuple[int, str] | None:
+        for index, (where, status, message) in enumerate(faults):
+            if where in request.url.path:
+                del faults[index]
+                return status, message
+        return None
 
     @staticmethod
     def _authorized(request: Request) -> bool:

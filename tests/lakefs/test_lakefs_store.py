@@ -1,0 +1,146 @@
+"""What only lakeFS has: error translation, UI buttons, retention branches, lost answers, secrets."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import pytest
+
+from airflow_repro.adapters.lakefs_store import AIRFLOW_UI_BUTTON, LakeFSConnection, LakeFSStore
+from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.naming import retention_branch_name
+from airflow_repro.errors import ConfigError, ObjectGone, ReproUserError, StoreConflict, StoreUnavailable
+from tests.contract.conftest import double_store
+from tests.doubles.lakefs_double import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LakeFSDouble
+
+REPO = "ml-data"
+
+
+@pytest.fixture
+def store(lakefs_double: LakeFSDouble) -> LakeFSStore:
+    store = double_store(lakefs_double)
+    store.create_repository(REPO)
+    return store
+
+
+def test_wrong_credentials_say_how_to_fix_them(lakefs_double: LakeFSDouble) -> None:
+    wrong = LakeFSStore.from_connection(
+        LakeFSConnection(lakefs_double.url, ACCESS_KEY_ID, "not-the-secret"), storage_namespace="local://x"
+    )
+    with pytest.raises(ConfigError) as caught:
+        wrong.list_repositories()
+    message = str(caught.value)
+    assert "HTTP 401" in message and "refused the credentials" in message
+    assert "lakefs_conn_id" in message and "LAKEFS_SECRET_ACCESS_KEY" in message
+    assert "not-the-secret" not in message
+    assert not caught.value.retryable
+
+
+def test_collected_data_is_a_clear_replay_error(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    commit = store.commit(REPO, "main", {"a.csv": store.stage_bytes(REPO, b"1,2")}, message="m")
+    lakefs_double.collect_garbage(REPO, commit.id, "a.csv")
+    with pytest.raises(ObjectGone) as caught:
+        store.open_object(REPO, commit.id, "a.csv")
+    assert "HTTP 410" in str(caught.value) and "garbage collection" in str(caught.value)
+    assert "replay" in str(caught.value) and "repro_keep_" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [500, 503, 429])
+def test_server_faults_are_retryable_store_unavailable(store: LakeFSStore, lakefs_double: LakeFSDouble,
+                                                       status: int) -> None:
+    lakefs_double.fail_next.append(("/branches/main", status, "try later"))
+    with pytest.raises(StoreUnavailable, match=f"HTTP {status}") as caught:
+        store.resolve_ref(REPO, "main")
+    assert caught.value.retryable
+    assert store.resolve_ref(REPO, "main")  # the next try works
+
+
+def test_an_unreachable_server_is_store_unavailable() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = LakeFSConnection(f"http://127.0.0.1:{port}", ACCESS_KEY_ID, SECRET_ACCESS_KEY).client()
+    client.sdk_client.repositories_api.api_client.configuration.retries = 0
+    store = LakeFSStore(client, storage_namespace="local://x")
+    with pytest.raises(StoreUnavailable, match="cannot be reached") as caught:
+        store.list_repositories()
+    assert caught.value.retryable
+
+
+def test_a_concurrent_change_to_the_same_path_is_a_retryable_conflict(store: LakeFSStore,
+                                                                      lakefs_double: LakeFSDouble) -> None:
+    lakefs_double.fail_next.append(("/merge/", 409, "conflict found"))
+    with pytest.raises(StoreConflict, match="retry") as caught:
+        store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
+    assert caught.value.retryable
+    assert store.list_objects(REPO, "main") == []
+
+
+def test_a_commit_whose_answer_was_lost_is_found_not_made_twice(store: LakeFSStore,
+                                                                lakefs_double: LakeFSDouble) -> None:
+    base = store.resolve_ref(REPO, "main")
+    lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))
+    commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="task a",
+                          metadata={keys.MANIFEST_DIGEST: "sha256:" + "1" * 64})
+    assert [c.id for c in store.log(REPO, "main")] == [commit.id, base]
+
+
+def test_commit_ids_are_full_and_transaction_branches_do_not_remain(store: LakeFSStore,
+                                                                     lakefs_double: LakeFSDouble) -> None:
+    commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
+    assert re.fullmatch(r"[0-9a-f]{64}", commit.id)
+    assert set(lakefs_double.repos[REPO].branches) == {"main"}
+
+
+def test_commits_carry_ui_buttons_to_airflow_and_mlflow(lakefs_double: LakeFSDouble) -> None:
+    store = double_store(lakefs_double, airflow_ui_url="http://airflow.example:8080/")
+    store.create_repository(REPO)
+    metadata = {
+        keys.LAKEFS_AIRFLOW_DAG_ID: "train", keys.LAKEFS_AIRFLOW_RUN_ID: "manual__2026-01-01T00:00:00+00:00",
+        keys.AIRFLOW_TASK_ID: "fit", keys.LAKEFS_MLFLOW_URL: "http://mlflow:5000/#/experiments/1/runs/abc",
+    }
+    commit = store.commit(REPO, "main", {"m": store.stage_bytes(REPO, b"x")}, message="m", metadata=metadata)
+    assert commit.metadata[AIRFLOW_UI_BUTTON] == (
+        "http://airflow.example:8080/dags/train/runs/manual__2026-01-01T00%3A00%3A00%2B00%3A00/tasks/fit"
+    )
+    assert commit.metadata["::lakefs::MLflow::url[url:ui]"].startswith("http://mlflow:5000/")
+    ui_button = re.compile(r"::lakefs::(.*)::url\[ur[il]:ui\]$")  # the lakeFS UI's own pattern
+    assert sorted(m.group(1) for k in commit.metadata if (m := ui_button.match(k))) == ["Airflow", "MLflow"]
+
+
+def test_every_tag_gets_a_retention_branch_that_gc_keeps(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
+    tag = "repro-train_manual__2026-01-01T00-00-00-00-00_0123456789"
+    store.create_tag(REPO, tag, commit.id)
+    keep = retention_branch_name(tag)
+    assert store.retention_branches(REPO) == {keep: commit.id}
+    assert lakefs_double.repos[REPO].branches[keep].head == commit.id  # a real branch head: GC keeps its data
+    assert keep not in store.list_branches(REPO)  # an implementation detail of tags, like on the local store
+    store.create_tag(REPO, tag, commit.id, exist_ok=True)  # idempotent, and heals a missing branch
+    assert store.retention_branches(REPO) == {keep: commit.id}
+
+
+def test_credentials_never_show_in_repr_or_commits(store: LakeFSStore) -> None:
+    connection = LakeFSConnection("http://lakefs:8000", ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    assert SECRET_ACCESS_KEY not in repr(connection) and SECRET_ACCESS_KEY not in repr(store)
+    commit = store.commit(REPO, "main", {}, message="m", allow_empty=True)
+    assert all(SECRET_ACCESS_KEY not in value for value in commit.metadata.values())
+
+
+def test_objects_written_by_other_tools_are_hashed_on_read(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    import blake3
+    import lakefs
+
+    branch = lakefs.Branch(REPO, "main", client=store.client)
+    branch.object("external.csv").upload(b"written by lakectl", pre_sign=False)
+    branch.commit(message="external write")
+    info = store.stat_object(REPO, "main", "external.csv")
+    assert info.content_hash == "blake3:" + blake3.blake3(b"written by lakectl").hexdigest()
+
+
+def test_empty_or_invalid_settings_are_refused_before_any_request() -> None:
+    with pytest.raises(ConfigError, match="secret is empty"):
+        LakeFSConnection("http://lakefs:8000", ACCESS_KEY_ID, "").client()
+    with pytest.raises(ReproUserError):
+        LakeFSConnection("", ACCESS_KEY_ID, SECRET_ACCESS_KEY).client()
