@@ -42,3 +42,43 @@ def test_non_file_store_uri_is_refused() -> None:
     settings = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://x"})
     with pytest.raises(ConfigError, match="file:///"):
         _ = settings.store_root
+
+
+# ---- lakeFS and connections ------------------------------------------------------------------
+
+
+def test_lakefs_store_uri_names_the_connection() -> None:
+    settings = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://"})
+    assert settings.store_kind == "lakefs" and settings.store_conn_id == "lakefs_default"
+    named = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://prod_lakefs"})
+    assert named.store_conn_id == "prod_lakefs"
+    by_option = ReproSettings.from_env({
+        "AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://", "AIRFLOW__REPRO__LAKEFS_CONN_ID": "lfs",
+        "AIRFLOW__REPRO__LAKEFS_STORAGE_NAMESPACE": "s3://bucket/repro/", "AIRFLOW__REPRO__AIRFLOW_UI_URL":
+        "http://airflow:8080/",
+    })
+    assert (by_option.store_conn_id, by_option.lakefs_storage_namespace) == ("lfs", "s3://bucket/repro")
+    assert by_option.airflow_ui_url == "http://airflow:8080"
+    assert ReproSettings.from_env({"AIRFLOW_HOME": "/a"}).store_kind == "local"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"AIRFLOW__REPRO__STORE_URI": "s3://bucket"}, "lakefs://"),
+    ({"AIRFLOW__REPRO__STORE_URI": "lakefs://key:secret@lakefs:8000"}, "never in the URI"),
+    ({"AIRFLOW__REPRO__STORE_URI": "lakefs://conn/repo"}, "Airflow connection"),
+    ({"AIRFLOW__REPRO__STORE_URI": "file://relative"}, "absolute"),
+    ({"AIRFLOW__REPRO__LAKEFS_CONN_ID": "bad id!"}, "AIRFLOW__REPRO__LAKEFS_CONN_ID"),
+    ({"AIRFLOW__REPRO__MLFLOW_CONN_ID": "a b"}, "AIRFLOW__REPRO__MLFLOW_CONN_ID"),
+    ({"AIRFLOW__REPRO__LAKEFS_STORAGE_NAMESPACE": "/data"}, "AIRFLOW__REPRO__LAKEFS_STORAGE_NAMESPACE"),
+    ({"AIRFLOW__REPRO__AIRFLOW_UI_URL": "localhost:8080"}, "AIRFLOW__REPRO__AIRFLOW_UI_URL"),
+])
+def test_invalid_store_settings_name_the_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ReproSettings.from_env({"AIRFLOW_HOME": "/srv/airflow", **env})
+
+
+def test_settings_hold_no_secret() -> None:
+    settings = ReproSettings.from_env({
+        "AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://", "LAKEFS_SECRET_ACCESS_KEY": "s3cr3t-value",
+    })
+    assert "s3cr3t-value" not in repr(settings)
