@@ -191,9 +191,9 @@ def _error_for_status(
     if status == 410:
         return ObjectGone(
             f"{what}: the data is gone from lakeFS (HTTP 410: {message or 'object expired'}); it was deleted "
-            "by lakeFS garbage collection. A replay cannot read this pinned input: restore the data and "
-            "commit it again, or replay with --mode latest-code on current data; keep recorded runs' "
-            "retention branches (repro_keep_*) to prevent this (docs/lakefs.md)"
+            "by lakeFS garbage collection. A replay cannot read this pinned input in any mode: restore the "
+            "data, commit it again and record a new run. Keep recorded runs' retention branches "
+            "(repro_keep_*) to prevent this (docs/lakefs.md)"
         )
     if status == 412:
         return StoreConflict(f"{text} (precondition failed: changed concurrently; retry)")
