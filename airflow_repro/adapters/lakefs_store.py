@@ -625,7 +625,7 @@ class LakeFSStore:
         self._create_branch(repository, tx, head, exist_ok=False, hidden=True)
         try:
             self._write_changes(repository, tx, effective)
-            return self._commit_and_merge(repository, branch, tx, message, clean_metadata)
+            return self._commit_and_merge(repository, branch, tx, head, message, clean_metadata)
         finally:
             with suppress(ReproError), self._errors(f"deleting transaction branch {tx!r}"):
                 self.client.sdk_client.branches_api.delete_branch(repository, tx)
@@ -687,7 +687,7 @@ class LakeFSStore:
                 shutil.copyfileobj(source, out, READ_CHUNK)
 
     def _commit_and_merge(
-        self, repository: str, branch: str, tx: str, message: str, metadata: dict[str, str]
+        self, repository: str, branch: str, tx: str, base: str, message: str, metadata: dict[str, str]
     ) -> Commit:
         import lakefs_sdk
 
@@ -709,18 +709,26 @@ class LakeFSStore:
                 return self.get_commit(repository, result.reference)
             except StoreUnavailable:
                 # The merge may have landed before the answer was lost: find it by its metadata.
-                landed = self._find_landed_commit(repository, branch, message, metadata)
+                landed = self._find_landed_commit(repository, branch, base, message, metadata)
                 if landed is not None:
                     return landed
                 if attempt == MERGE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _find_landed_commit(self, repository: str, branch: str, message: str, metadata: Mapping[str, str]) -> Commit | None:
-        """The newest commits of ``branch`` that carry exactly this message and metadata (idempotent retry)."""
+    def _find_landed_commit(
+        self, repository: str, branch: str, base: str, message: str, metadata: Mapping[str, str]
+    ) -> Commit | None:
+        """Our commit, if it landed on ``branch`` after ``base`` (the head this commit started from).
+
+        Only commits made since ``base`` are looked at, so an older commit with the same message and
+        metadata (a legitimate earlier one) is never mistaken for this one.
+        """
         try:
-            for commit in self.log(repository, branch, limit=20):
-                if commit.message == message and dict(commit.metadata) == dict(metadata) and metadata:
+            for commit in self.log(repository, branch):
+                if commit.id == base:
+                    return None
+                if commit.message == message and dict(commit.metadata) == dict(metadata):
                     return commit
         except StoreUnavailable:
             return None
@@ -827,29 +835,39 @@ class LakeFSStore:
 
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A binary reader of ``path`` at ``ref``; ``StoreCorruption`` at EOF on a hash mismatch."""
-        info = self.stat_object(repository, ref, path)
-        commit_id = self.resolve_ref(repository, ref)
+        return self._open_verified(repository, ref, path)[0]
+
+    def _open_verified(self, repository: str, ref: str, path: str) -> tuple[BinaryIO, ObjectInfo]:
+        validate_object_path(path)
+        commit_id = self.resolve_ref(repository, ref)  # read the commit: a branch may move meanwhile
+        info = self._stat_or_none(repository, commit_id, path, ref_name=ref)
+        if info is None:
+            raise ObjectNotFound(
+                f"path {path!r} does not exist in repository {repository!r} at ref {ref!r} "
+                f"(commit {commit_id}); see list_objects({repository!r}, {ref!r})"
+            )
         what = f"object {path!r} of repository {repository!r} at ref {ref!r}"
         reader = _VerifyingReader(
             self._raw_reader(repository, commit_id, path), info, what,
             lambda: self._errors(f"reading {what}", not_found=ObjectNotFound),
         )
-        return io.BufferedReader(reader, buffer_size=READ_CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(reader, buffer_size=READ_CHUNK), info  # type: ignore[return-value]
 
     def materialize(self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False) -> ObjectInfo:
         """Download the verified content of ``path`` to ``destination`` (read-only); ``link`` is ignored."""
         destination = Path(destination).absolute()
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.repro-tmp"
+        reader, info = self._open_verified(repository, ref, path)
         try:
-            with self.open_object(repository, ref, path) as reader, open(staging, "xb") as out:
+            with reader, open(staging, "xb") as out:
                 shutil.copyfileobj(reader, out, READ_CHUNK)
             os.chmod(staging, READ_ONLY)
             os.replace(staging, destination)
         finally:
             with suppress(FileNotFoundError):
                 os.unlink(staging)
-        return self.stat_object(repository, ref, path)
+        return info
 
     def diff(self, repository: str, left_ref: str, right_ref: str, prefix: str = "") -> list[DiffEntry]:
         """Two-dot diff with content hashes; a path rewritten with identical content is no change."""

@@ -63,7 +63,7 @@ class Backend:
     make_gone: Callable[[str, str], None] | None  # (ref, path) -> delete its data like GC does
 
 
-@pytest.fixture(params=["local", "lakefs-double", "lakefs-live"])
+@pytest.fixture(params=["local", "lakefs-double", pytest.param("lakefs-live", marks=pytest.mark.live)])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     repo = f"ct-{uuid.uuid4().hex[:10]}"  # unique: a live server keeps repositories between runs
     if request.param == "local":
@@ -85,7 +85,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     missing = [name for name in LIVE_ENV if not os.environ.get(name)]
     if missing:
         pytest.skip(f"live lakeFS contract run needs {', '.join(missing)} (set them to run it against a real server)")
-    request.applymarker(pytest.mark.live)
     connection = LakeFSConnection(*(os.environ[name] for name in LIVE_ENV))
     namespace = os.environ.get("LAKEFS_STORAGE_NAMESPACE", "local://repro-contract")
     live = LakeFSStore.from_connection(connection, storage_namespace=f"{namespace}/{uuid.uuid4().hex[:8]}")
