@@ -328,8 +328,13 @@ class LakeFSConnection:
         return f"LakeFSConnection(endpoint={self.endpoint!r}, access_key_id={self.access_key_id!r})"
 
     def client(self) -> lakefs.Client:
-        import lakefs
-
+        try:
+            import lakefs
+        except ImportError as exc:
+            raise ConfigError(
+                "[repro] store_uri selects lakeFS but the lakeFS SDK is not installed: "
+                "pip install 'airflow-repro[lakefs]'"
+            ) from exc
         if not self.endpoint:
             raise ConfigError(f"lakeFS endpoint is empty; {_CREDENTIALS_FIX}")
         if not self.access_key_id or not self.secret_access_key:

@@ -144,3 +144,16 @@ def test_empty_or_invalid_settings_are_refused_before_any_request() -> None:
         LakeFSConnection("http://lakefs:8000", ACCESS_KEY_ID, "").client()
     with pytest.raises(ReproUserError):
         LakeFSConnection("", ACCESS_KEY_ID, SECRET_ACCESS_KEY).client()
+
+
+def test_the_double_enforces_lakefs_openapi_spec(lakefs_double: LakeFSDouble) -> None:
+    """The double is only as good as its validation: a request the spec forbids is caught."""
+    import httpx
+
+    if lakefs_double._openapi is None:
+        pytest.skip("../shared/specs/lakefs/swagger.yml is absent: the double runs unvalidated")
+    answer = httpx.post(f"{lakefs_double.url}/api/v1/repositories", json={"name": "no-namespace"},
+                        auth=(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+    assert answer.status_code != 201 or lakefs_double.violations
+    assert any("storage_namespace" in v for v in lakefs_double.violations), lakefs_double.violations
+    lakefs_double.violations.clear()  # expected here; every other test must leave none
