@@ -111,9 +111,12 @@ class ReproSettings:
         from airflow.configuration import conf
 
         def get(option: str) -> str | None:
-            if option == "airflow_ui_url":  # falls back to Airflow's own UI address
-                return conf.get(SECTION, option, fallback=None) or conf.get("api", "base_url", fallback=None) or None
-            return conf.get(SECTION, option, fallback=None) or None
+            value = conf.get(SECTION, option, fallback=None) or None
+            if option == "airflow_ui_url" and value is None:
+                # Falls back to Airflow's own UI address, when that is a full URL (it may be a bare path).
+                base = conf.get("api", "base_url", fallback=None) or ""
+                value = base if urlparse(base).scheme in ("http", "https") else None
+            return value
 
         return cls.resolve(get, os.environ)
 
