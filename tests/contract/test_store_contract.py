@@ -390,3 +390,35 @@ def test_concurrent_commits_to_one_branch_never_lose_a_commit(store, repo, tmp_p
     for newer, older in zip(log, log[1:], strict=False):
         assert newer.parents == (older.id,)
     assert len(store.list_objects(repo, "main")) == workers * per_worker
+
+
+# ---- the record path on the port ----------------------------------------------------------------
+
+
+def test_a_retried_task_finds_its_own_commit_instead_of_making_a_second(store, backend, tmp_path):
+    from airflow_repro.core.environment import fingerprint_pin, hardware, versions
+    from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters
+    from airflow_repro.core.naming import run_branch_name
+    from airflow_repro.core.recorder import TaskEnvironment, TaskRecorder
+    from airflow_repro.core.spec import TaskSpec
+
+    recorder = TaskRecorder(store, None, default_repository=backend.repo, default_branch="main",
+                            work_root=tmp_path / "work")
+    spec = TaskSpec(task_id="fit", outputs=("model.bin",))
+
+    def attempt(try_number: int):  # noqa: ANN202
+        env = TaskEnvironment(
+            identity=AirflowIdentity(dag_id="dag", run_id="manual__2026-01-01T00:00:00+00:00", task_id="fit",
+                                     try_number=try_number),
+            code=CodeVersion(source_hash="sha256:" + "0" * 64), environment=fingerprint_pin(),
+            parameters=Parameters(seed=1), versions=versions("test"), hardware=hardware(),
+        )
+        prepared = recorder.prepare(spec, env)
+        (prepared.output_dir / "model.bin").write_bytes(b"weights")
+        return recorder.finish(prepared)
+
+    first, retried = attempt(1), attempt(2)
+    assert retried.reused_commit and retried.commit.id == first.commit.id
+    branch = run_branch_name("dag", "manual__2026-01-01T00:00:00+00:00")
+    assert store.resolve_ref(backend.repo, branch) == first.commit.id
+    assert [c.id for c in store.log(backend.repo, branch, limit=1)] == [first.commit.id]
