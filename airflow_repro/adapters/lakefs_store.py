@@ -33,6 +33,7 @@ Internal branches (``repro_tx_*``, ``repro_keep_*``) are left out of :meth:`Lake
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+# One object-path rule for both stores (a relative POSIX path such as ``data/train.csv``).
+from airflow_repro.adapters.local_store import validate_object_path
 from airflow_repro.core.hashing import (
     HashingWriter,
     copy_and_hash,
@@ -117,8 +120,6 @@ def _status_and_message(exc: BaseException) -> tuple[int | None, str]:
     elif isinstance(body, bytes | str):
         text = body.decode(errors="replace") if isinstance(body, bytes) else body
         try:
-            import json
-
             message = str(json.loads(text).get("message", text))
         except (ValueError, AttributeError):
             message = text
@@ -251,13 +252,6 @@ def _validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
                 f"got {type(value).__name__} {value!r}; convert it, e.g. with str() or json.dumps()"
             )
     return dict(metadata)
-
-
-def validate_object_path(path: str) -> str:
-    """Same rule as the embedded store: a relative POSIX path such as ``data/train.csv``."""
-    from airflow_repro.adapters.local_store import validate_object_path as local_rule
-
-    return local_rule(path)
 
 
 def _checked(validator: Callable[[str], str], name: str) -> str:
