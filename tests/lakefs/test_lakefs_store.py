@@ -157,3 +157,11 @@ def test_the_double_enforces_lakefs_openapi_spec(lakefs_double: LakeFSDouble) ->
     assert answer.status_code != 201 or lakefs_double.violations
     assert any("storage_namespace" in v for v in lakefs_double.violations), lakefs_double.violations
     lakefs_double.violations.clear()  # expected here; every other test must leave none
+
+
+@pytest.mark.parametrize("tag", ["v1.0", "repro-train_manual__2026-01-01T00-00-00-00-00_971018a1a2", "a~b", "x" * 250])
+def test_retention_branch_names_are_valid_and_distinct(tag: str) -> None:
+    from airflow_repro.core.naming import validate_branch_name
+
+    name = validate_branch_name(retention_branch_name(tag))
+    assert name.startswith("repro_keep_") and name != retention_branch_name(tag + "x")
