@@ -11,22 +11,62 @@ before the task starts and points ``AIRFLOW_REPRO_CONTEXT`` at it::
     frame.to_csv(ctx.output_path("features/train.csv"))  # committed after success
     ctx.log_metric("rows", len(frame))                   # logged to the task's MLflow run
     rng = numpy.random.default_rng(ctx.seed)             # the recorded seed
+
+In a Kubernetes pod there is no context file: the operator puts the pins in ``AIRFLOW_REPRO_*``
+environment variables (see :data:`POD_ENV`) and :func:`current` reads them. There, outputs are
+written to a pod-local folder and, when the task's process exits, handed to the worker through an
+:class:`OutputTransport` (the worker commits them with the manifest); a small JSON report of the
+hardware the task saw (GPU model and driver) is written to the pod's termination message, where
+the operator reads it back.
 """
 
 from __future__ import annotations
 
+import atexit
+import inspect
 import json
 import os
+import platform
 import random
+import shutil
+import socket
+import subprocess
 import sys
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, Protocol
+from urllib.parse import unquote, urlparse
 
 CONTEXT_ENV = "AIRFLOW_REPRO_CONTEXT"
 
-__all__ = ["CONTEXT_ENV", "RuntimeContextError", "TaskContext", "current", "seed_everything"]
+#: The environment variables a pod's task reads its pins from (names -> what they hold).
+POD_ENV = {
+    "AIRFLOW_REPRO_TASK": "dag_id.task_id",
+    "AIRFLOW_REPRO_SEED": "the recorded random seed",
+    "AIRFLOW_REPRO_INPUTS": "JSON: input name -> {path, repository, commit_id, store_path}",
+    "AIRFLOW_REPRO_OUTPUTS": "JSON list of the declared outputs",
+    "AIRFLOW_REPRO_OUTPUT_DIR": "pod-local folder the task writes its outputs to",
+    "AIRFLOW_REPRO_OUTPUT_URI": "where outputs are handed to the worker (file:///<shared volume>/...)",
+    "AIRFLOW_REPRO_OUTPUT_REPOSITORY": "repository the outputs are committed to",
+    "AIRFLOW_REPRO_OUTPUT_BRANCH": "the DAG run's branch they are committed on",
+    "AIRFLOW_REPRO_PARAMS": "JSON of the task's params",
+    "AIRFLOW_REPRO_KWARGS": "JSON of a decorated task's keyword arguments",
+    "AIRFLOW_REPRO_METRICS_FILE": "where logged metrics are written",
+    "AIRFLOW_REPRO_MLFLOW_RUN_ID": "the task attempt's MLflow run",
+    "AIRFLOW_REPRO_MLFLOW_TRACKING_URI": "the MLflow tracking server",
+    "AIRFLOW_REPRO_REPORT_FILE": "where the hardware report goes (the pod's termination message file)",
+}
+TASK_ENV = "AIRFLOW_REPRO_TASK"
+REPORT_KIND = "airflow-repro/pod-report"
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+XCOM_RETURN_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's XCom sidecar convention
+
+__all__ = [
+    "CONTEXT_ENV", "POD_ENV", "OutputTransport", "RuntimeContextError", "TaskContext", "current",
+    "hardware_report", "run_callable", "seed_everything",
+]
 
 
 class RuntimeContextError(RuntimeError):
@@ -53,6 +93,10 @@ class TaskContext:
     inputs: dict[str, PinnedInput]
     params: dict[str, Any] = field(default_factory=dict)
     metrics_file: Path | None = None
+    output_repository: str | None = None
+    output_branch: str | None = None
+    mlflow_run_id: str | None = None
+    mlflow_tracking_uri: str | None = None
     _metrics: dict[str, float] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -72,6 +116,37 @@ class TaskContext:
             params=raw.get("params", {}),
             metrics_file=Path(raw["metrics_file"]) if raw.get("metrics_file") else None,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskContext:
+        """The context of a task in a pod, from the ``AIRFLOW_REPRO_*`` variables the operator set."""
+        env = os.environ if environ is None else environ
+        try:
+            inputs = {
+                name: PinnedInput(name=name, path=Path(spec["path"]), repository=spec["repository"],
+                                  commit_id=spec["commit_id"], store_path=spec["store_path"])
+                for name, spec in json.loads(env.get("AIRFLOW_REPRO_INPUTS") or "{}").items()
+            }
+            seed = env.get("AIRFLOW_REPRO_SEED")
+            return cls(
+                task=env[TASK_ENV],
+                seed=int(seed) if seed else None,
+                # Pod-local by default; handed over to the worker at exit (see OutputTransport).
+                output_dir=Path(env.get("AIRFLOW_REPRO_OUTPUT_DIR") or tempfile.mkdtemp(prefix="airflow-repro-outputs-")),
+                declared_outputs=tuple(json.loads(env.get("AIRFLOW_REPRO_OUTPUTS") or "[]")),
+                inputs=inputs,
+                params=json.loads(env.get("AIRFLOW_REPRO_PARAMS") or "{}"),
+                metrics_file=Path(env["AIRFLOW_REPRO_METRICS_FILE"]) if env.get("AIRFLOW_REPRO_METRICS_FILE") else None,
+                output_repository=env.get("AIRFLOW_REPRO_OUTPUT_REPOSITORY"),
+                output_branch=env.get("AIRFLOW_REPRO_OUTPUT_BRANCH"),
+                mlflow_run_id=env.get("AIRFLOW_REPRO_MLFLOW_RUN_ID"),
+                mlflow_tracking_uri=env.get("AIRFLOW_REPRO_MLFLOW_TRACKING_URI"),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RuntimeContextError(
+                f"the AIRFLOW_REPRO_* environment of this pod is incomplete or malformed ({exc!r}); "
+                "run it with ReproKubernetesPodOperator, which sets them"
+            ) from exc
 
     # -- inputs ------------------------------------------------------------------------------
     def input(self, name: str) -> PinnedInput:
@@ -139,17 +214,24 @@ _current: TaskContext | None = None
 
 
 def current() -> TaskContext:
-    """The running task's context (set in-process, or read from ``$AIRFLOW_REPRO_CONTEXT``)."""
+    """The running task's context: set in-process, read from ``$AIRFLOW_REPRO_CONTEXT``, or, in a
+    Kubernetes pod, from the ``AIRFLOW_REPRO_*`` variables (outputs are then handed over at exit)."""
     global _current
     if _current is not None:
         return _current
     path = os.environ.get(CONTEXT_ENV)
-    if not path:
+    if path:
+        _current = TaskContext.from_file(Path(path))
+    elif os.environ.get(TASK_ENV):
+        _current = TaskContext.from_env()
+        _current.output_dir.mkdir(parents=True, exist_ok=True)
+        atexit.register(_finish_pod_task, _current)
+    else:
         raise RuntimeContextError(
             "no airflow-repro task context: this code must run inside a task declared with "
-            "@repro_task (or with $AIRFLOW_REPRO_CONTEXT pointing at a context file)"
+            "@repro_task (or with $AIRFLOW_REPRO_CONTEXT pointing at a context file, or in a pod "
+            "started by ReproKubernetesPodOperator)"
         )
-    _current = TaskContext.from_file(Path(path))
     return _current
 
 
@@ -168,6 +250,130 @@ def seed_everything(seed: int | None) -> None:
         sys.modules["numpy"].random.seed(seed % 2**32)
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
+
+
+# -- in a Kubernetes pod -------------------------------------------------------------------------
+class OutputTransport(Protocol):
+    """Hands a finished task's outputs from the pod to the place the worker commits them from."""
+
+    def publish(self, output_dir: Path, declared: tuple[str, ...]) -> int:
+        """Make the files under ``output_dir`` available to the worker; return how many."""
+        ...
+
+
+@dataclass(frozen=True)
+class SharedVolumeTransport:
+    """Outputs copied to a folder on a volume the worker also mounts (``file://`` URIs).
+
+    Files are copied under a temporary name and renamed, so the worker never reads half a file.
+    """
+
+    root: Path
+
+    def publish(self, output_dir: Path, declared: tuple[str, ...]) -> int:
+        count = 0
+        for source in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+            target = self.root / source.relative_to(output_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.partial")
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+            count += 1
+        return count
+
+
+def transport_for(uri: str) -> OutputTransport:
+    """The transport an ``AIRFLOW_REPRO_OUTPUT_URI`` names."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return SharedVolumeTransport(Path(unquote(parsed.path)))
+    raise RuntimeContextError(
+        f"no output transport for {uri!r}: this runtime hands outputs over through a shared volume "
+        "(file:///<mount>/...); mount the worker's [repro] work_dir in the pod"
+    )
+
+
+def run_callable(function: Callable[..., Any]) -> Any:
+    """Run a decorated task's function in a pod: pins from the environment, outputs handed over after.
+
+    This is what the pod of a ``@repro_task`` in Kubernetes mode runs; the function's keyword
+    arguments come as JSON in ``AIRFLOW_REPRO_KWARGS``, and a ``repro`` parameter gets the context.
+    """
+    ctx = current()
+    seed_everything(ctx.seed)
+    kwargs = json.loads(os.environ.get("AIRFLOW_REPRO_KWARGS") or "{}")
+    parameters = inspect.signature(function).parameters
+    if "repro" in parameters:
+        kwargs["repro"] = ctx
+    if "params" in parameters and "params" not in kwargs:  # the one Airflow context value a pod has
+        kwargs["params"] = ctx.params
+    result = function(**kwargs)
+    if XCOM_RETURN_FILE.parent.is_dir():  # do_xcom_push=True mounts it; the sidecar reads it back
+        XCOM_RETURN_FILE.write_text(json.dumps(result), encoding="utf-8")
+    return result
+
+
+def _finish_pod_task(ctx: TaskContext) -> None:
+    """At the pod task's exit: hand the outputs over and report the hardware it saw."""
+    uri = os.environ.get("AIRFLOW_REPRO_OUTPUT_URI")
+    published = transport_for(uri).publish(ctx.output_dir, ctx.declared_outputs) if uri else 0
+    report = {"kind": REPORT_KIND, "outputs": published, "metrics": ctx.metrics, **hardware_report()}
+    write_report(report, Path(os.environ.get("AIRFLOW_REPRO_REPORT_FILE") or "/dev/termination-log"))
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    """Write the report where the kubelet reads the termination message, within its 4 KiB."""
+    text = json.dumps(report, sort_keys=True, separators=(",", ":"))
+    while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and report.get("gpus"):
+        report["gpus"] = report["gpus"][:-1]  # many GPUs: keep what fits; the model is the same
+        report["gpus_truncated"] = True
+        text = json.dumps(report, sort_keys=True, separators=(",", ":"))
+    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+        text = json.dumps({k: report[k] for k in ("kind", "python", "gpus", "outputs") if k in report})
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:  # outside a pod there is no termination log: not worth failing the task
+        sys.stderr.write(f"airflow-repro: could not write the pod report to {path}: {exc}\n")
+
+
+def hardware_report() -> dict[str, Any]:
+    """What this process runs on: the fields of the manifest's ``Hardware``, plus Python's version."""
+    return {
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(terse=True),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "memory_bytes": _memory_bytes(),
+        "gpus": nvidia_gpus(),
+    }
+
+
+def nvidia_gpus() -> list[dict[str, str]]:
+    """GPU model, driver, memory and uuid as ``nvidia-smi`` reports them; empty without one."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,driver_version,memory.total,uuid", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [part.strip() for part in line.split(",", 3)]
+        if len(parts) == 4:
+            gpus.append(dict(zip(("name", "driver", "memory", "uuid"), parts, strict=True)))
+    return gpus
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _write_json_atomically(path: Path, value: object) -> None:

@@ -26,6 +26,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro import runtime
 from airflow_repro.core.environment import fingerprint_pin, hardware, lockfile_pin, versions
+from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.manifest import (
     AirflowIdentity,
     CodeVersion,
@@ -34,7 +35,7 @@ from airflow_repro.core.manifest import (
     ReplayInfo,
     Resources,
 )
-from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.recorder import PreparedTask, RecordedTask, TaskEnvironment, TaskRecorder
 from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, ReproUserError
@@ -42,56 +43,17 @@ from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, Repro
 XCOM_KEY = "repro"
 
 
-class ReproPythonOperator(PythonOperator):
-    """Run a Python callable with its inputs pinned and its outputs recorded.
+class ReproTaskMixin:
+    """The record path every recorded operator shares; the operator supplies how the task runs.
 
-    :param inputs: name -> :class:`~airflow_repro.Input`; each is resolved to a commit id before
-        the callable runs and materialized read-only (``runtime.current().input_path(name)``).
-    :param outputs: repository paths the callable writes (a trailing ``/`` declares a folder);
-        committed together with the task's manifest on the DAG run's branch after success.
-    :param seed: the random seed given to the task; ``None`` draws one and records it.
-    :param repository: repository for outputs (default: ``[repro] repository``).
-    :param lockfile: a pinned requirements file (relative to the DAG file); the callable then
-        runs in a virtualenv built from it. Without one, the running environment is fingerprinted.
-    :param resources: ``Resources`` or a dict (``cpu``, ``memory``, ``gpu``, ``accelerator``).
-    :param secret_names: names of connections, variables or env vars the task uses as secrets;
-        only these names are recorded, never their values.
+    ``_repro_prepare`` pins the inputs and opens the task's workspace (user errors fail the task
+    without retry); the operator runs the task; ``_repro_finish`` commits its outputs with the
+    manifest and links MLflow (``recorder.abort`` on any failure). Also the OpenLineage methods.
     """
 
-    template_fields: Sequence[str] = (*PythonOperator.template_fields,)
-    ui_color = "#e6f4ea"
+    repro_spec: TaskSpec
 
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        inputs: Mapping[str, Input] | None = None,
-        outputs: Collection[str] = (),
-        seed: int | None = None,
-        repository: str | None = None,
-        lockfile: str | None = None,
-        resources: Resources | Mapping[str, Any] | None = None,
-        secret_names: Collection[str] = (),
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(python_callable=python_callable, **kwargs)
-        try:
-            self.repro_spec = TaskSpec(
-                task_id=self.task_id,
-                inputs=dict(inputs or {}),
-                outputs=tuple(outputs),
-                seed=seed,
-                repository=repository,
-                lockfile=lockfile,
-                resources=_resources(resources),
-                secret_names=tuple(secret_names),
-            )
-            self.repro_lockfile_path = _locate_lockfile(self.task_id, lockfile, python_callable)
-        except (ReproUserError, ValueError) as exc:
-            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
-
-    # -- execution -----------------------------------------------------------------------------
-    def execute(self, context: Any) -> Any:
+    def _repro_prepare(self, context: Any) -> tuple[TaskRecorder, PreparedTask]:
         from airflow_repro.backends import build_store, build_tracker
         from airflow_repro.config import ReproSettings
 
@@ -110,21 +72,10 @@ class ReproPythonOperator(PythonOperator):
             prepared = recorder.prepare(self._spec_with_seed(environment), environment)
         except ReproUserError as exc:
             raise AirflowFailException(str(exc)) from exc
-
-        task_context = runtime.TaskContext.from_file(prepared.context_file)
         self._repro_prepared = prepared
-        context[XCOM_KEY] = task_context
-        runtime._activate(task_context)
-        os.environ[runtime.CONTEXT_ENV] = str(prepared.context_file)
-        try:
-            runtime.seed_everything(task_context.seed)
-            result = super().execute(context)
-        except BaseException as exc:
-            recorder.abort(prepared, exc)
-            raise
-        finally:
-            runtime._activate(None)
-            os.environ.pop(runtime.CONTEXT_ENV, None)
+        return recorder, prepared
+
+    def _repro_finish(self, context: Any, recorder: TaskRecorder, prepared: PreparedTask) -> RecordedTask:
         try:
             recorded = recorder.finish(prepared)
         except ReproUserError as exc:
@@ -135,24 +86,10 @@ class ReproPythonOperator(PythonOperator):
             raise
         self._repro_recorded = recorded
         self._report(context, recorded)
-        return result
+        return recorded
 
-    def execute_callable(self) -> Any:
-        if self.repro_lockfile_path is None:
-            return super().execute_callable()
-        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
-
-        prepared = self._repro_prepared
-        python = ensure_venv(self.repro_lockfile_path, prepared.env.environment.digest, self._repro_settings.venv_cache)
-        arguments = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
-        try:
-            json.dumps(arguments)
-        except TypeError as exc:
-            raise AirflowFailException(
-                f"task {self.task_id}: in a lockfile environment the callable's arguments must be JSON "
-                f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
-            ) from exc
-        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+    def repro_environment_pin(self) -> EnvironmentPin:  # pragma: no cover - each operator has its own
+        raise NotImplementedError
 
     # -- OpenLineage (called by the provider's listener; never raises into the task) ------------
     def get_openlineage_facets_on_start(self) -> Any:
@@ -220,7 +157,7 @@ class ReproPythonOperator(PythonOperator):
             parameters=Parameters(
                 task_params=_plain(params),
                 dag_run_conf=_plain(_without_replay_marker(getattr(dag_run, "conf", None) or {})),
-                op_kwargs=_plain({k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}),
+                op_kwargs=_plain({k: v for k, v in (getattr(self, "op_kwargs", None) or {}).items() if k != XCOM_KEY}),
                 seed=seed,
                 secret_names=sorted(self.repro_spec.secret_names),
             ),
@@ -230,7 +167,7 @@ class ReproPythonOperator(PythonOperator):
 
     def _code_version(self, ti: Any) -> CodeVersion:
         bundle = getattr(ti, "bundle_instance", None)
-        fn = self.python_callable
+        fn = getattr(self, "python_callable", None)
         dag_file = self.dag.fileloc if self.has_dag() else None
         if dag_file and bundle is not None:
             with contextlib.suppress(ValueError, AttributeError):
@@ -239,20 +176,14 @@ class ReproPythonOperator(PythonOperator):
             bundle_name=getattr(bundle, "name", None),
             bundle_version=getattr(bundle, "version", None),
             dag_file=dag_file,
-            callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}",
-            source_hash=_source_hash(fn),
-            module_hash=_module_hash(inspect.getsourcefile(fn)),
+            callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}" if fn is not None else None,
+            source_hash=self.repro_source_hash(),
+            module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else dag_file),
         )
 
     def repro_source_hash(self) -> str:
         """sha256 of the callable's own source, as recorded in manifests (used for drift checks)."""
         return _source_hash(self.python_callable)
-
-    def repro_environment_pin(self) -> EnvironmentPin:
-        """The pin this task gets here and now: its lockfile's hash, or this environment's fingerprint."""
-        if self.repro_lockfile_path is not None:
-            return lockfile_pin(self.repro_lockfile_path, declared_as=self.repro_spec.lockfile or "")
-        return fingerprint_pin()
 
     def _report(self, context: Any, recorded: RecordedTask) -> None:
         run = recorded.tracked_run
@@ -269,6 +200,99 @@ class ReproPythonOperator(PythonOperator):
         context["ti"].xcom_push(key=XCOM_KEY, value=summary)
 
 
+class ReproPythonOperator(ReproTaskMixin, PythonOperator):
+    """Run a Python callable with its inputs pinned and its outputs recorded.
+
+    :param inputs: name -> :class:`~airflow_repro.Input`; each is resolved to a commit id before
+        the callable runs and materialized read-only (``runtime.current().input_path(name)``).
+    :param outputs: repository paths the callable writes (a trailing ``/`` declares a folder);
+        committed together with the task's manifest on the DAG run's branch after success.
+    :param seed: the random seed given to the task; ``None`` draws one and records it.
+    :param repository: repository for outputs (default: ``[repro] repository``).
+    :param lockfile: a pinned requirements file (relative to the DAG file); the callable then
+        runs in a virtualenv built from it. Without one, the running environment is fingerprinted.
+    :param resources: ``Resources`` or a dict (``cpu``, ``memory``, ``gpu``, ``accelerator``).
+    :param secret_names: names of connections, variables or env vars the task uses as secrets;
+        only these names are recorded, never their values.
+    """
+
+    template_fields: Sequence[str] = (*PythonOperator.template_fields,)
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        python_callable: Callable[..., Any],
+        inputs: Mapping[str, Input] | None = None,
+        outputs: Collection[str] = (),
+        seed: int | None = None,
+        repository: str | None = None,
+        lockfile: str | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        secret_names: Collection[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(python_callable=python_callable, **kwargs)
+        # Validated as for a pod, so that a DAG that parses here parses with [repro] execution = kubernetes.
+        spec_resources = resources_from_mapping(self.task_id, resources)
+        try:
+            self.repro_spec = TaskSpec(
+                task_id=self.task_id,
+                inputs=dict(inputs or {}),
+                outputs=tuple(outputs),
+                seed=seed,
+                repository=repository,
+                lockfile=lockfile,
+                resources=spec_resources,
+                secret_names=tuple(secret_names),
+            )
+            self.repro_lockfile_path = _locate_lockfile(self.task_id, lockfile, python_callable)
+        except (ReproUserError, ValueError) as exc:
+            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        recorder, prepared = self._repro_prepare(context)
+        task_context = runtime.TaskContext.from_file(prepared.context_file)
+        context[XCOM_KEY] = task_context
+        runtime._activate(task_context)
+        os.environ[runtime.CONTEXT_ENV] = str(prepared.context_file)
+        try:
+            runtime.seed_everything(task_context.seed)
+            result = super().execute(context)
+        except BaseException as exc:
+            recorder.abort(prepared, exc)
+            raise
+        finally:
+            runtime._activate(None)
+            os.environ.pop(runtime.CONTEXT_ENV, None)
+        self._repro_finish(context, recorder, prepared)
+        return result
+
+    def execute_callable(self) -> Any:
+        if self.repro_lockfile_path is None:
+            return super().execute_callable()
+        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
+
+        prepared = self._repro_prepared
+        python = ensure_venv(self.repro_lockfile_path, prepared.env.environment.digest, self._repro_settings.venv_cache)
+        arguments = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
+        try:
+            json.dumps(arguments)
+        except TypeError as exc:
+            raise AirflowFailException(
+                f"task {self.task_id}: in a lockfile environment the callable's arguments must be JSON "
+                f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
+            ) from exc
+        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+
+    def repro_environment_pin(self) -> EnvironmentPin:
+        """The pin this task gets here and now: its lockfile's hash, or this environment's fingerprint."""
+        if self.repro_lockfile_path is not None:
+            return lockfile_pin(self.repro_lockfile_path, declared_as=self.repro_spec.lockfile or "")
+        return fingerprint_pin()
+
+
 class _ReproDecoratedOperator(DecoratedOperator, ReproPythonOperator):
     custom_operator_name = "@repro_task"
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
@@ -280,7 +304,13 @@ class _ReproDecoratedOperator(DecoratedOperator, ReproPythonOperator):
         )
 
 
-def repro_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+EXECUTION_MODES = ("local", "kubernetes")
+# Arguments only a pod task uses; a local run of the same DAG ignores them.
+POD_ONLY_ARGUMENTS = ("image", "resolve_tag", "kubernetes", "work_volume_claim")
+
+
+def repro_task(python_callable: Callable[..., Any] | None = None, *, execution: str | None = None,
+               **kwargs: Any) -> Any:
     """TaskFlow decorator for recorded tasks; takes :class:`ReproPythonOperator`'s arguments.
 
     .. code-block:: python
@@ -289,10 +319,42 @@ def repro_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any)
         def featurize():
             ctx = runtime.current()
             ...
+
+    With ``image="registry/repo@sha256:..."`` (and optionally ``kubernetes={...}``: more
+    KubernetesPodOperator arguments), the same task runs in a pod when ``[repro] execution`` is
+    ``kubernetes`` (or ``execution="kubernetes"`` is given here), and in the worker otherwise.
+    ``repro_task.kubernetes(...)`` always runs in a pod.
     """
+    if _execution_mode(execution) == "kubernetes":
+        from airflow_repro.airflow.kubernetes import repro_kubernetes_task
+
+        pod_arguments = dict(kwargs.pop("kubernetes", None) or {})
+        return repro_kubernetes_task(python_callable, **pod_arguments, **kwargs)
+    for name in POD_ONLY_ARGUMENTS:
+        kwargs.pop(name, None)
     return task_decorator_factory(
         python_callable=python_callable, decorated_operator_class=_ReproDecoratedOperator, **kwargs
     )
+
+
+repro_task.kubernetes = functools.partial(repro_task, execution="kubernetes")  # type: ignore[attr-defined]
+
+
+def _execution_mode(execution: str | None) -> str:
+    """Where a decorated task runs: the argument, else ``[repro] execution`` (read when the DAG is parsed)."""
+    if execution is None:
+        from airflow.configuration import conf
+
+        execution = conf.get("repro", "execution", fallback="local") or "local"
+    mode = execution.strip().lower()
+    if mode not in EXECUTION_MODES:
+        from airflow_repro.errors import ConfigError
+
+        raise ConfigError(
+            f"execution {execution!r} is not one of {EXECUTION_MODES}: set [repro] execution "
+            "(AIRFLOW__REPRO__EXECUTION) or execution= to 'local' or 'kubernetes'"
+        )
+    return mode
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -309,17 +371,6 @@ def _check_pinned(task_id: str, what: str, pinned: str, current: str) -> None:
             f"task {task_id}: its {what} changed since the replay was planned (recorded {pinned}, now {current}); "
             "replay with mode latest-code to accept it"
         )
-
-
-def _resources(value: Resources | Mapping[str, Any] | None) -> Resources:
-    if value is None:
-        return Resources()
-    if isinstance(value, Resources):
-        return value
-    try:
-        return Resources(**dict(value))
-    except (TypeError, ValueError) as exc:
-        raise ReproUserError(f"resources {dict(value)!r} are invalid: {exc}") from exc
 
 
 def _locate_lockfile(task_id: str, lockfile: str | None, fn: Callable[..., Any]) -> Path | None:

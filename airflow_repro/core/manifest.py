@@ -27,6 +27,16 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _unset(value: Any) -> bool:
+    return value is None
+
+
+# Fields added after 1.0 are left out of the canonical JSON while unset, so manifests written
+# before they existed keep their digests.
+def _optional(description: str, **kwargs: Any) -> Any:
+    return Field(default=None, description=description, exclude_if=_unset, **kwargs)
+
+
 class AirflowIdentity(_Frozen):
     """Which task attempt this is, in Airflow's own terms."""
 
@@ -102,6 +112,10 @@ class Resources(_Frozen):
     memory: str | None = None
     gpu: int = Field(default=0, ge=0)
     accelerator: str | None = None
+    cpu_limit: float | None = _optional("CPU limit in cores (Kubernetes).", gt=0)
+    memory_limit: str | None = _optional("Memory limit as a Kubernetes quantity.")
+    gpu_resource: str | None = _optional("Extended resource the GPUs are requested as: nvidia.com/gpu or a MIG slice.")
+    gpu_product: str | None = _optional("nvidia.com/gpu.product node label the pod was scheduled by.")
 
 
 class Hardware(_Frozen):
@@ -146,6 +160,24 @@ class ReplayInfo(_Frozen):
     )
 
 
+class KubernetesPod(_Frozen):
+    """Where a task ran on Kubernetes, as the cluster reported it after the pod finished."""
+
+    namespace: str
+    pod_name: str
+    node_name: str | None = None
+    image: str = Field(description="The image reference the pod asked for (pinned by digest).")
+    image_id: str | None = Field(default=None, description="containerStatuses[].imageID: what the kubelet ran.")
+    image_digest: str | None = Field(default=None, description="The sha256 digest in image_id.")
+    resolved_from_tag: str | None = Field(
+        default=None, description="The tag the DAG named, where the digest was resolved from it (resolve_tag=True)."
+    )
+    phase: str | None = None
+    secret_refs: list[str] = Field(
+        default_factory=list, description="Kubernetes secrets given to the pod, as 'secret/key' names only."
+    )
+
+
 class Timing(_Frozen):
     started_at: str
     ended_at: str | None = None
@@ -171,6 +203,7 @@ class TaskManifest(_Frozen):
     tracking: Tracking = Field(default_factory=Tracking)
     timing: Timing
     replay: ReplayInfo | None = None
+    kubernetes: KubernetesPod | None = _optional("Set when the task ran in a Kubernetes pod.")
 
     @field_validator("outputs")
     @classmethod

@@ -26,6 +26,7 @@ from airflow_repro.core.manifest import (
     DataOutput,
     EnvironmentPin,
     Hardware,
+    KubernetesPod,
     Parameters,
     ReplayInfo,
     TaskManifest,
@@ -78,6 +79,7 @@ class TaskEnvironment:
     hardware: Hardware
     replay: ReplayInfo | None = None
     pinned_inputs: Mapping[str, DataInput] = field(default_factory=dict)
+    kubernetes: KubernetesPod | None = None  # where the task ran, for tasks run in a pod
 
 
 @dataclass
@@ -327,6 +329,7 @@ class TaskRecorder:
                 duration_s=round(time.monotonic() - prepared.started_monotonic, 3),
             ),
             replay=env.replay,
+            kubernetes=env.kubernetes,
         )
 
     def _commit_metadata(self, prepared: PreparedTask, manifest: TaskManifest, mpath: str) -> dict[str, str]:

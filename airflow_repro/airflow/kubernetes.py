@@ -1,0 +1,349 @@
+"""Recorded tasks in Kubernetes pods: ``ReproKubernetesPodOperator`` and ``@repro_task`` in pod mode.
+
+Built on the provider's KubernetesPodOperator (KPO) through its own seams: the constructor's
+``container_resources`` / ``node_selector`` / ``tolerations`` carry the validated resource and GPU
+requests (so they are in the serialized DAG), :meth:`build_pod_request_obj` adds the per-attempt
+pins (environment, labels, annotations, the shared work volume) to the pod KPO builds, and
+:meth:`execute` wraps KPO's own around the record path:
+
+1. before the pod: the recorder pins the inputs to commits, makes the run branch, starts the MLflow
+   run, and lays out the attempt's workspace under ``[repro] work_dir``;
+2. KPO creates the pod and waits for it; the task-side runtime reads its pins from
+   ``AIRFLOW_REPRO_*`` variables, writes outputs, hands them over to the workspace (a volume both
+   mount) and writes a hardware report as the container's termination message;
+3. after the pod: what ran (``imageID``, node, GPU model and driver) goes into the manifest, and the
+   recorder commits outputs and manifest in one commit and links MLflow, as for local tasks.
+
+This module imports the provider (and through it ``kubernetes.client``, ~3 s) at import time, because
+the operator subclasses KPO. It is therefore imported only by DAGs that run tasks on Kubernetes:
+``airflow_repro.airflow.operators`` (loaded with the plugin in every task process) imports it only
+when a ``@repro_task`` is declared in Kubernetes mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_repro.adapters import k8s_podspec as podspec
+from airflow_repro.airflow.operators import ReproTaskMixin, _source_hash
+from airflow_repro.core.gpus import resources_from_mapping
+from airflow_repro.core.images import ImageRef, digest_of_image_id, require_pinned
+from airflow_repro.core.manifest import EnvironmentPin, Hardware, KubernetesPod, Resources, load_task_manifest
+from airflow_repro.core.recorder import PreparedTask, TaskEnvironment, TaskRecorder, manifest_path
+from airflow_repro.core.replay import load_plan
+from airflow_repro.core.spec import Input, TaskSpec
+from airflow_repro.errors import ReproUserError
+
+WORK_CLAIM_OPTION = "k8s_work_volume_claim"
+
+
+class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
+    """Run a container image, pinned by digest, in a pod, with inputs pinned and outputs recorded.
+
+    Takes every KubernetesPodOperator argument, plus:
+
+    :param image: ``registry/repo@sha256:<64 hex>`` (a tag may stand beside the digest). A tag
+        alone is refused at DAG parse time unless ``resolve_tag=True``.
+    :param resolve_tag: resolve a tag to its digest through the registry when the task starts;
+        the pod runs the digest, and the manifest records both.
+    :param inputs, outputs, seed, repository: as for ``@repro_task``.
+    :param resources: ``{"cpu": "4", "memory": "16Gi", "cpu_limit": ..., "memory_limit": ...,
+        "gpu": 1, "accelerator": "h100"}`` (or a constant from ``airflow_repro.core.gpus``);
+        validated as Kubernetes would, translated into KPO's ``container_resources``,
+        ``node_selector`` and ``tolerations``. A replay requests what the original recorded.
+    :param secret_names: names of other secrets the task uses (recorded as names). Kubernetes
+        secrets given as KPO ``secrets=[Secret(...)]`` or ``env_from`` are recorded by name too.
+    :param work_volume_claim: PersistentVolumeClaim holding ``[repro] work_dir`` (read-write-many),
+        mounted at the same path in the pod (default: ``[repro] k8s_work_volume_claim``).
+    """
+
+    # The image is checked (pinned) when the DAG is parsed, so it is not rendered as a template.
+    template_fields: Sequence[str] = tuple(f for f in KubernetesPodOperator.template_fields if f != "image")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        image: str,
+        inputs: Mapping[str, Input] | None = None,
+        outputs: Collection[str] = (),
+        seed: int | None = None,
+        repository: str | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        secret_names: Collection[str] = (),
+        resolve_tag: bool = False,
+        work_volume_claim: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        task_id = str(kwargs.get("task_id", "?"))
+        image_ref = require_pinned(image, task_id=task_id, resolve_tag=resolve_tag)
+        spec_resources = resources_from_mapping(task_id, resources)
+        if kwargs.get("deferrable"):
+            raise ReproUserError(
+                f"task {task_id}: deferrable=True is not supported: the worker records the task after its pod; "
+                "drop deferrable= (a deferred pod would finish without its outputs being committed)"
+            )
+        super().__init__(image=str(image_ref), **_kpo_resources(task_id, spec_resources, kwargs))
+        self.repro_image = image_ref
+        self.repro_resolve_tag = resolve_tag
+        self.repro_work_volume_claim = work_volume_claim
+        try:
+            self.repro_spec = TaskSpec(
+                task_id=self.task_id,
+                inputs=dict(inputs or {}),
+                outputs=tuple(outputs),
+                seed=seed,
+                repository=repository,
+                resources=spec_resources,
+                secret_names=(*secret_names, *(f"k8s:{n}" for n in podspec.secret_ref_names(self.secrets, self.env_from))),
+            )
+        except (ReproUserError, ValueError) as exc:
+            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
+
+    # -- execution -----------------------------------------------------------------------------
+    def execute(self, context: Any) -> Any:
+        self._repro_pod_pins: podspec.PodPins | None = None
+        self._repro_running_image = self._image_to_run()
+        recorder, prepared = self._repro_prepare(context)
+        try:
+            self._request_recorded_hardware(recorder, prepared)
+            self._repro_pod_pins = self._pod_pins(prepared)
+            result = super().execute(context)
+            prepared.env = self._what_ran(prepared)
+        except ReproUserError as exc:
+            recorder.abort(prepared, exc)
+            raise AirflowFailException(str(exc)) from exc
+        except BaseException as exc:
+            recorder.abort(prepared, exc)
+            raise
+        self._repro_finish(context, recorder, prepared)
+        return result
+
+    def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> Any:
+        """KPO's pod, plus the attempt's pins (once ``execute`` has prepared them)."""
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        container = next(c for c in pod.spec.containers if c.name == self.base_container_name)
+        container.termination_message_path = podspec.TERMINATION_MESSAGE_PATH
+        pins = getattr(self, "_repro_pod_pins", None)
+        if pins is None:
+            return pod
+        image = self._repro_running_image
+        container.image = str(image)
+        container.env = [*(container.env or []), *podspec.to_model(podspec.pin_env(pins), "list[V1EnvVar]")]
+        pod.metadata.labels = {**(pod.metadata.labels or {}), **podspec.pod_labels(pins.identity)}
+        pod.metadata.annotations = {
+            **(pod.metadata.annotations or {}),
+            **podspec.pod_annotations(pins, image=str(image), resolved_from_tag=self._resolved_from_tag()),
+        }
+        claim = self.repro_work_volume_claim or _conf(WORK_CLAIM_OPTION)
+        if claim:
+            volume, mount = podspec.work_volume(claim, str(self._repro_settings.work_dir))
+            pod.spec.volumes = [*(pod.spec.volumes or []), podspec.to_model(volume, "V1Volume")]
+            container.volume_mounts = [*(container.volume_mounts or []), podspec.to_model(mount, "V1VolumeMount")]
+        return pod
+
+    # -- facts for the manifest ----------------------------------------------------------------
+    def repro_environment_pin(self) -> EnvironmentPin:
+        """The image digest; the Python inside it is filled in from the pod's report."""
+        image = getattr(self, "_repro_running_image", None) or self.repro_image
+        if not image.is_pinned:  # resolve_tag: only known once execute() resolved it
+            return EnvironmentPin(kind="image", digest=f"unresolved:{image}", python="unknown", image=str(image))
+        return EnvironmentPin(kind="image", digest=image.digest or "", python="unknown (read from the pod)",
+                              image=str(image))
+
+    def repro_source_hash(self) -> str:
+        """The code of an image task is the image (its digest) and the command it is started with."""
+        command = json.dumps({"cmds": self.cmds, "arguments": self.arguments}, sort_keys=True, default=str)
+        return "sha256:" + hashlib.sha256(command.encode()).hexdigest()
+
+    def _image_to_run(self) -> ImageRef:
+        if self.repro_image.is_pinned:
+            return self.repro_image
+        from airflow_repro.adapters.k8s_registry import resolve_digest
+
+        resolved = resolve_digest(self.repro_image)
+        self.log.info("airflow-repro resolved image %s to %s", self.repro_image, resolved.digest)
+        return resolved
+
+    def _resolved_from_tag(self) -> str | None:
+        return None if self.repro_image.is_pinned else str(self.repro_image)
+
+    def _pod_pins(self, prepared: PreparedTask) -> podspec.PodPins:
+        ident = prepared.env.identity
+        written = json.loads(prepared.context_file.read_text(encoding="utf-8"))  # what the recorder laid out
+        run = prepared.tracked_run
+        return podspec.PodPins(
+            identity=ident,
+            task=written["task"],
+            seed=prepared.spec.seed,
+            inputs=written["inputs"],
+            declared_outputs=prepared.spec.outputs,
+            output_uri=prepared.output_dir.as_uri(),
+            repository=prepared.repository,
+            branch=prepared.branch,
+            manifest_path=manifest_path(ident.task_id, ident.map_index),
+            metrics_file=str(prepared.metrics_file),
+            params=prepared.env.parameters.task_params,
+            kwargs=prepared.env.parameters.op_kwargs,
+            mlflow_run_id=run.run_id if run else None,
+            mlflow_tracking_uri=run.tracking_uri if run else None,
+            environment_digest=prepared.env.environment.digest,
+        )
+
+    def _request_recorded_hardware(self, recorder: TaskRecorder, prepared: PreparedTask) -> None:
+        """A replay asks for the hardware the original task recorded, whatever the DAG says now."""
+        replay = prepared.env.replay
+        if replay is None or replay.original_manifest_digest is None:
+            return
+        ident = prepared.env.identity
+        plan = load_plan(recorder.store, prepared.repository, ident.dag_id, ident.run_id)
+        with recorder.store.open_object(plan.original_repository, plan.original_ref,
+                                        manifest_path(ident.task_id, ident.map_index)) as handle:
+            original = load_task_manifest(handle.read(), expected_digest=replay.original_manifest_digest)
+        if original.resources != prepared.spec.resources:
+            self.log.info("airflow-repro replay: requesting the recorded resources %s", original.resources)
+        for name, value in _kpo_resources(self.task_id, original.resources, {}).items():
+            setattr(self, name, value)
+        prepared.spec = dataclasses.replace(prepared.spec, resources=original.resources)
+
+    def _what_ran(self, prepared: PreparedTask) -> TaskEnvironment:
+        """The pod as the cluster reported it, and the hardware the task itself reported."""
+        pod = self.remote_pod
+        status = _container_status(pod, self.base_container_name)
+        terminated = status.state.terminated if status is not None and status.state else None
+        report = podspec.pod_report(terminated.message if terminated else None)
+        if report is None:
+            self.log.warning("airflow-repro: pod %s left no hardware report (did the task use airflow_repro.runtime?)",
+                             pod.metadata.name)
+            report = {}
+        image_id = status.image_id if status is not None else None
+        image_digest = digest_of_image_id(image_id)
+        requested = self._repro_running_image
+        if image_digest and image_digest != requested.digest:
+            self.log.warning("airflow-repro: pod %s ran %s, not the requested %s (a platform manifest of the "
+                             "index?); both are recorded", pod.metadata.name, image_digest, requested.digest)
+        _keep_metrics(prepared, report.get("metrics"))
+        env = prepared.env
+        return dataclasses.replace(
+            env,
+            environment=env.environment.model_copy(update={"python": report.get("python") or "unknown"}),
+            hardware=_hardware(report, pod),
+            kubernetes=KubernetesPod(
+                namespace=pod.metadata.namespace, pod_name=pod.metadata.name,
+                node_name=getattr(pod.spec, "node_name", None), image=str(requested), image_id=image_id,
+                image_digest=image_digest, resolved_from_tag=self._resolved_from_tag(),
+                phase=getattr(pod.status, "phase", None),
+                secret_refs=podspec.secret_ref_names(self.secrets, self.env_from),
+            ),
+        )
+
+
+class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOperator):
+    """``@repro_task`` in Kubernetes mode: the function's source runs in the image via the runtime."""
+
+    custom_operator_name = "@repro_task.kubernetes"
+    template_fields: Sequence[str] = (
+        "op_args", "op_kwargs", *(f for f in ReproKubernetesPodOperator.template_fields if f not in ("cmds", "arguments"))
+    )
+    shallow_copy_attrs: Sequence[str] = ("python_callable",)
+
+    def __init__(self, *, python_callable: Callable[..., Any], op_args: Any = None, op_kwargs: Any = None,
+                 **kwargs: Any) -> None:
+        if op_args:
+            raise ReproUserError(
+                f"task {kwargs.get('task_id', python_callable.__name__)}: a pod task's arguments are passed by "
+                "keyword only (they travel to the pod as JSON); call it as f(name=value)"
+            )
+        kwargs.setdefault("name", f"repro-{python_callable.__name__}")
+        super().__init__(
+            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs,
+            cmds=["python", "-c", pod_script(python_callable)], **kwargs,
+        )
+
+    def repro_source_hash(self) -> str:
+        return _source_hash(self.python_callable)
+
+
+def pod_script(function: Callable[..., Any]) -> str:
+    """What the pod's ``python -c`` runs: the function's own source, then the runtime around it."""
+    from airflow_repro.adapters.local_venv import callable_source
+
+    return (
+        "from airflow_repro import runtime\n\n"
+        f"{callable_source(function)}\n"
+        f"runtime.run_callable({function.__name__})\n"
+    )
+
+
+def repro_kubernetes_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """TaskFlow decorator for a recorded task that runs in a pod; see :class:`ReproKubernetesPodOperator`.
+
+    .. code-block:: python
+
+        @repro_task.kubernetes(image="ghcr.io/acme/train@sha256:...", outputs=["models/model.pt"],
+                               resources={"gpu": 1, "accelerator": H100_80GB, "memory": "32Gi"})
+        def train():
+            import torch  # installed in the image, not on the Airflow workers
+            ...
+    """
+    return task_decorator_factory(
+        python_callable=python_callable, decorated_operator_class=_ReproKubernetesDecoratedOperator, **kwargs
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _kpo_resources(task_id: str, resources: Resources, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """KPO's own arguments for the validated requests, merged with what the DAG gave KPO directly."""
+    requirements = podspec.resource_requirements(resources)
+    merged = dict(kwargs)
+    if requirements is not None:
+        if kwargs.get("container_resources") is not None:
+            raise ReproUserError(
+                f"task {task_id}: give resources={{...}} or KPO's container_resources=, not both "
+                "(resources= is what the manifest records and a replay requests)"
+            )
+        merged["container_resources"] = podspec.to_model(requirements, "V1ResourceRequirements")
+    merged["node_selector"] = {**podspec.gpu_node_selector(resources), **(kwargs.get("node_selector") or {})}
+    extra = list(kwargs.get("tolerations") or [])
+    merged["tolerations"] = [*podspec.to_model(podspec.gpu_tolerations(resources), "list[V1Toleration]"), *extra]
+    return merged
+
+
+def _container_status(pod: Any, name: str) -> Any:
+    statuses = (getattr(pod, "status", None) and pod.status.container_statuses) or []
+    return next((s for s in statuses if s.name == name), None)
+
+
+def _hardware(report: Mapping[str, Any], pod: Any) -> Hardware:
+    return Hardware(
+        hostname=report.get("hostname") or pod.metadata.name,
+        platform=report.get("platform") or "unknown",
+        machine=report.get("machine") or "unknown",
+        cpu_count=report.get("cpu_count"),
+        memory_bytes=report.get("memory_bytes"),
+        gpus=[{str(k): str(v) for k, v in gpu.items()} for gpu in report.get("gpus") or []],
+    )
+
+
+def _keep_metrics(prepared: PreparedTask, metrics: Mapping[str, float] | None) -> None:
+    """Metrics normally arrive in the shared workspace; the report carries them where they did not."""
+    if metrics and not prepared.metrics_file.exists():
+        Path(prepared.metrics_file).write_text(json.dumps(dict(metrics), sort_keys=True), encoding="utf-8")
+
+
+def _conf(option: str) -> str | None:
+    from airflow.configuration import conf
+
+    return conf.get("repro", option, fallback=None) or None
+
+
+__all__ = ["ReproKubernetesPodOperator", "pod_script", "repro_kubernetes_task"]
