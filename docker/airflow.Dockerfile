@@ -21,13 +21,9 @@ WORKDIR /opt/airflow-repro
 
 # Dependencies first (a layer that survives code edits), then the package itself.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project --extra lakefs --extra examples
+RUN uv sync --frozen --no-dev --no-install-project --extra lakefs --extra postgres --extra examples
 COPY airflow_repro ./airflow_repro
-RUN uv sync --frozen --no-dev --no-editable --extra lakefs --extra examples
-
-# Airflow's Postgres drivers (sync and async engines) are a deployment choice, not a dependency
-# of the package, so they are not in uv.lock: pinned here.
-RUN uv pip install --python .venv/bin/python psycopg2-binary==2.9.10 asyncpg==0.30.0
+RUN uv sync --frozen --no-dev --no-editable --extra lakefs --extra postgres --extra examples
 
 ENV PATH=/opt/airflow-repro/.venv/bin:$PATH \
     AIRFLOW_HOME=/opt/airflow
