@@ -1,7 +1,8 @@
 """OpenLineage for recorded tasks, through the Airflow OpenLineage provider.
 
-The provider's listener calls ``ReproPythonOperator.get_openlineage_facets_on_start/complete/
-failure``, which call the functions here. They return the provider's ``OperatorLineage``:
+The provider's listener calls ``get_openlineage_facets_on_start/complete/failure`` of
+``ReproPythonOperator`` and ``ReproKubernetesPodOperator`` (KPO has no such methods of its own), which
+call the functions here. They return the provider's ``OperatorLineage``:
 
 * START: the declared inputs and outputs (an input declared at a full commit id already carries
   its ``version``), and where the code lives;
@@ -212,9 +213,10 @@ def _job_facets(operator: Any, code: Any, task_instance: Any) -> dict[str, Any]:
     location = olf.source_code_location_facet(code, dag_file_path=dag_file, repo_url=getattr(bundle, "repo_url", None))
     if location is not None:
         facets["sourceCodeLocation"] = location
-    if _source_enabled():
+    function = getattr(operator, "python_callable", None)  # a pod task running its image's command has none
+    if function is not None and _source_enabled():
         with contextlib.suppress(OSError, TypeError):
-            facets["sourceCode"] = olf.source_code_facet(inspect.getsource(operator.python_callable))
+            facets["sourceCode"] = olf.source_code_facet(inspect.getsource(function))
     return facets
 
 

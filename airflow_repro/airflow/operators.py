@@ -234,7 +234,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
     ) -> None:
         super().__init__(python_callable=python_callable, **kwargs)
         # Validated as for a pod, so that a DAG that parses here parses with [repro] execution = kubernetes.
-        spec_resources = resources_from_mapping(self.task_id, resources)
+        spec_resources = resources_from_mapping(self.task_id, resources, allow_zero_gpu=True)
         try:
             self.repro_spec = TaskSpec(
                 task_id=self.task_id,

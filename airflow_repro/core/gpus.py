@@ -129,8 +129,14 @@ def task_resources(
     memory_limit: Any = None,
     gpu: Any = None,
     accelerator: Accelerator | str | None = None,
+    allow_zero_gpu: bool = False,
 ) -> Resources:
-    """Validate a task's requests at DAG parse time and return them as the manifest records them."""
+    """Validate a task's requests at DAG parse time and return them as the manifest records them.
+
+    A pod task refuses ``gpu=0`` (leave ``gpu`` out for no GPU), so that a count computed or typed
+    wrong never silently schedules a training step on CPU nodes; local tasks accept it
+    (``allow_zero_gpu``), as they always have.
+    """
     try:
         cpu_cores = _cores(cpu, "cpu")
         cpu_max = _cores(cpu_limit, "cpu_limit")
@@ -138,7 +144,7 @@ def task_resources(
         memory_max = _memory(memory_limit, "memory_limit")
         _check_limit("cpu", cpu, cpu_limit)
         _check_limit("memory", memory, memory_limit)
-        count = _gpu_count(gpu)
+        count = 0 if allow_zero_gpu and gpu == 0 and not isinstance(gpu, bool) else _gpu_count(gpu)
     except ResourceError as exc:
         raise ResourceError(f"task {task_id}: {exc}") from exc
     chosen = resolve_accelerator(accelerator, task_id=task_id)
@@ -152,7 +158,8 @@ def task_resources(
     )
 
 
-def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources | None) -> Resources:
+def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources | None, *,
+                           allow_zero_gpu: bool = False) -> Resources:
     """``resources={...}`` as a DAG writes it (or a recorded ``Resources``), validated."""
     if values is None:
         return Resources()
@@ -162,7 +169,7 @@ def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources |
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ResourceError(f"task {task_id}: unknown resources {unknown}; use {sorted(allowed)}")
-    return task_resources(task_id, **dict(values))
+    return task_resources(task_id, **dict(values), allow_zero_gpu=allow_zero_gpu)
 
 
 def quantity_text(cores: float) -> str:
