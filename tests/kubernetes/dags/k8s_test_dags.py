@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from airflow.providers.cncf.kubernetes.secret import Secret
 from airflow.sdk import dag
 
@@ -60,6 +62,18 @@ def k8s_failing():
     breaks()
 
 
+@dag(dag_id="k8s_resolve", schedule=None)
+def k8s_resolve():
+    # A tag, resolved to its digest by the registry when the task starts (opt-in).
+    @repro_task.kubernetes(image=os.environ.get("REPRO_TEST_TAGGED_IMAGE", "localhost:5999/acme/train:v1"),
+                           resolve_tag=True, kubernetes={"namespace": "ml"}, outputs=["x.txt"], seed=1)
+    def tagged():
+        runtime.current().output_path("x.txt").write_text("x")
+
+    tagged()
+
+
 k8s_record()
 k8s_operator()
 k8s_failing()
+k8s_resolve()

@@ -1,0 +1,100 @@
+"""A replayed pod asks for the hardware the original recorded; a tag resolved at run time is
+recorded with its digest. Through the real operator, the fake Kubernetes API and, for the tag, a
+registry double served over HTTP on this machine."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from airflow_repro.core.gpus import task_resources
+from airflow_repro.core.replay import CurrentTask, plan_replay, replay_run_id
+from airflow_repro.core.runs import load_run
+from tests.airflow.test_replay import run_replay
+from tests.kubernetes.conftest import load_dag
+from tests.kubernetes.fake_cluster import FakeCoreV1Api
+
+pytestmark = pytest.mark.usefixtures("repro_env")
+RESOLVED = "sha256:" + "9e" * 32
+
+
+def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake_cluster: FakeCoreV1Api) -> None:
+    from airflow_repro.adapters import k8s_podspec as podspec
+    from airflow_repro.airflow import replay as service
+
+    dag = load_dag("k8s_record", "k8s_test_dags.py")
+    original = dag.test()
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+    recorded = load_run(backends.store, dag.dag_id, original.run_id)
+
+    # The DAG now asks for two L4s instead of one H100: the replay must still ask for the H100.
+    produce = dag.get_task("produce")
+    changed = task_resources("produce", cpu="1", memory="1Gi", gpu=2, accelerator="l4")
+    produce.container_resources = podspec.to_model(podspec.resource_requirements(changed), "V1ResourceRequirements")
+    produce.node_selector = podspec.gpu_node_selector(changed)
+    current = {t.task_id: CurrentTask(task_id=t.task_id, source_hash=t.repro_source_hash(),
+                                      environment_digest=t.repro_environment_pin().digest,
+                                      task_params={"scale": 3}) for t in dag.tasks}
+    plan = plan_replay(recorded, current, backends.store, mode="pinned", replay_run_id=replay_run_id(original.run_id))
+    assert plan.drift == []
+    fake_cluster.created.clear()
+    assert run_replay(dag, plan, backends).state == "success"
+
+    pod = next(b for b in fake_cluster.created if "produce" in b["metadata"]["name"])
+    assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    replayed = {t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id,
+                                                                         plan.replay_run_id).tasks}
+    before = {t.manifest.identity.task_id: t.manifest for t in recorded.tasks}
+    assert replayed["produce"].resources == before["produce"].resources
+    assert replayed["produce"].replay is not None and replayed["produce"].inputs == before["produce"].inputs
+
+
+class _Registry(BaseHTTPRequestHandler):
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/v2/acme/train/manifests/v1" and "application/vnd.oci.image.index.v1+json" in self.headers["Accept"]:
+            self.send_response(200)
+            self.send_header("Docker-Content-Digest", RESOLVED)
+        else:
+            self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Registry)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"localhost:{server.server_address[1]}"
+    monkeypatch.setenv("REPRO_TEST_TAGGED_IMAGE", f"{host}/acme/train:v1")
+    yield host
+    server.shutdown()
+
+
+def test_a_tag_is_resolved_when_the_task_starts_and_both_are_recorded(
+        repro_env: dict[str, str], fake_cluster: FakeCoreV1Api, registry: str) -> None:
+    dag = load_dag("k8s_resolve", "k8s_test_dags.py")
+    dag_run = dag.test()
+    assert dag_run.state == "success", [r["stderr"][-2000:] for r in fake_cluster.ran]
+    (pod,) = fake_cluster.created
+    assert pod["spec"]["containers"][0]["image"] == f"{registry}/acme/train:v1@{RESOLVED}"
+    assert pod["metadata"]["annotations"]["airflow-repro.dev/resolved-from-tag"] == f"{registry}/acme/train:v1"
+    (task,) = load_run(_store(repro_env), dag.dag_id, dag_run.run_id).tasks
+    m = task.manifest
+    assert m.environment.digest == RESOLVED and m.kubernetes.image_digest == RESOLVED
+    assert m.kubernetes.resolved_from_tag == f"{registry}/acme/train:v1"
+    assert json.loads(m.canonical_json())["kubernetes"]["image"] == f"{registry}/acme/train:v1@{RESOLVED}"
+
+
+def _store(repro_env: dict[str, str]):  # noqa: ANN202
+    from airflow_repro.adapters.local_store import LocalStore
+
+    return LocalStore(Path(repro_env["home"]) / "store")
