@@ -346,7 +346,25 @@ def hardware_report() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "memory_bytes": _memory_bytes(),
         "gpus": nvidia_gpus(),
+        "libraries": library_versions(),
     }
+
+
+KEY_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "tensorflow", "jax", "xgboost", "lightgbm",
+                 "mlflow", "pyarrow", "transformers")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the key ML libraries installed where the task runs (the image, in a pod)."""
+    from importlib import metadata
+
+    found = {}
+    for name in KEY_LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
 
 
 def nvidia_gpus() -> list[dict[str, str]]:

@@ -231,11 +231,15 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if image_digest and image_digest != requested.digest:
             self.log.warning("airflow-repro: pod %s ran %s, not the requested %s (a platform manifest of the "
                              "index?); both are recorded", pod.metadata.name, image_digest, requested.digest)
+        _check_handed_over(prepared, report.get("outputs"))
         _keep_metrics(prepared, report.get("metrics"))
         env = prepared.env
+        python = report.get("python") or "unknown"
         return dataclasses.replace(
             env,
-            environment=env.environment.model_copy(update={"python": report.get("python") or "unknown"}),
+            environment=env.environment.model_copy(update={"python": python}),
+            # Airflow's versions are the worker's; Python and the libraries are the image's.
+            versions=env.versions.model_copy(update={"python": python, "libraries": report.get("libraries") or {}}),
             hardware=_hardware(report, pod),
             kubernetes=KubernetesPod(
                 namespace=pod.metadata.namespace, pod_name=pod.metadata.name,
@@ -332,6 +336,16 @@ def _hardware(report: Mapping[str, Any], pod: Any) -> Hardware:
         memory_bytes=report.get("memory_bytes"),
         gpus=[{str(k): str(v) for k, v in gpu.items()} for gpu in report.get("gpus") or []],
     )
+
+
+def _check_handed_over(prepared: PreparedTask, published: Any) -> None:
+    """Outputs the pod handed over but the worker cannot see: the work volume is not shared."""
+    if published and not any(p.is_file() for p in prepared.output_dir.rglob("*")):
+        raise ReproUserError(
+            f"task {prepared.spec.task_id}: its pod handed over {published} output(s) to {prepared.output_dir}, "
+            "but the worker finds none there: mount the same ReadWriteMany volume at [repro] work_dir on the "
+            f"workers and in the pod ([repro] {WORK_CLAIM_OPTION} = <claim name>, or work_volume_claim=)"
+        )
 
 
 def _keep_metrics(prepared: PreparedTask, metrics: Mapping[str, float] | None) -> None:

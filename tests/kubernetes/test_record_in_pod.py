@@ -50,6 +50,7 @@ def test_pod_tasks_are_recorded_like_local_tasks(repro_env: dict[str, str], fake
     assert produce.resources.gpu == 1 and produce.resources.gpu_product == "NVIDIA-H100-80GB-HBM3"
     assert produce.resources.cpu == 1.0 and produce.resources.memory == "1Gi"
     assert produce.parameters.seed == 11 and produce.parameters.task_params == {"scale": 3}
+    assert produce.versions.python == produce.environment.python, "Python is the image's, not the worker's"
 
     # outputs and manifest in one commit; the downstream pod read the upstream commit
     local = store(repro_env)
@@ -139,3 +140,22 @@ def test_a_failed_pod_commits_nothing(repro_env: dict[str, str], fake_cluster: F
     experiment = client.get_experiment_by_name("k8s_failing")
     runs = client.search_runs([experiment.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}'")
     assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_outputs_the_worker_cannot_see_fail_with_the_fix(repro_env: dict[str, str], fake_cluster: FakeCoreV1Api,
+                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Without a shared work volume the pod hands its outputs over to a folder only it sees."""
+    original = fake_cluster._container_env
+
+    def unshared(container: dict[str, Any], namespace: str, root: Path) -> dict[str, str]:
+        env = original(container, namespace, root)
+        env["AIRFLOW_REPRO_OUTPUT_URI"] = (tmp_path / "pod-only").as_uri()
+        return env
+
+    monkeypatch.setattr(fake_cluster, "_container_env", unshared)
+    dag = load_dag("k8s_operator", "k8s_test_dags.py")
+    dag_run = dag.test()
+    assert dag_run.state == "failed"
+    assert (tmp_path / "pod-only" / "out" / "hello.txt").exists()
+    ti = dag_run.get_task_instance("script")
+    assert ti.try_number == 1, "a configuration error is not retried"
