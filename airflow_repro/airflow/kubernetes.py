@@ -112,7 +112,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
     # -- execution -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
         self._repro_pod_pins: podspec.PodPins | None = None
-        self._repro_running_image = self._image_to_run()
+        try:
+            self._repro_running_image = self._image_to_run()
+        except ReproUserError as exc:  # e.g. the tag does not exist: retrying will not help
+            raise AirflowFailException(str(exc)) from exc
         recorder, prepared = self._repro_prepare(context)
         try:
             self._request_recorded_hardware(recorder, prepared)

@@ -159,3 +159,28 @@ def test_outputs_the_worker_cannot_see_fail_with_the_fix(repro_env: dict[str, st
     assert (tmp_path / "pod-only" / "out" / "hello.txt").exists()
     ti = dag_run.get_task_instance("script")
     assert ti.try_number == 1, "a configuration error is not retried"
+
+
+def test_openlineage_on_complete_carries_the_image_pin(repro_env: dict[str, str], fake_cluster: FakeCoreV1Api,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The provider's listener calls these methods on the operator that ran (KPO has none of its own)."""
+    from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
+
+    dag = load_dag("k8s_operator", "k8s_test_dags.py")
+    ran: list[ReproKubernetesPodOperator] = []
+    original = ReproKubernetesPodOperator.execute
+
+    def keep(self: ReproKubernetesPodOperator, context: Any) -> Any:
+        ran.append(self)
+        return original(self, context)
+
+    monkeypatch.setattr(ReproKubernetesPodOperator, "execute", keep)
+    dag_run = dag.test()
+    assert dag_run.state == "success"
+    (operator,) = ran
+    ti = dag_run.get_task_instance("script")
+    lineage = operator.get_openlineage_facets_on_complete(ti)
+    facet = lineage.run_facets["repro_manifest"]
+    assert facet.environment.kind == "image" and facet.environment.digest == DIGEST
+    assert [d.name for d in lineage.outputs] == ["repro/out/hello.txt"]
+    assert facet.manifestDigest == operator._repro_recorded.manifest.digest
