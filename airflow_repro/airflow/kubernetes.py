@@ -164,7 +164,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                               image=str(image))
 
     def repro_source_hash(self) -> str:
-        """The code of an image task is the image (its digest) and the command it is started with."""
+        """The code of an image task: the command it is started with (the image is its environment pin)."""
         command = json.dumps({"cmds": self.cmds, "arguments": self.arguments}, sort_keys=True, default=str)
         return "sha256:" + hashlib.sha256(command.encode()).hexdigest()
 

@@ -177,3 +177,10 @@ def test_openlineage_methods_on_the_operator(airflow_db: Path) -> None:
     assert [d.name for d in lineage.outputs] == ["repro/model.pt"]
     assert "sourceCodeLocation" in lineage.job_facets or lineage.job_facets == {}
     assert operator.get_openlineage_facets_on_failure(None) is not None
+
+
+def test_image_and_gpu_rules_and_pod_pieces_import_no_outside_system() -> None:
+    code = ("import sys, airflow_repro.core.images, airflow_repro.core.gpus, airflow_repro.adapters.k8s_podspec; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'kubernetes', 'httpx', 'mlflow'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
