@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     "repro_task": "airflow_repro.airflow.operators",
     "ReproPythonOperator": "airflow_repro.airflow.operators",
+    "ReproKubernetesPodOperator": "airflow_repro.airflow.kubernetes",
     "Input": "airflow_repro.core.spec",
     "Resources": "airflow_repro.core.manifest",
     "TaskManifest": "airflow_repro.core.manifest",
@@ -31,6 +32,7 @@ __all__ = [
     "Input",
     "LocalStore",
     "ReproError",
+    "ReproKubernetesPodOperator",
     "ReproPythonOperator",
     "ReproSettings",
     "Resources",
@@ -43,6 +45,7 @@ __all__ = [
 if TYPE_CHECKING:
     from airflow_repro import runtime
     from airflow_repro.adapters.local_store import LocalStore
+    from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
     from airflow_repro.airflow.operators import ReproPythonOperator, repro_task
     from airflow_repro.config import ReproSettings
     from airflow_repro.core.manifest import DagRunManifest, Resources, TaskManifest

@@ -54,6 +54,16 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "MLflow tracking URI: http(s)://host:port for a tracking server (fast: tasks never import "
         "mlflow), or sqlite:////abs/path.db (tasks import mlflow, a few seconds each).",
     ),
+    "execution": (
+        "local",
+        "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
+        "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
+    ),
+    "k8s_work_volume_claim": (
+        "",
+        "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
+        "through which pods hand their outputs to the worker that records them.",
+    ),
     "venv_cache": ("<home>/venvs", "Where virtualenvs built from task lockfiles are cached."),
     "work_dir": ("<home>/work", "Scratch space of running task attempts (inputs, staged outputs)."),
 }

@@ -80,11 +80,11 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
     """The recorded tasks of ``dag`` as they would run now with ``conf``."""
     from airflow.sdk.definitions.param import process_params
 
-    from airflow_repro.airflow.operators import ReproPythonOperator
+    from airflow_repro.airflow.operators import ReproTaskMixin
 
     tasks = {}
     for task in dag.tasks:
-        if not isinstance(task, ReproPythonOperator):
+        if not isinstance(task, ReproTaskMixin):
             continue
         params = process_params(dag, task, dict(conf), suppress_exception=True)
         params.pop(REPLAY_CONF_KEY, None)
@@ -92,14 +92,23 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
         tasks[task.task_id] = CurrentTask(
             task_id=task.task_id,
             source_hash=task.repro_source_hash(),
-            # A lockfile pins the same environment wherever it is read. A fingerprint describes the
-            # process computing it: here the CLI or API server, not the worker, so the worker checks
-            # it when the replayed task starts (pinned mode), and planning does not.
-            environment_digest=pin.digest if pin.kind == "lockfile" else None,
+            environment_digest=_plannable_digest(pin),
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
             task_params=_json_ready(params),
         )
     return tasks
+
+
+def _plannable_digest(pin: Any) -> str | None:
+    """The environment pin as the plan can compare it, or None where only the worker can.
+
+    A lockfile and an image digest pin the same environment wherever they are read. A fingerprint
+    describes the process computing it (here the CLI or API server, not the worker), and an image
+    by tag is resolved when the task starts: the worker checks those (pinned mode).
+    """
+    if pin.kind == "lockfile" or (pin.kind == "image" and pin.digest.startswith("sha256:")):
+        return pin.digest
+    return None
 
 
 def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:

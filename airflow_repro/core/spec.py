@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from airflow_repro.core.gpus import parse_quantity
 from airflow_repro.core.manifest import Resources
 from airflow_repro.core.naming import validate_ref, validate_repository_name
 from airflow_repro.errors import InvalidNameError, ReproUserError
-
-_MEMORY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 
 def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = False) -> str:
@@ -84,7 +82,8 @@ class TaskSpec:
             raise ReproUserError(f"task {self.task_id}: seed must be a non-negative int, got {self.seed!r}")
         if self.repository is not None:
             validate_repository_name(self.repository)
-        if self.resources.memory is not None and not _MEMORY_RE.match(self.resources.memory):
-            raise ReproUserError(
-                f"task {self.task_id}: memory {self.resources.memory!r} is not a quantity like '512Mi' or '4Gi'"
-            )
+        if self.resources.memory is not None:
+            try:
+                parse_quantity(self.resources.memory, what="memory")
+            except ReproUserError as exc:
+                raise ReproUserError(f"task {self.task_id}: {exc}") from None

@@ -56,6 +56,17 @@ def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake
     assert replayed["produce"].replay is not None and replayed["produce"].inputs == before["produce"].inputs
 
 
+def test_replay_planning_sees_pod_tasks_and_their_image_digests() -> None:
+    from airflow_repro.airflow import replay as service
+
+    dag = load_dag("k8s_record", "k8s_test_dags.py")
+    current = service.current_tasks(dag, {})
+    assert set(current) == {t.task_id for t in dag.tasks}  # not reported as "task removed"
+    for task in dag.tasks:
+        digest = task.repro_environment_pin().digest
+        assert digest.startswith("sha256:") and current[task.task_id].environment_digest == digest
+
+
 class _Registry(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
         if self.path == "/v2/acme/train/manifests/v1" and "application/vnd.oci.image.index.v1+json" in self.headers["Accept"]:

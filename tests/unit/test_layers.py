@@ -20,10 +20,13 @@ def _imported_after(statement: str) -> list[str]:
 
 
 def test_core_imports_no_outside_system() -> None:
-    statement = (
-        "import airflow_repro.core.manifest, airflow_repro.core.recorder, airflow_repro.core.runs, "
-        "airflow_repro.core.environment, airflow_repro.core.spec, airflow_repro.config"
-    )
+    import pkgutil
+
+    import airflow_repro.core
+
+    modules = [f"airflow_repro.core.{m.name}" for m in pkgutil.iter_modules(airflow_repro.core.__path__)]
+    assert len(modules) >= 10
+    statement = "import " + ", ".join([*modules, "airflow_repro.config"])
     assert _imported_after(statement) == []
 
 
@@ -33,7 +36,8 @@ def test_package_import_and_local_store_are_light() -> None:
 
 def test_public_api() -> None:
     assert airflow_repro.__all__ == [
-        "DagRunManifest", "Input", "LocalStore", "ReproError", "ReproPythonOperator", "ReproSettings",
+        "DagRunManifest", "Input", "LocalStore", "ReproError", "ReproKubernetesPodOperator", "ReproPythonOperator",
+        "ReproSettings",
         "Resources", "TaskManifest", "__version__", "repro_task", "runtime",
     ]
     for name in airflow_repro.__all__:
