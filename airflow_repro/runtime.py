@@ -317,6 +317,8 @@ def _finish_pod_task(ctx: TaskContext) -> None:
     """At the pod task's exit: hand the outputs over and report the hardware it saw."""
     uri = os.environ.get("AIRFLOW_REPRO_OUTPUT_URI")
     published = transport_for(uri).publish(ctx.output_dir, ctx.declared_outputs) if uri else 0
+    if uri and not os.environ.get("AIRFLOW_REPRO_OUTPUT_DIR"):
+        shutil.rmtree(ctx.output_dir, ignore_errors=True)  # the pod-local scratch copy, handed over above
     report = {"kind": REPORT_KIND, "outputs": published, "metrics": ctx.metrics, **hardware_report()}
     write_report(report, Path(os.environ.get("AIRFLOW_REPRO_REPORT_FILE") or "/dev/termination-log"))
 
