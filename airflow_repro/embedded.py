@@ -1,6 +1,8 @@
 """The embedded stack: a real, local Airflow (api-server, scheduler with LocalExecutor,
 dag-processor) on SQLite, an MLflow tracking server on SQLite, and the embedded data store, all
 in one folder. Used by ``make demo``, the benchmarks and the end-to-end tests; no Docker needed.
+Airflow's metadata DB can be any database Airflow supports instead (``metadata_db``, e.g. a
+PostgreSQL URL); the stack migrates it but does not create or start it.
 
 Development settings only: every user is an admin (``simple_auth_manager_all_admins``).
 """
@@ -128,6 +130,9 @@ class EmbeddedStack:
     parallelism: int = 4
     extra_env: Mapping[str, str] = field(default_factory=dict)
     with_mlflow: bool = True
+    # SQLAlchemy URL of Airflow's metadata DB, e.g. "postgresql+psycopg2://user@host:5432/airflow"
+    # (Airflow derives the async URL, asyncpg for PostgreSQL). None: SQLite in ``airflow_home``.
+    metadata_db: str | None = None
     services: list[Service] = field(default_factory=list)
 
     @property
@@ -156,6 +161,7 @@ class EmbeddedStack:
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_db or f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -176,6 +182,7 @@ class EmbeddedStack:
             # `airflow-repro lineage` reads; a real consumer (Marquez) is set the same way.
             env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(self.openlineage_events), "append": True})
             env.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)  # derived from the URL above
         env.update(self.extra_env)
         return env
 
