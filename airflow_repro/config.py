@@ -172,11 +172,22 @@ def _absolute(option: str, value: str) -> Path:
     return path
 
 
+def _redacted(uri: str) -> str:
+    """``uri`` for an error message: any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
 def _check_tracking_uri(uri: str) -> None:
     scheme = urlparse(uri).scheme
     if scheme not in ("http", "https", "sqlite", "file"):
         raise ConfigError(
-            f"[repro] mlflow_tracking_uri {uri!r} is not a tracking URI MLflow accepts here: use "
+            f"[repro] mlflow_tracking_uri {_redacted(uri)!r} is not a tracking URI MLflow accepts here: use "
             "http(s)://host:port or sqlite:////absolute/path.db "
             "(set AIRFLOW__REPRO__MLFLOW_TRACKING_URI)"
         )
@@ -188,13 +199,19 @@ def _check_store_uri(uri: str) -> None:
         return  # a bare absolute folder: the embedded store
     if parsed.scheme not in STORE_SCHEMES:
         raise ConfigError(
-            f"[repro] store_uri {uri!r} names no store airflow-repro knows: use file:///absolute/folder for the "
+            f"[repro] store_uri {_redacted(uri)!r} names no store airflow-repro knows: use file:///absolute/folder for the "
             "embedded store or lakefs:// for lakeFS (set AIRFLOW__REPRO__STORE_URI)"
         )
     if parsed.scheme == "file" and not Path(parsed.path).is_absolute():
-        raise ConfigError(f"[repro] store_uri {uri!r} must name an absolute folder: file:///absolute/folder")
+        raise ConfigError(f"[repro] store_uri {_redacted(uri)!r} must name an absolute folder: file:///absolute/folder")
     if parsed.scheme == "lakefs":
-        if parsed.path not in ("", "/") or parsed.query or parsed.password or parsed.username:
+        if "@" in parsed.netloc:
+            raise ConfigError(
+                "[repro] store_uri contains credentials (user:password@): write lakefs:// (or "
+                "lakefs://<airflow_conn_id>) and set the access key id and secret access key as login and password "
+                "of that Airflow connection, never in the URI (set AIRFLOW__REPRO__STORE_URI)"
+            )
+        if parsed.path not in ("", "/") or parsed.query:
             raise ConfigError(
                 f"[repro] store_uri {uri!r}: write lakefs:// (or lakefs://<airflow_conn_id>) and keep the endpoint "
                 "and credentials in that Airflow connection, never in the URI"

@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -50,7 +51,6 @@ from urllib.parse import quote
 # One object-path rule for both stores (a relative POSIX path such as ``data/train.csv``).
 from airflow_repro.adapters.local_store import validate_object_path
 from airflow_repro.core.hashing import (
-    HashingWriter,
     copy_and_hash,
     format_content_hash,
     hash_bytes,
@@ -103,6 +103,9 @@ PAGE_SIZE = 1000
 READ_ONLY = 0o444
 #: Merges retried this many times when lakeFS reports the branch busy (a concurrent commit).
 MERGE_ATTEMPTS = 5
+#: Pause before merge retry ``n`` (1, 2, ...): ``min(MERGE_BACKOFF * 2**(n-1), MERGE_BACKOFF_MAX)`` seconds.
+MERGE_BACKOFF = 0.2
+MERGE_BACKOFF_MAX = 2.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +127,12 @@ def _status_and_message(exc: BaseException) -> tuple[int | None, str]:
         except (ValueError, AttributeError):
             message = text
     return (int(status) if status else None), (message or getattr(exc, "reason", "") or str(exc)).strip()
+
+
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status behind a translated error (its SDK cause), ``None`` when there is none."""
+    cause = error.__cause__
+    return _status_and_message(cause)[0] if cause is not None else None
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -200,7 +209,7 @@ def _error_for_status(
         return StoreConflict(f"{text} (precondition failed: changed concurrently; retry)")
     if status == 400:
         return ReproUserError(f"{text} (lakeFS rejected the request as invalid)")
-    if status is None or status == 429 or status >= 500:
+    if status is None or status in (423, 429) or status >= 500:  # 423: the branch is locked, busy
         return StoreUnavailable(f"{text} (lakeFS at {endpoint} answered HTTP {status}; retry later)")
     return ReproUserError(f"{text} (lakeFS answered HTTP {status})")
 
@@ -310,6 +319,19 @@ class _VerifyingReader(io.RawIOBase):
         super().close()
 
 
+def refuse_user_info(url: str, *, what: str) -> None:
+    """``ConfigError`` when ``url`` carries ``user:password@``; the message never repeats the URL."""
+    if not isinstance(url, str):
+        return
+    authority = url.split("://", 1)[1] if "://" in url else url
+    if "@" in authority.split("/", 1)[0]:
+        raise ConfigError(
+            f"{what} contains credentials (user:password@ before the host), which would be logged and recorded: "
+            "remove them from the URL and keep the access key id and secret as login and password of the "
+            "Airflow connection (or LAKEFS_ACCESS_KEY_ID / LAKEFS_SECRET_ACCESS_KEY)"
+        )
+
+
 @dataclass(frozen=True)
 class LakeFSConnection:
     """Where lakeFS is and how to log in. ``secret_access_key`` is never logged or recorded."""
@@ -317,6 +339,9 @@ class LakeFSConnection:
     endpoint: str
     access_key_id: str
     secret_access_key: str
+
+    def __post_init__(self) -> None:
+        refuse_user_info(self.endpoint, what="the lakeFS endpoint")
 
     def __repr__(self) -> str:  # keep the secret out of logs and tracebacks
         return f"LakeFSConnection(endpoint={self.endpoint!r}, access_key_id={self.access_key_id!r})"
@@ -358,11 +383,15 @@ class LakeFSStore:
         storage_namespace: str,
         airflow_ui_url: str | None = None,
         spool_dir: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
+        self._sleep = sleep  # the pause between merge retries (injectable for tests)
         self.storage_namespace = storage_namespace.rstrip("/")
         self.airflow_ui_url = airflow_ui_url
         self.endpoint = str(client.config.host)
+        refuse_user_info(self.endpoint, what="the lakeFS endpoint")
+        self._owns_spool = spool_dir is None
         if spool_dir is None:
             spool_dir = Path(tempfile.mkdtemp(prefix="repro-lakefs-spool-"))
             self._finalizer = weakref.finalize(self, shutil.rmtree, spool_dir, True)
@@ -371,16 +400,24 @@ class LakeFSStore:
 
     @classmethod
     def from_connection(
-        cls, connection: LakeFSConnection, *, storage_namespace: str, airflow_ui_url: str | None = None
+        cls, connection: LakeFSConnection, *, storage_namespace: str, airflow_ui_url: str | None = None,
+        spool_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep,
     ) -> LakeFSStore:
-        return cls(connection.client(), storage_namespace=storage_namespace, airflow_ui_url=airflow_ui_url)
+        return cls(
+            connection.client(), storage_namespace=storage_namespace, airflow_ui_url=airflow_ui_url,
+            spool_dir=spool_dir, sleep=sleep,
+        )
 
     def __repr__(self) -> str:
         return f"LakeFSStore({self.endpoint!r})"
 
     def close(self) -> None:
-        """Remove the spool of staged content (staged objects not yet committed are lost)."""
-        shutil.rmtree(self._spool, ignore_errors=True)
+        """Remove the spool of staged content if this store made it (staged objects not yet committed are lost).
+
+        A caller-supplied ``spool_dir`` is the caller's: it is left in place.
+        """
+        if self._owns_spool:
+            shutil.rmtree(self._spool, ignore_errors=True)
 
     # ---- error helpers -----------------------------------------------------------------------
 
@@ -477,10 +514,15 @@ class LakeFSStore:
         return commit_id
 
     def list_branches(self, repository: str) -> dict[str, str]:
+        return {name: head for name, head in self._branches(repository).items()
+                if not name.startswith(INTERNAL_BRANCH_PREFIXES)}
+
+    def _branches(self, repository: str) -> dict[str, str]:
+        """Every branch of ``repository``, internal ones included: name -> head commit id, sorted by name."""
         _checked(validate_repository_name, repository)
         with self._errors(f"listing branches of {repository!r}", not_found=self._repo_missing(repository)):
             refs = list(self._pages(self.client.sdk_client.branches_api.list_branches, repository))
-        return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id) if not r.id.startswith(INTERNAL_BRANCH_PREFIXES)}
+        return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id)}
 
     def create_tag(self, repository: str, tag: str, ref: str, *, exist_ok: bool = False) -> str:
         """Create an immutable tag and its retention branch (GC keeps branch heads, not tags)."""
@@ -546,7 +588,7 @@ class LakeFSStore:
         except NotFoundError:
             return None
         except ReproUserError as exc:  # 400: lakeFS calls the name invalid for this kind of ref
-            if "invalid" in str(exc).lower():
+            if _http_status(exc) == 400:
                 return None
             raise
 
@@ -624,7 +666,9 @@ class LakeFSStore:
         self._create_branch(repository, tx, head, exist_ok=False, hidden=True)
         try:
             self._write_changes(repository, tx, effective)
-            return self._commit_and_merge(repository, branch, tx, head, message, clean_metadata)
+            return self._commit_and_merge(
+                repository, branch, tx, head, message, clean_metadata, changed=bool(effective)
+            )
         finally:
             with suppress(ReproError), self._errors(f"deleting transaction branch {tx!r}"):
                 self.client.sdk_client.branches_api.delete_branch(repository, tx)
@@ -686,16 +730,31 @@ class LakeFSStore:
                 shutil.copyfileobj(source, out, READ_CHUNK)
 
     def _commit_and_merge(
-        self, repository: str, branch: str, tx: str, base: str, message: str, metadata: dict[str, str]
+        self, repository: str, branch: str, tx: str, base: str, message: str, metadata: dict[str, str],
+        *, changed: bool,
     ) -> Commit:
+        """Commit on ``tx`` and squash-merge it into ``branch``, retrying when lakeFS is busy or unreachable.
+
+        A merge whose answer was lost may have landed. So every retry first looks for the landed
+        commit (and gives up with ``StoreUnavailable`` when even that lookup fails, rather than risk
+        a second commit); a retried merge of a non-empty change set never allows an empty merge, so
+        it cannot add an empty duplicate either.
+        """
         import lakefs_sdk
 
         with self._errors(f"committing on {branch!r} of {repository!r}"):
             self.client.sdk_client.commits_api.commit(
                 repository, tx, lakefs_sdk.CommitCreation(message=message, metadata=metadata, allow_empty=True)
             )
-        merge = lakefs_sdk.Merge(message=message, metadata=metadata, allow_empty=True, squash_merge=True)
-        for attempt in range(1, MERGE_ATTEMPTS + 1):
+        for attempt in range(MERGE_ATTEMPTS):
+            if attempt:
+                self._sleep(min(MERGE_BACKOFF * 2 ** (attempt - 1), MERGE_BACKOFF_MAX))
+                landed = self._find_landed_commit(repository, branch, base, message, metadata)
+                if landed is not None:
+                    return landed
+            merge = lakefs_sdk.Merge(
+                message=message, metadata=metadata, allow_empty=not (attempt and changed), squash_merge=True
+            )
             try:
                 with self._errors(
                     f"merging the commit into branch {branch!r} of {repository!r}",
@@ -707,11 +766,7 @@ class LakeFSStore:
                     result = self.client.sdk_client.refs_api.merge_into_branch(repository, tx, branch, merge)
                 return self.get_commit(repository, result.reference)
             except StoreUnavailable:
-                # The merge may have landed before the answer was lost: find it by its metadata.
-                landed = self._find_landed_commit(repository, branch, base, message, metadata)
-                if landed is not None:
-                    return landed
-                if attempt == MERGE_ATTEMPTS:
+                if attempt == MERGE_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -721,7 +776,8 @@ class LakeFSStore:
         """Our commit, if it landed on ``branch`` after ``base`` (the head this commit started from).
 
         Only commits made since ``base`` are looked at, so an older commit with the same message and
-        metadata (a legitimate earlier one) is never mistaken for this one.
+        metadata (a legitimate earlier one) is never mistaken for this one. A failed lookup raises
+        (``StoreUnavailable``): "not found" must mean "not landed", or a retry could commit twice.
         """
         try:
             for commit in self.log(repository, branch):
@@ -729,8 +785,12 @@ class LakeFSStore:
                     return None
                 if commit.message == message and dict(commit.metadata) == dict(metadata):
                     return commit
-        except StoreUnavailable:
-            return None
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(
+                f"committing on {branch!r} of {repository!r}: the merge's answer was lost and checking whether it "
+                f"landed failed too ({exc}); not merging again, to avoid a duplicate commit. Retry the task: "
+                f"it finds the changes already on {branch!r} if the merge landed"
+            ) from exc
         return None
 
     # ---- history -----------------------------------------------------------------------------
@@ -811,11 +871,13 @@ class LakeFSStore:
         if recorded is not None:
             return ObjectInfo(stats.path, recorded, int(stats.size_bytes or 0))
         # Written by another tool: no BLAKE3 in its metadata, so hash it by reading it once.
-        hasher = HashingWriter(io.BytesIO())
-        with self._raw_reader(repository, commit_id, stats.path) as source:
+        hasher, size = new_hasher(), 0
+        what = f"reading {stats.path!r} in repository {repository!r} at {commit_id} to hash it"
+        with self._errors(what, not_found=ObjectNotFound), self._raw_reader(repository, commit_id, stats.path) as source:
             while chunk := source.read(READ_CHUNK):
-                hasher.write(chunk)
-        return ObjectInfo(stats.path, hasher.content_hash, hasher.size)
+                hasher.update(chunk)
+                size += len(chunk)
+        return ObjectInfo(stats.path, format_content_hash(hasher.hexdigest()), size)
 
     def _raw_reader(self, repository: str, commit_id: str, path: str) -> Any:
         import lakefs
@@ -899,9 +961,8 @@ class LakeFSStore:
 
     def retention_branches(self, repository: str) -> dict[str, str]:
         """The branches that keep tagged commits' data safe from lakeFS GC: branch -> commit id."""
-        with self._errors(f"listing branches of {repository!r}", not_found=self._repo_missing(repository)):
-            refs = list(self._pages(self.client.sdk_client.branches_api.list_branches, repository))
-        return {r.id: r.commit_id for r in refs if r.id.startswith(INTERNAL_BRANCH_PREFIXES[1])}
+        return {name: head for name, head in self._branches(repository).items()
+                if name.startswith(INTERNAL_BRANCH_PREFIXES[1])}
 
     # ---- paging ------------------------------------------------------------------------------
 

@@ -26,20 +26,36 @@ if TYPE_CHECKING:
 
 
 def endpoint_url(host: str | None, port: int | None, schema: str | None, *, what: str, conn_id: str) -> str:
-    """``http(s)://host:port`` from a connection's fields; ``host`` may already be a full URL."""
+    """``http(s)://host:port`` from a connection's fields; ``host`` may already be a full URL.
+
+    A host carrying ``user:password@`` is refused (without repeating it): the URL is logged, shown
+    in errors and, for MLflow, recorded in manifests and passed to pods.
+    """
     host = (host or "").strip()
     if not host:
         raise ConfigError(
             f"Airflow connection {conn_id!r} ({what}) has no host: set it to the server's address, "
             "e.g. http://lakefs:8000 (airflow connections add/edit, or AIRFLOW_CONN_<ID> as JSON/URI)"
         )
+    authority = host.split("://", 1)[1] if "://" in host else host
+    if "@" in authority.split("/", 1)[0]:
+        where = (
+            "set the access key id and secret access key as the connection's login and password"
+            if what == "lakeFS"
+            else "the tracking server must be reachable without credentials in its URL"
+        )
+        raise ConfigError(
+            f"Airflow connection {conn_id!r} ({what}): the host contains credentials (user:password@), which would "
+            f"be logged and recorded; remove them from the host and {where}"
+        )
     if "://" in host:
         parsed = urlparse(host)
         if parsed.scheme not in ("http", "https"):
             raise ConfigError(f"Airflow connection {conn_id!r} ({what}): host {host!r} must be an http(s) URL")
+        netloc = parsed.netloc
         if port and not parsed.port:
-            host = f"{parsed.scheme}://{parsed.hostname}:{port}{parsed.path}"
-        return host.rstrip("/")
+            netloc = f"{netloc}:{port}"
+        return f"{parsed.scheme}://{netloc}{parsed.path}".rstrip("/")
     scheme = schema if schema in ("http", "https") else "http"
     return f"{scheme}://{host}" + (f":{port}" if port else "")
 

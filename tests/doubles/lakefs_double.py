@@ -148,8 +148,10 @@ class LakeFSDouble:
         self.gone: set[str] = set()  # physical addresses whose data "GC" deleted
         self.violations: list[str] = []
         self.requests: list[tuple[str, str]] = []
-        # Injected faults: (path substring, status, message). ``fail_next`` answers instead of handling
-        # the request; ``lose_answer`` handles it, then answers with the error (a lost response).
+        # Injected faults: (where, status, message); ``where`` is a regular expression searched in
+        # "<METHOD> <path>" (a plain path substring such as "/merge/" works too). ``fail_next`` answers
+        # instead of handling the request; ``lose_answer`` handles it, then answers with the error (a
+        # lost response).
         self.fail_next: list[tuple[str, int, str]] = []
         self.lose_answer: list[tuple[str, int, str]] = []
         self.lock = threading.Lock()
@@ -266,8 +268,9 @@ class LakeFSDouble:
 
     @staticmethod
     def _take_fault(faults: list[tuple[str, int, str]], request: Request) -> tuple[int, str] | None:
+        target = f"{request.method} {request.url.path}"
         for index, (where, status, message) in enumerate(faults):
-            if where in request.url.path:
+            if re.search(where, target):
                 del faults[index]
                 return status, message
         return None

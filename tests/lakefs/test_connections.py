@@ -111,3 +111,35 @@ def test_mlflow_connection_gives_the_tracking_uri(monkeypatch: pytest.MonkeyPatc
     missing = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__MLFLOW_CONN_ID": "mlflow_none"})
     with pytest.raises(ConfigError, match="mlflow_none"):
         tracking_uri(missing)
+
+
+@pytest.mark.parametrize(("host", "port"), [
+    ("http://ak:s3cr3t-value@lakefs:8000", None), ("http://ak:s3cr3t-value@lakefs", 8000),
+    ("ak:s3cr3t-value@lakefs", 8000), ("https://s3cr3t-value@lakefs/api", None),
+])
+def test_a_lakefs_host_with_credentials_is_refused_without_repeating_them(
+        monkeypatch: pytest.MonkeyPatch, host: str, port: int | None) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LFS_USERINFO", json.dumps({
+        "conn_type": "lakefs", "host": host, "port": port, "login": ACCESS_KEY_ID, "password": SECRET_ACCESS_KEY,
+    }))
+    with pytest.raises(ConfigError, match="login and password") as caught:
+        LakeFSHook("lfs_userinfo").get_conn()
+    assert "s3cr3t-value" not in str(caught.value)
+    ok, message = LakeFSHook("lfs_userinfo").test_connection()
+    assert not ok and "s3cr3t-value" not in message
+
+
+@pytest.mark.parametrize(("host", "port"), [("http://u:s3cr3t-value@mlflow:5000", None),
+                                            ("http://u:s3cr3t-value@mlflow", 5000)])
+def test_an_mlflow_host_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch, host: str,
+                                                    port: int | None) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_USERINFO", json.dumps({"conn_type": "mlflow", "host": host, "port": port}))
+    with pytest.raises(ConfigError) as caught:
+        MlflowHook("mlflow_userinfo").get_tracking_uri()
+    assert "s3cr3t-value" not in str(caught.value) and "credentials" in str(caught.value)
+
+
+def test_a_full_url_host_keeps_its_path_and_gets_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_PATH", json.dumps({
+        "conn_type": "mlflow", "host": "https://Tracking.example/mlflow/", "port": 8443}))
+    assert MlflowHook("mlflow_path").get_tracking_uri() == "https://Tracking.example:8443/mlflow"

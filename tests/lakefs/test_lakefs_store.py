@@ -18,10 +18,20 @@ REPO = "ml-data"
 
 
 @pytest.fixture
-def store(lakefs_double: LakeFSDouble) -> LakeFSStore:
-    store = double_store(lakefs_double)
+def sleeps() -> list[float]:
+    """The pauses the store took between merge retries (recorded instead of slept)."""
+    return []
+
+
+@pytest.fixture
+def store(lakefs_double: LakeFSDouble, sleeps: list[float]) -> LakeFSStore:
+    store = double_store(lakefs_double, sleep=sleeps.append)
     store.create_repository(REPO)
     return store
+
+
+#: The log listing only (``/refs/<commit id>/commits``), not the commit on a transaction branch.
+LOG_REQUEST = r"^GET .*/refs/[0-9a-f]{64}/commits$"
 
 
 def test_wrong_credentials_say_how_to_fix_them(lakefs_double: LakeFSDouble) -> None:
@@ -86,6 +96,50 @@ def test_a_commit_whose_answer_was_lost_is_found_not_made_twice(store: LakeFSSto
     assert [c.id for c in store.log(REPO, "main")] == [commit.id, base]
 
 
+def test_a_lost_merge_answer_and_a_failed_lookup_never_make_a_duplicate_commit(
+        store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    base = store.resolve_ref(REPO, "main")
+    lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))  # the merge lands, its answer is lost
+    lakefs_double.fail_next.append((LOG_REQUEST, 503, "unavailable"))  # and the check whether it landed fails
+    with pytest.raises(StoreUnavailable, match="duplicate") as caught:
+        store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="task a")
+    assert caught.value.retryable
+    (landed, previous) = store.log(REPO, "main")  # exactly one new commit: the first merge
+    assert previous.id == base and landed.message == "task a"
+    assert sum("/merge/" in p for _, p in lakefs_double.requests) == 1  # never merged again
+    assert set(lakefs_double.repos[REPO].branches) == {"main"}
+
+
+def test_an_empty_commit_whose_answer_was_lost_is_not_made_twice(store: LakeFSStore,
+                                                                  lakefs_double: LakeFSDouble) -> None:
+    base = store.resolve_ref(REPO, "main")
+    lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))
+    commit = store.commit(REPO, "main", {}, message="empty", allow_empty=True)
+    assert [c.id for c in store.log(REPO, "main")] == [commit.id, base]
+
+
+@pytest.mark.parametrize("status", [423, 429, 503])
+def test_a_busy_branch_is_retried_with_a_capped_backoff(store: LakeFSStore, lakefs_double: LakeFSDouble,
+                                                        sleeps: list[float], status: int) -> None:
+    base = store.resolve_ref(REPO, "main")
+    for _ in range(3):
+        lakefs_double.fail_next.append(("/merge/", status, "branch is locked"))
+    commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
+    assert [c.id for c in store.log(REPO, "main")] == [commit.id, base]
+    assert sleeps == [0.2, 0.4, 0.8]
+
+
+def test_merge_retries_give_up_after_the_last_attempt(store: LakeFSStore, lakefs_double: LakeFSDouble,
+                                                      sleeps: list[float]) -> None:
+    base = store.resolve_ref(REPO, "main")
+    for _ in range(10):
+        lakefs_double.fail_next.append(("/merge/", 423, "branch is locked"))
+    with pytest.raises(StoreUnavailable, match="HTTP 423"):
+        store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
+    assert [c.id for c in store.log(REPO, "main")] == [base]
+    assert len(sleeps) == 4 and max(sleeps) <= 2.0
+
+
 def test_commit_ids_are_full_and_transaction_branches_do_not_remain(store: LakeFSStore,
                                                                      lakefs_double: LakeFSDouble) -> None:
     commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
@@ -137,6 +191,46 @@ def test_objects_written_by_other_tools_are_hashed_on_read(store: LakeFSStore, l
     branch.commit(message="external write")
     info = store.stat_object(REPO, "main", "external.csv")
     assert info.content_hash == "blake3:" + blake3.blake3(b"written by lakectl").hexdigest()
+
+
+def test_collected_data_of_other_tools_objects_is_object_gone(store: LakeFSStore,
+                                                              lakefs_double: LakeFSDouble) -> None:
+    import lakefs
+
+    branch = lakefs.Branch(REPO, "main", client=store.client)
+    branch.object("external.csv").upload(b"written by lakectl", pre_sign=False)
+    commit_id = branch.commit(message="external write").get_commit().id
+    lakefs_double.collect_garbage(REPO, commit_id, "external.csv")
+    with pytest.raises(ObjectGone, match="HTTP 410"):
+        store.stat_object(REPO, "main", "external.csv")  # hashing it needs its content, which is gone
+    with pytest.raises(ObjectGone):
+        store.list_objects(REPO, "main")
+
+
+@pytest.mark.parametrize("endpoint", ["http://ak:s3cr3t-value@lakefs:8000", "http://s3cr3t-value@lakefs",
+                                      "ak:s3cr3t-value@lakefs:8000"])
+def test_an_endpoint_with_credentials_is_refused_without_repeating_them(endpoint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        LakeFSConnection(endpoint, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    assert "s3cr3t-value" not in str(caught.value) and "login and password" in str(caught.value)
+
+
+def test_a_caller_supplied_spool_dir_survives_close(lakefs_double: LakeFSDouble, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spool = tmp_path / "spool"
+    store = double_store(lakefs_double, spool_dir=spool)
+    store.stage_bytes(REPO, b"x")
+    store.close()
+    assert spool.is_dir()
+    own = double_store(lakefs_double)
+    own_spool = own._spool
+    own.close()
+    assert not own_spool.exists()
+
+
+def test_a_name_lakefs_calls_invalid_is_no_such_ref(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    lakefs_double.fail_next.append(("/branches/feature", 400, "bad request"))  # no 'invalid' in the message
+    with pytest.raises(ReproUserError, match="not found"):
+        store.resolve_ref(REPO, "feature")
 
 
 def test_empty_or_invalid_settings_are_refused_before_any_request() -> None:

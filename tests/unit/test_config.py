@@ -82,3 +82,24 @@ def test_settings_hold_no_secret() -> None:
         "AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://", "LAKEFS_SECRET_ACCESS_KEY": "s3cr3t-value",
     })
     assert "s3cr3t-value" not in repr(settings)
+
+
+@pytest.mark.parametrize("uri", [
+    "lakefs://ak:s3cr3t-value@lakefs:8000", "lakefs://s3cr3t-value@lakefs_default",
+    "s3://ak:s3cr3t-value@bucket", "file://ak:s3cr3t-value@host",
+])
+def test_a_store_uri_with_credentials_never_repeats_them(uri: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": uri})
+    assert "s3cr3t-value" not in str(caught.value)
+
+
+def test_a_lakefs_store_uri_with_credentials_says_where_they_go() -> None:
+    with pytest.raises(ConfigError, match="login and password of that Airflow connection"):
+        ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://ak:sk@lakefs"})
+
+
+def test_an_unknown_tracking_uri_error_never_repeats_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__MLFLOW_TRACKING_URI": "ftp://u:s3cr3t-value@h"})
+    assert "s3cr3t-value" not in str(caught.value) and "***@h" in str(caught.value)
