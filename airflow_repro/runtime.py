@@ -272,7 +272,7 @@ class SharedVolumeTransport:
 
     def publish(self, output_dir: Path, declared: tuple[str, ...]) -> int:
         count = 0
-        for source in sorted(p for p in output_dir.rglob("*") if p.is_file()):
+        for source in sorted(p for p in output_dir.rglob("*") if p.is_file() and not _is_partial(p)):
             target = self.root / source.relative_to(output_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.partial")
@@ -280,6 +280,11 @@ class SharedVolumeTransport:
             os.replace(partial, target)
             count += 1
         return count
+
+
+def _is_partial(path: Path) -> bool:
+    """A temporary file of an interrupted copy (``.<name>.partial``): never an output."""
+    return path.name.startswith(".") and path.name.endswith(".partial")
 
 
 def transport_for(uri: str) -> OutputTransport:
@@ -314,7 +319,22 @@ def run_callable(function: Callable[..., Any]) -> Any:
 
 
 def _finish_pod_task(ctx: TaskContext) -> None:
-    """At the pod task's exit: hand the outputs over and report the hardware it saw."""
+    """At the pod task's exit: hand the outputs over and report the hardware it saw.
+
+    Runs as an ``atexit`` handler, whose exceptions Python prints and ignores (the exit status stays
+    0): a failed handover (a full disk) ends the process with status 1 instead, so the pod fails and
+    the worker commits nothing.
+    """
+    try:
+        _hand_over(ctx)
+    except BaseException as exc:  # noqa: BLE001 - any failure here must fail the pod
+        sys.stderr.write(f"airflow-repro: handing the outputs over failed: {type(exc).__name__}: {exc}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def _hand_over(ctx: TaskContext) -> None:
     uri = os.environ.get("AIRFLOW_REPRO_OUTPUT_URI")
     published = transport_for(uri).publish(ctx.output_dir, ctx.declared_outputs) if uri else 0
     if uri and not os.environ.get("AIRFLOW_REPRO_OUTPUT_DIR"):

@@ -44,6 +44,7 @@ from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import ReproUserError
 
 WORK_CLAIM_OPTION = "k8s_work_volume_claim"
+REATTACH_OPTIONS = ("reattach_on_restart", "durable")
 
 
 class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
@@ -92,7 +93,21 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                 f"task {task_id}: deferrable=True is not supported: the worker records the task after its pod; "
                 "drop deferrable= (a deferred pod would finish without its outputs being committed)"
             )
-        super().__init__(image=str(image_ref), **_kpo_resources(task_id, spec_resources, kwargs))
+        for option in REATTACH_OPTIONS:
+            if kwargs.pop(option, None):
+                raise ReproUserError(
+                    f"task {task_id}: {option}=True is not supported: each try of a recorded task pins its own "
+                    "workspace, input commits and MLflow run, so a retry must never attach to the pod of an "
+                    f"earlier try; drop {option}= (a recorded pod task always starts a fresh pod per try)"
+                )
+        # What the DAG gave KPO itself: a replay merges the recorded requests with these again.
+        self.repro_user_pod_args = {name: kwargs.get(name) for name in ("container_resources", "node_selector",
+                                                                          "tolerations")}
+        super().__init__(image=str(image_ref), durable=False,
+                         **_kpo_resources(task_id, spec_resources, kwargs))
+        # Never reattach to a pod found by label search or a stored identity: it may be another try's.
+        self.durable = False
+        self.reattach_on_restart = False
         self.repro_image = image_ref
         self.repro_resolve_tag = resolve_tag
         self.repro_work_volume_claim = work_volume_claim
@@ -116,6 +131,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             self._repro_running_image = self._image_to_run()
         except ReproUserError as exc:  # e.g. the tag does not exist: retrying will not help
             raise AirflowFailException(str(exc)) from exc
+        self._require_work_volume()
         recorder, prepared = self._repro_prepare(context)
         try:
             self._request_recorded_hardware(recorder, prepared)
@@ -134,7 +150,13 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> Any:
         """KPO's pod, plus the attempt's pins (once ``execute`` has prepared them)."""
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        container = next(c for c in pod.spec.containers if c.name == self.base_container_name)
+        container = next((c for c in pod.spec.containers if c.name == self.base_container_name), None)
+        if container is None:
+            raise AirflowFailException(
+                f"task {self.task_id}: the pod has no container named {self.base_container_name!r} (the pod "
+                "template renames it?): name the task's container base_container_name=, or keep the name "
+                f"{self.BASE_CONTAINER_NAME!r} in the template"
+            )
         container.termination_message_path = podspec.TERMINATION_MESSAGE_PATH
         pins = getattr(self, "_repro_pod_pins", None)
         if pins is None:
@@ -147,7 +169,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             **(pod.metadata.annotations or {}),
             **podspec.pod_annotations(pins, image=str(image), resolved_from_tag=self._resolved_from_tag()),
         }
-        claim = self.repro_work_volume_claim or _conf(WORK_CLAIM_OPTION)
+        claim = self._work_volume_claim()
         if claim:
             volume, mount = podspec.work_volume(claim, str(self._repro_settings.work_dir))
             pod.spec.volumes = [*(pod.spec.volumes or []), podspec.to_model(volume, "V1Volume")]
@@ -176,6 +198,19 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         resolved = resolve_digest(self.repro_image)
         self.log.info("airflow-repro resolved image %s to %s", self.repro_image, resolved.digest)
         return resolved
+
+    def _work_volume_claim(self) -> str | None:
+        return self.repro_work_volume_claim or _conf(WORK_CLAIM_OPTION)
+
+    def _require_work_volume(self) -> None:
+        """Inputs and outputs travel through the shared work volume: without a claim, fail before the pod."""
+        if self._work_volume_claim() or not (self.repro_spec.inputs or self.repro_spec.outputs):
+            return
+        raise AirflowFailException(
+            f"task {self.task_id}: its inputs and outputs travel through the work volume, but no claim is set: "
+            f"set [repro] {WORK_CLAIM_OPTION} = <ReadWriteMany claim mounted at [repro] work_dir on the workers> "
+            "(AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM), or give the task work_volume_claim=<claim name>"
+        )
 
     def _resolved_from_tag(self) -> str | None:
         return None if self.repro_image.is_pinned else str(self.repro_image)
@@ -208,14 +243,21 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if replay is None or replay.original_manifest_digest is None:
             return
         ident = prepared.env.identity
-        plan = load_plan(recorder.store, prepared.repository, ident.dag_id, ident.run_id)
+        plan = getattr(self, "_repro_replay_plan", None)  # the plan _apply_replay_pins checked and used
+        if plan is None:
+            plan = load_plan(recorder.store, prepared.repository, ident.dag_id, ident.run_id)
         with recorder.store.open_object(plan.original_repository, plan.original_ref,
                                         manifest_path(ident.task_id, ident.map_index)) as handle:
             original = load_task_manifest(handle.read(), expected_digest=replay.original_manifest_digest)
         if original.resources != prepared.spec.resources:
             self.log.info("airflow-repro replay: requesting the recorded resources %s", original.resources)
-        for name, value in _kpo_resources(self.task_id, original.resources, {}).items():
-            setattr(self, name, value)
+        own = dict(self.repro_user_pod_args)
+        if podspec.resource_requirements(original.resources) is not None:
+            own.pop("container_resources", None)  # the recorded requests win over the DAG's own
+        merged = _kpo_resources(self.task_id, original.resources, own)
+        self.container_resources = merged.get("container_resources")  # None when nothing was recorded
+        self.node_selector = merged["node_selector"]
+        self.tolerations = [_toleration(t) for t in merged["tolerations"]]
         prepared.spec = dataclasses.replace(prepared.spec, resources=original.resources)
 
     def _what_ran(self, prepared: PreparedTask) -> TaskEnvironment:
@@ -224,6 +266,18 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         status = _container_status(pod, self.base_container_name)
         terminated = status.state.terminated if status is not None and status.state else None
         report = podspec.pod_report(terminated.message if terminated else None)
+        leftovers = sorted(str(p.relative_to(prepared.output_dir)) for p in prepared.output_dir.rglob(".*.partial"))
+        if leftovers:
+            raise ReproUserError(
+                f"task {prepared.spec.task_id}: its pod's output handover was interrupted ({', '.join(leftovers)} "
+                f"left half-copied in {prepared.output_dir}); nothing is committed, retry the task"
+            )
+        if report is None and prepared.spec.outputs:
+            raise ReproUserError(
+                f"task {prepared.spec.task_id}: it declares outputs {list(prepared.spec.outputs)}, but pod "
+                f"{pod.metadata.name} left no report that it handed them over: the pod must run its task through "
+                "airflow_repro.runtime (runtime.current() or @repro_task), which hands outputs over at exit"
+            )
         if report is None:
             self.log.warning("airflow-repro: pod %s left no hardware report (did the task use airflow_repro.runtime?)",
                              pod.metadata.name)
@@ -323,6 +377,12 @@ def _kpo_resources(task_id: str, resources: Resources, kwargs: Mapping[str, Any]
     extra = list(kwargs.get("tolerations") or [])
     merged["tolerations"] = [*podspec.to_model(podspec.gpu_tolerations(resources), "list[V1Toleration]"), *extra]
     return merged
+
+
+def _toleration(value: Any) -> Any:
+    from airflow.providers.cncf.kubernetes.backcompat.backwards_compat_converters import convert_toleration
+
+    return convert_toleration(value)
 
 
 def _container_status(pod: Any, name: str) -> Any:

@@ -59,6 +59,7 @@ class ReproTaskMixin:
 
         # Lineage facets read these; a stale value from an earlier attempt must never be reported.
         self._repro_prepared = self._repro_recorded = None
+        self._repro_replay_plan = None
         try:
             settings = ReproSettings.from_airflow_conf()
             recorder = TaskRecorder(
@@ -122,6 +123,7 @@ class ReproTaskMixin:
         ident = environment.identity
         repository = marker.get("repository") or self.repro_spec.repository or recorder.default_repository
         plan = load_plan(recorder.store, repository, ident.dag_id, ident.run_id)
+        self._repro_replay_plan = plan  # loaded once: a pod task requests the hardware this plan recorded
         if plan.digest != marker.get("plan_digest"):
             raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
         pins = plan.pins_for(ident.task_id, ident.map_index)
@@ -234,7 +236,8 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
     ) -> None:
         super().__init__(python_callable=python_callable, **kwargs)
         # Validated as for a pod, so that a DAG that parses here parses with [repro] execution = kubernetes.
-        spec_resources = resources_from_mapping(self.task_id, resources, allow_zero_gpu=True)
+        # Quantities are validated as for a pod; an accelerator name is free text here (nothing schedules by it).
+        spec_resources = resources_from_mapping(self.task_id, resources, allow_zero_gpu=True, local=True)
         try:
             self.repro_spec = TaskSpec(
                 task_id=self.task_id,
@@ -329,6 +332,13 @@ def repro_task(python_callable: Callable[..., Any] | None = None, *, execution: 
         from airflow_repro.airflow.kubernetes import repro_kubernetes_task
 
         pod_arguments = dict(kwargs.pop("kubernetes", None) or {})
+        if not kwargs.get("image") and not pod_arguments.get("image"):
+            name = kwargs.get("task_id") or getattr(python_callable, "__name__", "?")
+            raise ReproUserError(
+                f"task {name}: runs in a Kubernetes pod ([repro] "
+                "execution = kubernetes or execution='kubernetes') but has no image: give "
+                "image='registry/repo@sha256:<digest>' (or run it with execution='local')"
+            )
         return repro_kubernetes_task(python_callable, **pod_arguments, **kwargs)
     for name in POD_ONLY_ARGUMENTS:
         kwargs.pop(name, None)
@@ -346,6 +356,10 @@ def _execution_mode(execution: str | None) -> str:
         from airflow.configuration import conf
 
         execution = conf.get("repro", "execution", fallback="local") or "local"
+    if not isinstance(execution, str):
+        from airflow_repro.errors import ConfigError
+
+        raise ConfigError(f"execution={execution!r} must be 'local' or 'kubernetes' (a string)")
     mode = execution.strip().lower()
     if mode not in EXECUTION_MODES:
         from airflow_repro.errors import ConfigError

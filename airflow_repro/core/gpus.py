@@ -130,12 +130,14 @@ def task_resources(
     gpu: Any = None,
     accelerator: Accelerator | str | None = None,
     allow_zero_gpu: bool = False,
+    local: bool = False,
 ) -> Resources:
     """Validate a task's requests at DAG parse time and return them as the manifest records them.
 
     A pod task refuses ``gpu=0`` (leave ``gpu`` out for no GPU), so that a count computed or typed
     wrong never silently schedules a training step on CPU nodes; local tasks accept it
-    (``allow_zero_gpu``), as they always have.
+    (``allow_zero_gpu``), as they always have. A local task (``local``) also records an accelerator
+    it does not schedule by as free text, as given, with or without ``gpu``; quantities stay strict.
     """
     try:
         cpu_cores = _cores(cpu, "cpu")
@@ -147,7 +149,17 @@ def task_resources(
         count = 0 if allow_zero_gpu and gpu == 0 and not isinstance(gpu, bool) else _gpu_count(gpu)
     except ResourceError as exc:
         raise ResourceError(f"task {task_id}: {exc}") from exc
-    chosen = resolve_accelerator(accelerator, task_id=task_id)
+    if local and isinstance(accelerator, str) and accelerator.strip():
+        try:
+            chosen = resolve_accelerator(accelerator, task_id=task_id)
+        except ResourceError:  # a local task schedules nothing by it: record the name as given
+            return Resources(cpu=cpu_cores, memory=memory_text, cpu_limit=cpu_max, memory_limit=memory_max,
+                             gpu=count, accelerator=accelerator.strip(), gpu_resource=GPU_RESOURCE if count else None)
+    else:
+        chosen = resolve_accelerator(accelerator, task_id=task_id)
+    if chosen is not None and count == 0 and local:
+        return Resources(cpu=cpu_cores, memory=memory_text, cpu_limit=cpu_max, memory_limit=memory_max,
+                         gpu=0, accelerator=chosen.name)
     if chosen is not None and count == 0:
         raise ResourceError(f"task {task_id}: accelerator {chosen.name!r} is given without gpu=; ask for gpu=1 or more")
     return Resources(
@@ -159,8 +171,11 @@ def task_resources(
 
 
 def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources | None, *,
-                           allow_zero_gpu: bool = False) -> Resources:
-    """``resources={...}`` as a DAG writes it (or a recorded ``Resources``), validated."""
+                           allow_zero_gpu: bool = False, local: bool = False) -> Resources:
+    """``resources={...}`` as a DAG writes it (or a recorded ``Resources``), validated.
+
+    ``local``: a task run in the worker, which schedules nothing by its accelerator (see :func:`task_resources`).
+    """
     if values is None:
         return Resources()
     if isinstance(values, Resources):
@@ -169,7 +184,7 @@ def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources |
     unknown = sorted(set(values) - allowed)
     if unknown:
         raise ResourceError(f"task {task_id}: unknown resources {unknown}; use {sorted(allowed)}")
-    return task_resources(task_id, **dict(values), allow_zero_gpu=allow_zero_gpu)
+    return task_resources(task_id, **dict(values), allow_zero_gpu=allow_zero_gpu, local=local)
 
 
 def quantity_text(cores: float) -> str:

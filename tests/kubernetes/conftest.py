@@ -30,6 +30,9 @@ def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
 
     api = FakeCoreV1Api(workdir=tmp_path / "kubelet")
     api.secrets[("ml", "train-secrets")] = {"token": TOKEN}
+    # The fake kubelet shares this machine's [repro] work_dir; a claim must still be named (see
+    # test_a_pod_task_without_a_work_volume_claim_fails_before_its_pod).
+    monkeypatch.setenv("AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM", "repro-work")
     monkeypatch.setattr(KubernetesHook, "core_v1_client", property(lambda self: api))
     monkeypatch.setattr(KubernetesHook, "is_in_cluster", property(lambda self: False))
     yield api
