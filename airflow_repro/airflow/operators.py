@@ -235,7 +235,6 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(python_callable=python_callable, **kwargs)
-        # Validated as for a pod, so that a DAG that parses here parses with [repro] execution = kubernetes.
         # Quantities are validated as for a pod; an accelerator name is free text here (nothing schedules by it).
         spec_resources = resources_from_mapping(self.task_id, resources, allow_zero_gpu=True, local=True)
         try:
