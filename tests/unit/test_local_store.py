@@ -16,9 +16,7 @@ import pytest
 from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.core.ports import StagedObject, VersionedDataStore
 from airflow_repro.errors import (
-    AlreadyExistsError,
     NotFoundError,
-    RefNotFound,
     ReproUserError,
     StoreCorruption,
     StoreUnavailable,
@@ -77,9 +75,6 @@ def test_a_second_store_object_on_the_same_root_sees_everything(store, repo):
     assert read(reopened, "main", "a.txt") == b"a"
 
 
-# ---- commits ---------------------------------------------------------------------------------
-
-
 # ---- staging and dedup -----------------------------------------------------------------------
 
 
@@ -120,36 +115,6 @@ def test_staging_something_that_is_not_a_file(store, repo, tmp_path):
         store.stage_file(repo, tmp_path / "missing.bin")
     with pytest.raises(ReproUserError, match="not a regular file"):
         store.stage_file(repo, tmp_path)
-
-
-# ---- branches, tags and refs -----------------------------------------------------------------
-
-
-def test_resolve_ref_of_unknown_refs_says_where_to_look(store, repo):
-    commit_id = store.resolve_ref(repo, "main")
-    for unknown in ("nope", "v9.9", "f" * 64, commit_id[:12]):  # ids are never abbreviated
-        with pytest.raises(RefNotFound) as caught:
-            store.resolve_ref(repo, unknown)
-        assert repr(unknown) in str(caught.value)
-        assert repo in str(caught.value)
-        assert "list_branches" in str(caught.value)
-
-
-def test_tags_are_immutable(store, repo):
-    first = commit_files(store, "main", {"a": b"1"}).id
-    assert store.create_tag(repo, "v1", "main") == first
-    second = commit_files(store, "main", {"a": b"2"}).id
-    assert store.resolve_ref(repo, "v1") == first  # the tag does not follow the branch
-    with pytest.raises(AlreadyExistsError, match="immutable"):
-        store.create_tag(repo, "v1", second, exist_ok=True)
-    with pytest.raises(AlreadyExistsError):
-        store.create_tag(repo, "v1", first)
-    assert store.create_tag(repo, "v1", first, exist_ok=True) == first
-    assert store.list_tags(repo) == {"v1": first}
-    assert read(store, "v1", "a") == b"1"
-
-
-# ---- reading at refs, diff ---------------------------------------------------------------------
 
 
 # ---- verified reads ----------------------------------------------------------------------------
