@@ -103,11 +103,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         # What the DAG gave KPO itself: a replay merges the recorded requests with these again.
         self.repro_user_pod_args = {name: kwargs.get(name) for name in ("container_resources", "node_selector",
                                                                           "tolerations")}
+        # Never reattach to a pod found by label search or a stored identity: it may be another try's.
+        # (KPO derives reattach_on_restart from durable.)
         super().__init__(image=str(image_ref), durable=False,
                          **_kpo_resources(task_id, spec_resources, kwargs))
-        # Never reattach to a pod found by label search or a stored identity: it may be another try's.
-        self.durable = False
-        self.reattach_on_restart = False
         self.repro_image = image_ref
         self.repro_resolve_tag = resolve_tag
         self.repro_work_volume_claim = work_volume_claim
