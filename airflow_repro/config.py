@@ -64,9 +64,18 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
         "through which pods hand their outputs to the worker that records them.",
     ),
+    "secret_digest_key": (
+        "[core] fernet_key, else a key file <home>/secret_digest.key",
+        "Key of the HMAC that stands for each secret in what is recorded (params, conf), so a replay can "
+        "check a secret is unchanged without storing it. Set the same value on every component "
+        "(workers, API server, CLI); sensitive: use AIRFLOW__REPRO__SECRET_DIGEST_KEY_SECRET or _CMD.",
+    ),
     "venv_cache": ("<home>/venvs", "Where virtualenvs built from task lockfiles are cached."),
     "work_dir": ("<home>/work", "Scratch space of running task attempts (inputs, staged outputs)."),
 }
+
+#: options whose values are secrets (Airflow then allows ``_cmd``/``_secret`` variants and hides them).
+SENSITIVE_OPTIONS = frozenset({"secret_digest_key"})
 
 STORE_SCHEMES = ("file", "lakefs")
 NAMESPACE_SCHEMES = ("local", "s3", "gs", "azure", "https", "http", "mem")

@@ -36,6 +36,7 @@ from airflow_repro.core.manifest import (
     Resources,
 )
 from airflow_repro.core.recorder import PreparedTask, RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.redaction import Redactor
 from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, ReproUserError
@@ -54,6 +55,7 @@ class ReproTaskMixin:
     repro_spec: TaskSpec
 
     def _repro_prepare(self, context: Any) -> tuple[TaskRecorder, PreparedTask]:
+        from airflow_repro.airflow.secrets import build_redactor
         from airflow_repro.backends import build_store, build_tracker
         from airflow_repro.config import ReproSettings
 
@@ -68,7 +70,7 @@ class ReproTaskMixin:
                 work_root=settings.work_dir,
             )
             self._repro_settings = settings
-            environment = self._task_environment(context)
+            environment = self._task_environment(context, build_redactor(settings))
             environment = self._apply_replay_pins(context, recorder, environment)
             prepared = recorder.prepare(self._spec_with_seed(environment), environment)
         except ReproUserError as exc:
@@ -141,11 +143,13 @@ class ReproTaskMixin:
             environment, parameters=parameters, replay=replay, pinned_inputs={i.name: i for i in pins.inputs}
         )
 
-    def _task_environment(self, context: Mapping[str, Any]) -> TaskEnvironment:
+    def _task_environment(self, context: Mapping[str, Any], redactor: Redactor) -> TaskEnvironment:
         ti = context["ti"]
         dag_run = context["dag_run"]
         seed = self.repro_spec.seed if self.repro_spec.seed is not None else secrets.randbelow(2**31)
-        params = _without_replay_marker(context.get("params") or {})
+        params = _plain(_without_replay_marker(context.get("params") or {}))
+        conf = _plain(_without_replay_marker(getattr(dag_run, "conf", None) or {}))
+        op_kwargs = _plain({k: v for k, v in (getattr(self, "op_kwargs", None) or {}).items() if k != XCOM_KEY})
         logical_date = getattr(dag_run, "logical_date", None)
         return TaskEnvironment(
             identity=AirflowIdentity(
@@ -156,13 +160,16 @@ class ReproTaskMixin:
             ),
             code=self._code_version(ti),
             environment=self.repro_environment_pin(),
+            # What is recorded: secrets replaced by keyed markers. The task itself gets the values.
             parameters=Parameters(
-                task_params=_plain(params),
-                dag_run_conf=_plain(_without_replay_marker(getattr(dag_run, "conf", None) or {})),
-                op_kwargs=_plain({k: v for k, v in (getattr(self, "op_kwargs", None) or {}).items() if k != XCOM_KEY}),
+                task_params=redactor.redact(params),
+                dag_run_conf=redactor.redact(conf),
+                op_kwargs=redactor.redact(op_kwargs),
                 seed=seed,
                 secret_names=sorted(self.repro_spec.secret_names),
             ),
+            runtime_params=params,
+            runtime_kwargs=op_kwargs,
             versions=versions(_repro_version()),
             hardware=hardware(),
         )
@@ -170,17 +177,14 @@ class ReproTaskMixin:
     def _code_version(self, ti: Any) -> CodeVersion:
         bundle = getattr(ti, "bundle_instance", None)
         fn = getattr(self, "python_callable", None)
-        dag_file = self.dag.fileloc if self.has_dag() else None
-        if dag_file and bundle is not None:
-            with contextlib.suppress(ValueError, AttributeError):
-                dag_file = str(Path(dag_file).relative_to(bundle.path))
+        fileloc = self.dag.fileloc if self.has_dag() else None
         return CodeVersion(
             bundle_name=getattr(bundle, "name", None),
             bundle_version=getattr(bundle, "version", None),
-            dag_file=dag_file,
+            dag_file=_relative_dag_file(fileloc, getattr(bundle, "path", None)),
             callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}" if fn is not None else None,
             source_hash=self.repro_source_hash(),
-            module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else dag_file),
+            module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else fileloc),
         )
 
     def repro_source_hash(self) -> str:
@@ -408,6 +412,21 @@ def _plain(value: Any) -> Any:
         return json.loads(json.dumps(value))
     except (TypeError, ValueError):
         return value
+
+
+def _relative_dag_file(fileloc: str | None, bundle_path: Any) -> str | None:
+    """The DAG file as recorded: relative to its bundle (or the DAG folder), never the server's path."""
+    if not fileloc:
+        return None
+    roots = [bundle_path] if bundle_path is not None else []
+    with contextlib.suppress(Exception):
+        from airflow.configuration import conf
+
+        roots.append(conf.get("core", "dags_folder"))
+    for root in roots:
+        with contextlib.suppress(ValueError, TypeError):
+            return Path(fileloc).resolve().relative_to(Path(root).resolve()).as_posix()
+    return Path(fileloc).name
 
 
 def _dag_module_name(module: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_repro.config import OPTIONS, SECTION
+from airflow_repro.config import OPTIONS, SECTION, SENSITIVE_OPTIONS
 
 PACKAGE = "airflow-repro"
 VERSION_ADDED = "0.1.0"
@@ -36,6 +36,7 @@ def config_section() -> dict[str, Any]:
                 "type": "string",
                 "example": None,
                 "default": _default(described),
+                **({"sensitive": True} if name in SENSITIVE_OPTIONS else {}),
             }
             for name, (described, help_text) in OPTIONS.items()
         },

@@ -34,6 +34,7 @@ from airflow_repro.core.manifest import (
     Tracking,
     Versions,
     canonical_json,
+    load_task_manifest,
 )
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import (
@@ -80,6 +81,17 @@ class TaskEnvironment:
     replay: ReplayInfo | None = None
     pinned_inputs: Mapping[str, DataInput] = field(default_factory=dict)
     kubernetes: KubernetesPod | None = None  # where the task ran, for tasks run in a pod
+    # What the task itself is given: ``parameters`` holds what is recorded (secrets redacted).
+    runtime_params: Mapping[str, Any] | None = None
+    runtime_kwargs: Mapping[str, Any] | None = None
+
+    @property
+    def task_params(self) -> Mapping[str, Any]:
+        return self.parameters.task_params if self.runtime_params is None else self.runtime_params
+
+    @property
+    def task_kwargs(self) -> Mapping[str, Any]:
+        return self.parameters.op_kwargs if self.runtime_kwargs is None else self.runtime_kwargs
 
 
 @dataclass
@@ -154,7 +166,8 @@ class TaskRecorder:
         output_dir.mkdir(parents=True)
         materialized = {}
         for pinned in inputs:
-            local = workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name
+            local = _inside(workdir, workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name,
+                            f"task {spec.task_id}: input {pinned.name!r}")
             self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
             materialized[pinned.name] = {
                 "path": str(local),
@@ -170,7 +183,7 @@ class TaskRecorder:
             "output_dir": str(output_dir),
             "declared_outputs": list(spec.outputs),
             "inputs": materialized,
-            "params": env.parameters.task_params,
+            "params": dict(env.task_params),
             "metrics_file": str(workdir / METRICS_FILE),
         }
         context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
@@ -246,28 +259,47 @@ class TaskRecorder:
     def finish(self, prepared: PreparedTask) -> RecordedTask:
         """Commit outputs and manifest in one commit, then link the tracked run to it."""
         staged = self._stage_outputs(prepared)
-        manifest = self._build_manifest(prepared, staged)
-        manifest_file = prepared.workdir / "manifest.json"
-        manifest_file.write_bytes(manifest.canonical_json())
         ident = prepared.env.identity
-        mpath = manifest_path(ident.task_id, ident.map_index)
-        changes: dict[str, StagedObject | None] = dict(staged)
-        changes[mpath] = self.store.stage_file(prepared.repository, manifest_file, move=True)
-
         # A first try cannot have committed before; only retries and clears look for their commit.
         existing = self._find_own_commit(prepared, staged) if ident.try_number > 1 else None
         if existing is not None:
-            commit, reused = existing, True
-        else:
-            commit = self.store.commit(
-                prepared.repository, prepared.branch, changes,
-                message=f"{ident.dag_id}.{ident.task_id}: outputs of {ident.run_id} (try {ident.try_number})",
-                metadata=self._commit_metadata(prepared, manifest, mpath),
-            )
-            reused = False
+            # What this attempt reports must be what is committed: the earlier attempt's manifest.
+            return self._adopt_commit(prepared, existing)
+        manifest = self._build_manifest(prepared, staged)
+        manifest_file = prepared.workdir / "manifest.json"
+        manifest_file.write_bytes(manifest.canonical_json())
+        mpath = manifest_path(ident.task_id, ident.map_index)
+        changes: dict[str, StagedObject | None] = dict(staged)
+        changes[mpath] = self.store.stage_file(prepared.repository, manifest_file, move=True)
+        commit = self.store.commit(
+            prepared.repository, prepared.branch, changes,
+            message=f"{ident.dag_id}.{ident.task_id}: outputs of {ident.run_id} (try {ident.try_number})",
+            metadata=self._commit_metadata(prepared, manifest, mpath),
+        )
         self._link_tracked_run(prepared, manifest, commit)
         shutil.rmtree(prepared.workdir, ignore_errors=True)
-        return RecordedTask(manifest=manifest, commit=commit, reused_commit=reused, tracked_run=prepared.tracked_run)
+        return RecordedTask(manifest=manifest, commit=commit, reused_commit=False, tracked_run=prepared.tracked_run)
+
+    def _adopt_commit(self, prepared: PreparedTask, commit: Commit) -> RecordedTask:
+        """A retry whose outputs equal its task's earlier commit: report that commit's manifest and
+        MLflow run (linked and ended FINISHED), and end this attempt's own run as superseded."""
+        ident = prepared.env.identity
+        mpath = manifest_path(ident.task_id, ident.map_index)
+        with self.store.open_object(prepared.repository, commit.id, mpath) as handle:
+            committed = load_task_manifest(handle.read(), expected_digest=commit.metadata.get(keys.MANIFEST_DIGEST))
+        recorded_run = _tracked_run_of(committed, prepared.tracked_run)
+        own_run = prepared.tracked_run
+        if recorded_run is not None:
+            self._link_tracked_run(prepared, committed, commit, run=recorded_run)
+        if self.tracker is not None and own_run is not None and own_run != recorded_run:
+            tags = {keys.MLFLOW_COMMIT_ID: commit.id, keys.MLFLOW_MANIFEST_DIGEST: committed.digest,
+                    keys.MLFLOW_REUSED_COMMIT: "true"}
+            if recorded_run is not None:
+                tags[keys.MLFLOW_SUPERSEDED_BY] = recorded_run.run_id
+            self.tracker.log(own_run, RunRecord(tags=tags, metrics=_read_metrics(prepared.metrics_file)))
+            self.tracker.end_run(own_run, "FAILED")
+        shutil.rmtree(prepared.workdir, ignore_errors=True)
+        return RecordedTask(manifest=committed, commit=commit, reused_commit=True, tracked_run=recorded_run)
 
     def abort(self, prepared: PreparedTask, error: BaseException | None = None) -> None:
         """A failed attempt commits nothing; its tracked run is marked FAILED."""
@@ -280,13 +312,9 @@ class TaskRecorder:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
 
     def _stage_outputs(self, prepared: PreparedTask) -> dict[str, StagedObject]:
-        written = sorted(
-            path.relative_to(prepared.output_dir).as_posix()
-            for path in prepared.output_dir.rglob("*")
-            if path.is_file() or path.is_symlink()
-        )
-        declared = prepared.spec.outputs
         task = prepared.spec.task_id
+        written = _written_files(prepared.workdir, prepared.output_dir, task)
+        declared = prepared.spec.outputs
         missing = [d for d in declared if not d.endswith("/") and d not in written]
         if missing:
             raise OutputError(
@@ -297,11 +325,10 @@ class TaskRecorder:
         if undeclared:
             raise OutputError(f"task {task} wrote undeclared outputs {undeclared}; declare them in outputs=[...]")
         staged = {}
-        for path in written:
-            source = prepared.output_dir / path
-            if source.is_symlink():
-                raise OutputError(f"task {task}: output {path!r} is a symlink; write a regular file")
-            staged[path] = self.store.stage_file(prepared.repository, source, move=True)
+        for path, source in written.items():
+            # A file with other hard links is shared with something outside the workspace: copy it,
+            # so the store never owns (or later sees changed) another file's data.
+            staged[path] = self.store.stage_file(prepared.repository, source, move=source.stat().st_nlink == 1)
         return staged
 
     def _build_manifest(self, prepared: PreparedTask, staged: Mapping[str, StagedObject]) -> TaskManifest:
@@ -322,7 +349,7 @@ class TaskRecorder:
             tracking=Tracking(
                 mlflow_run_id=run.run_id if run else None,
                 mlflow_experiment_id=run.experiment_id if run else None,
-                mlflow_tracking_uri=run.tracking_uri if run else None,
+                mlflow_tracking_uri=recorded_tracking_uri(run.tracking_uri) if run else None,
             ),
             timing=Timing(
                 started_at=prepared.started_at, ended_at=_utcnow(),
@@ -365,8 +392,9 @@ class TaskRecorder:
                 return commit if commit.metadata.get(keys.OUTPUTS_DIGEST) == wanted else None
         return None
 
-    def _link_tracked_run(self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit) -> None:
-        run = prepared.tracked_run
+    def _link_tracked_run(self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit,
+                          run: TrackedRun | None = None) -> None:
+        run = run or prepared.tracked_run
         if self.tracker is None or run is None:
             return
         record = RunRecord(
@@ -384,6 +412,58 @@ class TaskRecorder:
         )
         self.tracker.log(run, record)
         self.tracker.end_run(run, "FINISHED")
+
+
+def recorded_tracking_uri(uri: str) -> str:
+    """A tracking URI as a manifest shows it: a server's address as is, a local database by file
+    name only (``sqlite:///<local>/mlflow.db``): the server's folders are nobody's business."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or rest.startswith("//") and not rest.startswith("///"):
+        return uri  # http(s)://host... (credentials were stripped by the tracker)
+    return f"{scheme}:///<local>/{PurePosixPath(rest).name}"
+
+
+def _tracked_run_of(manifest: TaskManifest, current: TrackedRun | None) -> TrackedRun | None:
+    """The tracked run a committed manifest links to (this attempt's own, when it is the same)."""
+    tracking = manifest.tracking
+    if not tracking.mlflow_run_id:
+        return None
+    if current is not None and current.run_id == tracking.mlflow_run_id:
+        return current
+    return TrackedRun(run_id=tracking.mlflow_run_id, experiment_id=tracking.mlflow_experiment_id or "",
+                      tracking_uri=current.tracking_uri if current else (tracking.mlflow_tracking_uri or ""))
+
+
+def _written_files(workdir: Path, output_dir: Path, task: str) -> dict[str, Path]:
+    """Every regular file under the output folder, by repository path; walked without following
+    symlinks, and refused if the folder (or anything in it) is a symlink or leads elsewhere."""
+    where = f"task {task}: its output folder"
+    if output_dir.is_symlink() or not output_dir.is_dir():
+        raise OutputError(f"{where} was replaced by a symlink or a file; write outputs into it, "
+                          "nothing was read or moved")
+    _inside(workdir, output_dir, where)
+    written: dict[str, Path] = {}
+    for folder, dirs, files in os.walk(output_dir, followlinks=False):
+        for name in sorted([*dirs, *files]):
+            entry = Path(folder) / name
+            relative = entry.relative_to(output_dir).as_posix()
+            if entry.is_symlink():
+                raise OutputError(f"task {task}: output {relative!r} is a symlink; write a regular file")
+            if name in files:
+                if not entry.is_file():
+                    raise OutputError(f"task {task}: output {relative!r} is not a regular file")
+                written[relative] = entry
+    return dict(sorted(written.items()))
+
+
+def _inside(root: Path, path: Path, what: str) -> Path:
+    """``path`` if it stays inside ``root`` once every symlink is resolved, else an OutputError."""
+    real_root = root.resolve()
+    real = path.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise OutputError(f"{what}: {path.relative_to(root) if path.is_relative_to(root) else path.name} "
+                          "leads outside the task's workspace; nothing was read or moved")
+    return path
 
 
 def _is_declared(path: str, declared: tuple[str, ...]) -> bool:

@@ -21,6 +21,7 @@ from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.manifest import SCHEMA_VERSION, DataInput, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
+from airflow_repro.core.redaction import dotted, redacted_paths, with_value_at
 from airflow_repro.core.runs import RecordedRun, read_json_model
 from airflow_repro.errors import ManifestError, NotFoundError, ReproUserError
 
@@ -38,12 +39,15 @@ class DriftKind(StrEnum):
     ENVIRONMENT_CHANGED = "environment_changed"
     INPUT_MISSING = "input_missing"
     PARAMS_CHANGED = "params_changed"
+    SECRET_MISSING = "secret_missing"
+    SECRET_CHANGED = "secret_changed"
 
 
-#: drift that ``latest-code`` accepts (and records); anything else blocks every mode.
+#: drift that ``latest-code`` accepts (and records); anything else blocks every mode. A secret
+#: that changed (a rotated token) is accepted there too: the record shows its marker changed.
 CODE_DRIFT = frozenset({
     DriftKind.TASK_ADDED, DriftKind.TASK_REMOVED, DriftKind.CODE_CHANGED,
-    DriftKind.BUNDLE_VERSION_CHANGED, DriftKind.ENVIRONMENT_CHANGED,
+    DriftKind.BUNDLE_VERSION_CHANGED, DriftKind.ENVIRONMENT_CHANGED, DriftKind.SECRET_CHANGED,
 })
 
 
@@ -150,8 +154,13 @@ def plan_replay(
     *,
     mode: ReplayMode,
     replay_run_id: str,
+    secret_markers: Mapping[str, str] | None = None,
 ) -> ReplayPlan:
-    """Pins for every recorded task and the drift between the record and the DAG as it is now."""
+    """Pins for every recorded task and the drift between the record and the DAG as it is now.
+
+    ``secret_markers``: for each redacted DAG-run conf entry (dotted path) the user gives a value
+    for, that value's marker; the recorded conf holds only markers, so a replay needs the values.
+    """
     if mode not in REPLAY_MODES:
         raise ReproUserError(f"unknown replay mode {mode!r}: use one of {', '.join(REPLAY_MODES)}")
     if not recorded.tasks:
@@ -178,10 +187,12 @@ def plan_replay(
         else:
             drift.extend(_task_drift(m, now))
         drift.extend(_missing_inputs(store, task_id, m.inputs))
+    conf = _original_conf(recorded)
+    drift.extend(secret_drift(conf, secret_markers or {}))
     return ReplayPlan(
         dag_id=recorded.dag_id, original_run_id=recorded.run_id, original_repository=recorded.repository,
         original_ref=recorded.ref, replay_run_id=replay_run_id, mode=mode,
-        dag_run_conf=_original_conf(recorded), tasks=pins, drift=drift,
+        dag_run_conf=conf, tasks=pins, drift=drift,
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
 
@@ -211,6 +222,37 @@ def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
                            recorded=canonical_json(recorded.parameters.task_params).decode(),
                            current=canonical_json(dict(now.task_params)).decode()))
     return found
+
+
+def secret_drift(conf: Mapping[str, Any], supplied: Mapping[str, str]) -> list[Drift]:
+    """Each redacted conf entry needs its value again: missing ones block, changed ones are named."""
+    recorded = {dotted(path): marker for path, marker in redacted_paths(conf)}
+    unknown = sorted(set(supplied) - set(recorded))
+    if unknown:
+        raise ReproUserError(
+            f"secrets given for {unknown}, which are not redacted DAG-run conf entries of the recorded run "
+            f"(those are: {sorted(recorded) or 'none'})"
+        )
+    found = []
+    for key, marker in sorted(recorded.items()):
+        if key not in supplied:
+            found.append(Drift(kind=DriftKind.SECRET_MISSING, task_id="(dag-run conf)", recorded=marker, detail=(
+                f"DAG-run conf entry {key!r} is a secret: only its keyed digest was recorded. Give its value "
+                f"again: CLI --secret {key}=env:VARIABLE or --secret {key}=variable:AIRFLOW_VARIABLE, "
+                f"API body \"secrets\": {{\"{key}\": \"...\"}}")))
+        elif supplied[key] != marker:
+            found.append(Drift(kind=DriftKind.SECRET_CHANGED, task_id="(dag-run conf)", recorded=marker, current=supplied[key],
+                               detail=f"the value given for secret conf entry {key!r} differs from the recorded one"))
+    return found
+
+
+def conf_with_secrets(conf: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The replay run's conf: the recorded conf with each redacted entry given its value again."""
+    paths = {dotted(path): path for path, _marker in redacted_paths(conf)}
+    result = dict(conf)
+    for key, value in values.items():
+        result = with_value_at(result, paths[key], value)
+    return result
 
 
 def _missing_inputs(store: VersionedDataStore, task_id: str, inputs: list[DataInput]) -> list[Drift]:

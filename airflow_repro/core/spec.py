@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -27,6 +28,19 @@ def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = F
             "(no leading '/', no '.' or '..' parts, not under the reserved '_repro/')"
         )
     return path
+
+
+_INPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+
+
+def validate_input_name(name: object) -> str:
+    """An input's name is also its folder in the task's workspace: one plain path segment."""
+    if not isinstance(name, str) or not _INPUT_NAME.match(name) or set(name) == {"."}:
+        raise InvalidNameError(
+            f"invalid input name {name!r}: use letters, digits, '_', '-' and '.' (at most 128, "
+            "not starting with '.' or '-'), e.g. inputs={'raw': Input('raw/wine.csv')}"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,10 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         for name, spec in self.inputs.items():
+            try:
+                validate_input_name(name)
+            except InvalidNameError as exc:
+                raise InvalidNameError(f"task {self.task_id}: {exc}") from None
             if not isinstance(spec, Input):
                 raise ReproUserError(
                     f"task {self.task_id}: input {name!r} must be airflow_repro.Input(path, "

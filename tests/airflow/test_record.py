@@ -112,11 +112,11 @@ def test_retry_after_a_late_failure_reuses_its_commit(repro_env: dict[str, str],
     original = TaskRecorder._link_tracked_run
     calls = {"n": 0}
 
-    def flaky_link(self: TaskRecorder, *args: Any) -> None:
+    def flaky_link(self: TaskRecorder, *args: Any, **kwargs: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 1:
             raise TrackerUnavailable("MLflow went away (injected)")
-        original(self, *args)
+        original(self, *args, **kwargs)
 
     monkeypatch.setattr(TaskRecorder, "_link_tracked_run", flaky_link)
     dag = load_dag("repro_retry", "repro_test_dags.py")
@@ -128,6 +128,20 @@ def test_retry_after_a_late_failure_reuses_its_commit(repro_env: dict[str, str],
     ti = dag_run.get_task_instance("stable_output")
     summary = ti.xcom_pull(task_ids="stable_output", key="repro")
     assert summary["reused_commit"] is True and summary["commit_id"] == commits[0].id
+    # What the retry reports is what is committed: try 1's manifest and MLflow run ...
+    assert summary["manifest_digest"] == commits[0].metadata[keys.MANIFEST_DIGEST]
+    committed_run = commits[0].metadata[keys.LAKEFS_MLFLOW_RUN_ID]
+    assert summary["mlflow_run_id"] == committed_run
+    client = mlflow_client(repro_env)
+    first = client.get_run(committed_run)
+    assert first.info.status == "FINISHED", "the run the commit links to must not stay RUNNING"
+    assert first.data.tags[keys.MLFLOW_COMMIT_ID] == commits[0].id
+    assert first.data.tags[keys.MLFLOW_MANIFEST_DIGEST] == summary["manifest_digest"]
+    # ... and try 2's own run is ended as superseded by it.
+    (second,) = client.search_runs(
+        [first.info.experiment_id],
+        f"tags.`airflow.run_id` = '{dag_run.run_id}' and tags.`airflow.try_number` = '2'")
+    assert second.info.status == "FAILED" and second.data.tags[keys.MLFLOW_SUPERSEDED_BY] == committed_run
 
 
 def test_missing_input_fails_before_the_task_runs(repro_env: dict[str, str], tmp_path: Path,

@@ -240,7 +240,8 @@ def test_an_input_whose_data_was_deleted_is_drift_that_blocks_every_mode(run: Re
 def test_pinned_blocks_every_drift_and_latest_code_only_data_and_params(kind: DriftKind) -> None:
     drift = Drift(kind=kind, task_id="t", detail="d")
     assert drift.blocks("pinned")
-    assert drift.blocks("latest-code") == (kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING})
+    assert drift.blocks("latest-code") == (kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING,
+                                                   DriftKind.SECRET_MISSING})
 
 
 def test_refusal_lists_each_blocking_drift_and_suggests_latest_code_only_for_code_drift(run: RecordedRun,
