@@ -34,7 +34,7 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro.adapters import k8s_podspec as podspec
-from airflow_repro.airflow.operators import ReproTaskMixin, _source_hash
+from airflow_repro.airflow.operators import ReproTaskMixin, _source_hash, raise_if_final
 from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.images import ImageRef, digest_of_image_id, require_pinned
 from airflow_repro.core.manifest import EnvironmentPin, Hardware, KubernetesPod, Resources, load_task_manifest
@@ -137,11 +137,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             self._repro_pod_pins = self._pod_pins(prepared)
             result = super().execute(context)
             prepared.env = self._what_ran(prepared)
-        except ReproUserError as exc:
-            recorder.abort(prepared, exc)
-            raise AirflowFailException(str(exc)) from exc
         except BaseException as exc:
             recorder.abort(prepared, exc)
+            raise_if_final(exc)
             raise
         self._repro_finish(context, recorder, prepared)
         return result

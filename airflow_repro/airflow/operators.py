@@ -39,7 +39,7 @@ from airflow_repro.core.recorder import PreparedTask, RecordedTask, TaskEnvironm
 from airflow_repro.core.redaction import Redactor
 from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.spec import Input, TaskSpec
-from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, ReproUserError
+from airflow_repro.errors import EnvironmentNotPinnedError, ManifestError, ReproError, ReproUserError
 
 XCOM_KEY = "repro"
 
@@ -73,19 +73,18 @@ class ReproTaskMixin:
             environment = self._task_environment(context, build_redactor(settings))
             environment = self._apply_replay_pins(context, recorder, environment)
             prepared = recorder.prepare(self._spec_with_seed(environment), environment)
-        except ReproUserError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        except ReproError as exc:
+            raise_if_final(exc)
+            raise
         self._repro_prepared = prepared
         return recorder, prepared
 
     def _repro_finish(self, context: Any, recorder: TaskRecorder, prepared: PreparedTask) -> RecordedTask:
         try:
             recorded = recorder.finish(prepared)
-        except ReproUserError as exc:
-            recorder.abort(prepared, exc)
-            raise AirflowFailException(str(exc)) from exc
         except BaseException as exc:
             recorder.abort(prepared, exc)
+            raise_if_final(exc)
             raise
         self._repro_recorded = recorded
         self._report(context, recorded)
@@ -268,6 +267,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
             result = super().execute(context)
         except BaseException as exc:
             recorder.abort(prepared, exc)
+            raise_if_final(exc)
             raise
         finally:
             runtime._activate(None)
@@ -375,6 +375,15 @@ def _execution_mode(execution: str | None) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def raise_if_final(exc: BaseException) -> None:
+    """Raise Airflow's no-retry failure where a retry of ``exc`` cannot succeed: a user error,
+    damaged stored data, a task misusing the runtime. Otherwise return (the caller re-raises)."""
+    if isinstance(exc, AirflowFailException):
+        return
+    if (isinstance(exc, ReproError) and not exc.retryable) or isinstance(exc, runtime.RuntimeContextError):
+        raise AirflowFailException(str(exc)) from exc
+
+
 def _without_replay_marker(values: Any) -> dict[str, Any]:
     """Params / conf as the user gave them: the replay marker is recorded in ``manifest.replay``."""
     plain = values.dump() if hasattr(values, "dump") else dict(values)

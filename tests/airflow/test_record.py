@@ -179,3 +179,26 @@ def test_lockfile_task_runs_in_its_own_pinned_venv(repro_env: dict[str, str]) ->
     mlrun = mlflow_client(repro_env).get_run(task.manifest.tracking.mlflow_run_id)
     assert mlrun.data.metrics["answer"] == 42
     assert dag_run.get_task_instance("in_pinned_venv").xcom_pull(task_ids="in_pinned_venv") == {"ok": True}
+
+
+def test_a_task_misusing_the_runtime_is_not_retried(repro_env: dict[str, str]) -> None:
+    """Retrying cannot make an undeclared output declared: the attempt fails once, for good."""
+    dag = load_dag("repro_runtime_misuse", "repro_test_dags.py")
+    dag_run = dag.test()
+    assert dag_run.state == "failed"
+    assert dag_run.get_task_instance("writes_undeclared").try_number == 1
+    assert branch_commits(store(repro_env), dag.dag_id, dag_run.run_id) == []
+
+
+def test_only_faults_a_retry_can_mend_are_left_to_airflows_retries() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_repro import runtime
+    from airflow_repro.airflow.operators import raise_if_final
+    from airflow_repro.errors import InvalidNameError, StoreCorruption, StoreUnavailable, TrackerUnavailable
+
+    for final in (StoreCorruption("damaged object"), InvalidNameError("bad"), runtime.RuntimeContextError("misuse")):
+        with pytest.raises(AirflowFailException, match=str(final)):
+            raise_if_final(final)
+    for transient in (StoreUnavailable("down"), TrackerUnavailable("down"), OSError("disk"), ValueError("task bug")):
+        raise_if_final(transient)  # returns: the caller re-raises it and Airflow may retry

@@ -86,3 +86,16 @@ def repro_nondeterministic():
 
 
 repro_nondeterministic()
+
+
+@dag(dag_id="repro_runtime_misuse", schedule=None,
+     default_args={"retries": 2, "retry_delay": timedelta(seconds=0)})
+def repro_runtime_misuse():
+    @repro_task(outputs=["declared.txt"], seed=1)
+    def writes_undeclared():
+        runtime.current().output_path("not-declared.txt").write_text("x")  # RuntimeContextError
+
+    writes_undeclared()
+
+
+repro_runtime_misuse()
