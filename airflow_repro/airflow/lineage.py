@@ -33,6 +33,44 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+# -- the provider's own facets: no DAG-run conf secret ----------------------------------------------
+_PROVIDER_UTILS = "airflow.providers.openlineage.utils.utils"
+
+
+def redact_provider_run_conf() -> None:
+    """Make the provider's ``airflow`` run facets carry the DAG-run conf as we record it.
+
+    The provider puts ``dag_run.conf`` in every task and DAG-run event (``DagRunInfo``), and its
+    redactor never reaches inside it (``DagRunInfo`` is a ``dict`` subclass, which the redactor
+    walks by ``__dict__``): a conf ``password`` would reach every lineage consumer. A ``casts``
+    entry (the provider's own way to shape a field) redacts it as the manifests do. Only done
+    where the provider is already loaded (it is heavy to import), and once.
+    """
+    import sys
+
+    utils = sys.modules.get(_PROVIDER_UTILS)
+    info = getattr(utils, "DagRunInfo", None)
+    if info is None or "conf" in info.casts and getattr(info.casts["conf"], "_repro", False):
+        return
+
+    def conf(dag_run: Any) -> Any:
+        return _recorded_conf(getattr(dag_run, "conf", None) or {})
+
+    conf._repro = True  # type: ignore[attr-defined]
+    info.casts = {**info.casts, "conf": conf}
+
+
+def _recorded_conf(conf: Any) -> Any:
+    try:
+        from airflow_repro.airflow.secrets import build_redactor
+        from airflow_repro.config import ReproSettings
+
+        return build_redactor(ReproSettings.from_airflow_conf()).redact(dict(conf))
+    except Exception:  # never leak because the redactor could not be built: hide every value
+        log.warning("airflow-repro could not redact the DAG-run conf for lineage; hiding it", exc_info=True)
+        return dict.fromkeys(conf, "***") if isinstance(conf, dict) else "***"
+
+
 # -- the operator's three methods ----------------------------------------------------------------
 def facets_on_start(operator: Any) -> Any:
     """Lineage known before the task runs: declared datasets and the code's location."""
@@ -50,6 +88,7 @@ def facets_on_failure(operator: Any, task_instance: Any) -> Any:
 
 
 def _build(event: str, operator: Any, task_instance: Any, builder: Callable[[Any, Any, Any], None]) -> Any:
+    redact_provider_run_conf()  # the provider builds its own run facet after calling us
     try:
         from airflow.providers.openlineage.extractors import OperatorLineage
     except Exception:  # the provider is what calls us; without it there is nothing to return

@@ -29,5 +29,16 @@ def _close(dag_run: object, state: str) -> None:
 
 
 @hookimpl
+def on_starting(component: object) -> None:
+    """Before any DAG-run or task event of this process: lineage events carry no conf secret."""
+    try:
+        from airflow_repro.airflow.lineage import redact_provider_run_conf
+
+        redact_provider_run_conf()
+    except Exception:
+        log.exception("airflow-repro could not set up redaction of lineage events")
+
+
+@hookimpl
 def on_dag_run_success(dag_run: object, msg: str) -> None:
     _close(dag_run, "success")

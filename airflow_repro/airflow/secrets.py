@@ -27,7 +27,7 @@ KEY_FILE = "secret_digest.key"
 
 def build_redactor(settings: ReproSettings) -> Redactor:
     return Redactor(key=digest_key(settings), sensitive_fields=sensitive_fields(),
-                    is_secret_value=_masked_by_airflow)
+                    is_secret_value=_masked_by_airflow, on_redact=_mask_in_airflow)
 
 
 def sensitive_fields() -> frozenset[str]:
@@ -92,3 +92,14 @@ def _masked_by_airflow(value: str) -> bool:
     except Exception:  # the masker is a side check; never fail recording because of it
         log.debug("secrets masker check failed", exc_info=True)
         return False
+
+
+def _mask_in_airflow(value: object) -> None:
+    """Tell Airflow's secrets masker of a value we redacted: the task's log and the lineage events
+    Airflow's OpenLineage provider builds (which carry the DAG-run conf) then hide it as well."""
+    try:
+        from airflow.sdk.log import mask_secret  # also tells the supervisor, which writes the log
+
+        mask_secret(value)  # type: ignore[arg-type]
+    except Exception:  # a side channel; never fail recording because of it
+        log.debug("could not register a secret with Airflow's masker", exc_info=True)

@@ -48,6 +48,9 @@ class Redactor:
     sensitive_fields: frozenset[str] = AIRFLOW_DEFAULT_SENSITIVE_FIELDS
     #: values known to be secrets by other means (e.g. registered with Airflow's secrets masker).
     is_secret_value: Callable[[str], bool] = field(default=lambda _value: False, repr=False, compare=False)
+    #: told of every value redacted (e.g. Airflow's ``mask_secret``, so task logs and the lineage
+    #: events Airflow itself sends hide it too).
+    on_redact: Callable[[Any], None] = field(default=lambda _value: None, repr=False, compare=False)
 
     def is_sensitive_key(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -67,13 +70,18 @@ class Redactor:
     def redact(self, value: Any) -> Any:
         """A copy of ``value`` with every secret replaced by its marker."""
         if isinstance(value, Mapping):
-            return {k: self.marker(v) if self.is_sensitive_key(k) and v not in (None, "") else self.redact(v)
+            return {k: self._hidden(v) if self.is_sensitive_key(k) and v not in (None, "") else self.redact(v)
                     for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         if isinstance(value, str) and (self._url_has_secret(value) or self.is_secret_value(value)):
-            return self.marker(value)
+            return self._hidden(value)
         return value
+
+    def _hidden(self, value: Any) -> str:
+        if not is_redacted(value):
+            self.on_redact(value)
+        return self.marker(value)
 
     def _url_has_secret(self, text: str) -> bool:
         if not _URL.match(text):
