@@ -17,12 +17,14 @@ if TYPE_CHECKING:
 LAKEFS_ENV = ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_ACCESS_KEY")
 
 
-def build_store(settings: ReproSettings) -> VersionedDataStore:
+def build_store(settings: ReproSettings, *, create: bool = True) -> VersionedDataStore:
+    """The configured store; ``create=False`` (commands that only read) never creates a local
+    store's folders and raises ``StoreNotFound`` where there is none."""
     if settings.store_kind == "lakefs":
         return build_lakefs_store(settings)
     from airflow_repro.adapters.local_store import LocalStore
 
-    return LocalStore(settings.store_root)
+    return LocalStore(settings.store_root, create=create)
 
 
 def build_lakefs_store(settings: ReproSettings, environ: Mapping[str, str] | None = None) -> VersionedDataStore:

@@ -1,8 +1,9 @@
 """The ``airflow-repro`` command line.
 
-Exit codes scripts can rely on: 0 success (for ``verify`` and ``diff``: identical), 1 differs
-(``verify``, ``diff``, or a replay run that failed), 2 a usage or input error (the message says
-what to fix), 3 an infrastructure fault (worth retrying).
+Exit codes scripts can rely on: 0 success (for ``verify`` and ``diff``: identical; for ``fsck``:
+no damage), 1 differs (``verify``, ``diff``, or a replay run that failed) or, for ``fsck``, damage
+found, 2 a usage or input error (the message says what to fix), 3 an infrastructure fault (worth
+retrying). No command prints a traceback (set ``AIRFLOW_REPRO_DEBUG=1`` to see one).
 """
 
 from __future__ import annotations
@@ -10,17 +11,22 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import click
 
+from airflow_repro.cli_params import Duration, Seconds
 from airflow_repro.errors import ReproError, ReproUserError
 
 EXIT_IDENTICAL = 0
 EXIT_DIFFERS = 1
+EXIT_DAMAGE_FOUND = 1
 EXIT_USER_ERROR = 2
 EXIT_INFRA_ERROR = 3
+EXIT_INTERRUPTED = 130
+DEBUG_ENV = "AIRFLOW_REPRO_DEBUG"
 
 
 def _settings(home: str | None) -> Any:
@@ -28,22 +34,61 @@ def _settings(home: str | None) -> Any:
 
     environ = dict(os.environ)
     if home:
-        environ["AIRFLOW__REPRO__HOME"] = str(Path(home).resolve())
+        environ["AIRFLOW__REPRO__HOME"] = home
     return ReproSettings.from_env(environ)
 
 
+def _check_home(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--home`` as an absolute path, or a usage error (not a traceback) for one no OS accepts."""
+    if value is None:
+        return None
+    if not value.strip() or "\x00" in value:
+        raise click.BadParameter(f"{value!r} is not a folder path", ctx, param)
+    try:
+        return str(Path(value).expanduser().absolute())
+    except (RuntimeError, OSError, ValueError) as exc:  # ~unknown-user, unreadable working folder
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from exc
+
+
+_home_option = click.option("--home", envvar="AIRFLOW__REPRO__HOME", callback=_check_home,
+                            help="airflow-repro home ([repro] home).")
+
+
+def _read_store(home: str | None) -> Any:
+    """The configured store, for commands that only read: a missing one is not created."""
+    from airflow_repro.backends import build_store
+
+    return build_store(_settings(home), create=False)
+
+
 class _ReproGroup(click.Group):
-    """Turns project errors into one clear line and a stable exit code."""
+    """Turns errors into one clear line and a stable exit code: never a traceback, never exit 1
+    (which means "differs") for an error."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise  # click prints these itself (usage errors exit 2)
         except ReproUserError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_USER_ERROR)
+            _fail(exc, f"error: {exc}", EXIT_USER_ERROR)
         except ReproError as exc:
-            click.echo(f"error ({type(exc).__name__}, retry may help): {exc}", err=True)
-            sys.exit(EXIT_INFRA_ERROR)
+            _fail(exc, f"error ({type(exc).__name__}, retry may help): {exc}", EXIT_INFRA_ERROR)
+        except KeyboardInterrupt as exc:
+            _fail(exc, "interrupted", EXIT_INTERRUPTED)
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            _fail(exc, f"error (OSError, retry may help): {exc.strerror or exc}{where}", EXIT_INFRA_ERROR)
+        except Exception as exc:
+            _fail(exc, f"error (unexpected {type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 for details "
+                       "and please report it", EXIT_INFRA_ERROR)
+
+
+def _fail(exc: BaseException, message: str, code: int) -> None:
+    if os.environ.get(DEBUG_ENV):
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(message, err=True)
+    sys.exit(code)
 
 
 @click.group(cls=_ReproGroup)
@@ -55,14 +100,13 @@ def main() -> None:
 @main.command()
 @click.argument("dag_id")
 @click.argument("run_id")
-@click.option("--home", envvar="AIRFLOW__REPRO__HOME", help="airflow-repro home ([repro] home).")
+@_home_option
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
 def show(dag_id: str, run_id: str, home: str | None, as_json: bool) -> None:
-    """Show the recorded manifests of a DAG run."""
-    from airflow_repro.backends import build_store
+    """Show the recorded manifests of a DAG run (as recorded: 'fsck' or 'verify --deep' re-read the data)."""
     from airflow_repro.core.runs import load_run
 
-    run = load_run(build_store(_settings(home)), dag_id, run_id)
+    run = load_run(_read_store(home), dag_id, run_id)
     if as_json:
         click.echo(json.dumps({
             "dag_id": run.dag_id, "run_id": run.run_id, "repository": run.repository,
@@ -113,7 +157,8 @@ def _backends() -> Any:
               help="pinned: refuse on any drift. latest-code: current code and environment, pinned data/params/seed.")
 @click.option("--wait", is_flag=True, help="Wait for the replay run to finish.")
 @click.option("--verify", "then_verify", is_flag=True, help="Wait, then verify the replay against the original.")
-@click.option("--timeout", type=float, default=3600, show_default=True, help="Seconds to wait at most.")
+@click.option("--timeout", type=Seconds(), default=3600, show_default=True,
+              help="Seconds to wait at most (above 0, at most a week).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and report) as JSON.")
 def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, timeout: float, as_json: bool) -> None:
     """Replay a recorded DAG run with its exact pins (a new run of the same DAG)."""
@@ -144,8 +189,11 @@ def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, t
 @click.option("--abs-tol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
 @click.option("--rel-tol", type=float, default=0.0, show_default=True, help="Relative tolerance for metrics.")
 @click.option("--stored", is_flag=True, help="Print the report stored by an earlier verification; compute nothing.")
+@click.option("--deep", is_flag=True, help="Also re-read both runs' outputs from the store and re-hash them: "
+                                           "a damaged object makes the verdict differ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, as_json: bool) -> None:
+def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, deep: bool,
+           as_json: bool) -> None:
     """Prove whether a replay reproduced the original, output by output. Exit 0 identical, 1 differs."""
     from airflow_repro.airflow import replay as service
     from airflow_repro.core.verify import Tolerance
@@ -153,11 +201,11 @@ def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stor
     try:
         tolerance = Tolerance(abs=abs_tol, rel=rel_tol)
     except ValueError as exc:
-        raise click.BadParameter(f"tolerances must be >= 0: {exc}") from exc
+        raise click.BadParameter(f"tolerances must be numbers >= 0: {exc}") from exc
     if stored:
-        report = service.stored_report(_backends(), dag_id, replay_run_id)
+        report = service.stored_report(_backends(), dag_id, replay_run_id, deep=deep)
     else:
-        report = service.verify(_backends(), dag_id, replay_run_id, tolerance)
+        report = service.verify(_backends(), dag_id, replay_run_id, tolerance, deep=deep)
     _print_report(report, as_json)
     sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
 
@@ -166,15 +214,14 @@ def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stor
 @click.argument("dag_id")
 @click.argument("run_a")
 @click.argument("run_b")
-@click.option("--home", envvar="AIRFLOW__REPRO__HOME", help="airflow-repro home ([repro] home).")
+@_home_option
 @click.option("--json", "as_json", is_flag=True, help="Print the differences as JSON.")
 def diff(dag_id: str, run_a: str, run_b: str, home: str | None, as_json: bool) -> None:
     """What differs between two recorded runs: pins and outputs. Exit 0 identical, 1 differs."""
-    from airflow_repro.backends import build_store
     from airflow_repro.core.runs import load_run
     from airflow_repro.core.verify import diff_runs
 
-    store = build_store(_settings(home))
+    store = _read_store(home)
     result = diff_runs(load_run(store, dag_id, run_a), load_run(store, dag_id, run_b))
     if as_json:
         click.echo(result.model_dump_json(indent=2))
@@ -225,6 +272,8 @@ def _print_report(report: Any, as_json: bool) -> None:
             before = f"{obj.original.content_hash} {obj.original.size} B" if obj.original else "-"
             after = f"{obj.replay.content_hash} {obj.replay.size} B" if obj.replay else "-"
             console.print(f"    {obj.change}: {escape(obj.path)}\n      original {before}\n      replay   {after}")
+            if obj.detail:
+                console.print(f"      {escape(obj.detail)}")
         for metric in task.metrics:
             console.print(f"    metric {escape(metric.name)}: {metric.original} -> {metric.replay}")
 
@@ -259,10 +308,81 @@ def schema(out: str | None) -> None:
         click.echo(json.dumps(schemas, indent=2, sort_keys=True))
         return
     folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, body in schemas.items():
-        (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-        click.echo(folder / f"{name}.schema.json")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, body in schemas.items():
+            (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
+            click.echo(folder / f"{name}.schema.json")
+    except OSError as exc:
+        raise ReproUserError(f"cannot write the schemas to {out}: {exc.strerror or exc}"
+                             f"{f' ({exc.filename})' if exc.filename else ''}; choose a folder you can write") from exc
+
+
+@main.command()
+@_home_option
+@click.option("--repository", "repositories", multiple=True, metavar="NAME",
+              help="Check only this repository (repeat for more); default: all of them.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def fsck(home: str | None, repositories: tuple[str, ...], as_json: bool) -> None:
+    """Check the store: re-hash every object a ref reaches, parse refs and manifests. Reads only.
+    Exit 0 no damage, 1 damage found."""
+    from airflow_repro.core.integrity import check_store
+
+    report = check_store(_read_store(home), repositories or None)
+    if as_json:
+        click.echo(json.dumps(_as_dict(report, clean=report.clean), indent=2, sort_keys=True))
+    else:
+        _print_fsck(report)
+    sys.exit(EXIT_IDENTICAL if report.clean else EXIT_DAMAGE_FOUND)
+
+
+def _as_dict(value: Any, **extra: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {**dataclasses.asdict(value), **extra}
+
+
+def _print_fsck(report: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(width=200, highlight=False)
+    for problem in report.problems:
+        where = [f"repository {problem.repository}"] + [
+            f"{label} {value}" for label, value in (("ref", problem.ref), ("commit", problem.commit_id),
+                                                   ("path", problem.path)) if value]
+        console.print(f"[bold red]damaged {problem.kind}[/]: {escape(', '.join(where))}\n  {escape(problem.detail)}")
+    state = "no damage found" if report.clean else f"[bold red]{len(report.problems)} problem(s) found[/]"
+    console.print(f"checked {len(report.repositories)} repositories, {report.refs} refs, {report.commits} commits, "
+                  f"{report.objects} objects ({report.bytes} bytes), {report.manifests} manifests: {state}")
+
+
+@main.command()
+@_home_option
+@click.option("--grace", type=Duration(), default="1h", show_default=True,
+              help="Keep unreferenced data changed more recently than this (90s, 30m, 1h, 2d): what running "
+                   "tasks staged but have not committed yet. 0 also removes that.")
+@click.option("--delete", is_flag=True, help="Delete what is found; without it, only report (a dry run).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def gc(home: str | None, grace: float, delete: bool, as_json: bool) -> None:
+    """Find, and with --delete remove, what no ref reaches: objects, temp files, orphan commits."""
+    from airflow_repro.core.ports import CollectsGarbage
+
+    store = _read_store(home)
+    if not isinstance(store, CollectsGarbage):
+        raise ReproUserError(f"{type(store).__name__} collects its garbage itself: configure lakeFS garbage "
+                             "collection rules on the server (and keep the commits that replays need)")
+    report = store.collect_garbage(grace_s=grace, delete=delete)
+    if as_json:
+        click.echo(json.dumps(_as_dict(report, freed_bytes=report.freed_bytes), indent=2, sort_keys=True))
+        return
+    verb = "freed" if report.deleted else "would free (dry run; --delete to act)"
+    click.echo(f"{verb} {report.freed_bytes} bytes: {report.objects} unreferenced objects ({report.object_bytes} B), "
+               f"{report.temp_entries} temp files ({report.temp_bytes} B), {report.metadata_files} orphan commit/tree "
+               f"files ({report.metadata_bytes} B); kept {report.recent_unreferenced_objects} unreferenced objects "
+               f"younger than {grace:g}s; referenced: {report.referenced_objects} objects ({report.referenced_bytes} B)")
+
+
 def _register_lineage_commands() -> None:
     from airflow_repro.lineage_cli import lineage
 

@@ -12,13 +12,15 @@ infrastructure (a store or tracker that cannot be reached), which are worth retr
     │   ├── ParamsNotSerializableError  task params / DAG-run conf are not JSON
     │   ├── InvalidNameError            a repository, branch, tag or ref name is malformed
     │   ├── NotFoundError               a repository, branch, tag, commit or path does not exist
+    │   │   ├── StoreNotFound           no store at the configured folder (read-only commands never create one)
     │   │   ├── RepositoryNotFound, RefNotFound, ObjectNotFound
     │   │   └── ObjectGone             the path is recorded but its data was deleted (GC; HTTP 410)
     │   ├── AlreadyExistsError          a repository, branch or tag already exists (and differs)
     │   └── OutputError                 a task did not write what it declared, or wrote more
     └── ReproInfraError                 infrastructure fault; ``retryable`` says whether to retry
-        ├── StoreUnavailable            the data store cannot be reached or is locked too long
-        ├── StoreCorruption             stored content does not match its hash
+        ├── StoreUnavailable            the data store cannot be reached, written (read-only, full,
+        │                               permission denied) or is locked too long
+        ├── StoreCorruption             stored content does not match its hash, or a store file is damaged
         ├── StoreConflict               a concurrent update won; retry the operation
         └── TrackerUnavailable          the experiment tracker (MLflow) cannot be reached
 
@@ -62,6 +64,10 @@ class NotFoundError(ReproUserError):
     """Something the user named does not exist."""
 
 
+class StoreNotFound(NotFoundError):
+    """No store exists at the configured folder; commands that only read never create one."""
+
+
 class RepositoryNotFound(NotFoundError):
     """The repository does not exist."""
 
@@ -93,11 +99,12 @@ class ReproInfraError(ReproError):
 
 
 class StoreUnavailable(ReproInfraError):
-    """The versioned data store cannot be reached (or its lock cannot be taken in time)."""
+    """The versioned data store cannot be reached or written (read-only or full file system,
+    permission denied), or its lock cannot be taken in time."""
 
 
 class StoreCorruption(ReproInfraError):
-    """Stored content does not match its recorded hash."""
+    """Stored content does not match its recorded hash, or a store file is damaged (the message names it)."""
 
     retryable = False
 

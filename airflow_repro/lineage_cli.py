@@ -10,14 +10,19 @@ Light at import (``airflow-repro --help`` loads it): HTTP and rich are imported 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import click
 
+from airflow_repro.cli_params import Seconds
 from airflow_repro.errors import NotFoundError, ReproInfraError, ReproUserError
 
 MAX_PAGES = 1000
+#: RFC 9110 field names are tokens; values here printable ASCII (no CR/LF: no header injection).
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_VALUE_RE = re.compile(r"[\x20-\x7e]*")
 
 
 @click.group()
@@ -31,7 +36,8 @@ _namespace = click.option("--namespace", help="Dataset namespace, e.g. lakefs://
                                               "repro+file://host/path/to/store (default: any).")
 _header = click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
                        help="HTTP header for an http(s) EVENTS_SOURCE (e.g. 'Authorization: Bearer ...').")
-_timeout = click.option("--timeout", type=float, default=30.0, show_default=True, help="HTTP timeout in seconds.")
+_timeout = click.option("--timeout", type=Seconds(), default=30.0, show_default=True,
+                        help="HTTP timeout in seconds (above 0, at most a week).")
 _json = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 
 
@@ -114,7 +120,11 @@ def load_events(source: str, headers: tuple[str, ...] = (), timeout: float = 30.
 
     if source.startswith(("http://", "https://")):
         return fetch_events(source, _parse_headers(headers), timeout)
-    return load_event_files(Path(source).expanduser())
+    try:
+        path = Path(source).expanduser()
+    except RuntimeError as exc:  # ~user that does not exist
+        raise ReproUserError(f"EVENTS_SOURCE {source!r}: {exc}") from exc
+    return load_event_files(path)
 
 
 def fetch_events(url: str, headers: dict[str, str], timeout: float) -> list[dict[str, Any]]:
@@ -123,6 +133,7 @@ def fetch_events(url: str, headers: dict[str, str], timeout: float) -> list[dict
 
     from airflow_repro.core.lineage_query import parse_events
 
+    _check_url(url)
     events: list[dict[str, Any]] = []
     params: dict[str, Any] = {}
     try:
@@ -136,9 +147,24 @@ def fetch_events(url: str, headers: dict[str, str], timeout: float) -> list[dict
                 if total is None or not page or len(events) >= total:
                     return events
                 params = {"offset": len(events)}
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:  # e.g. a redirect to ftp://
+        raise ReproUserError(f"cannot read OpenLineage events from {url}: {exc}") from exc
     except httpx.HTTPError as exc:
         raise ReproInfraError(f"could not read OpenLineage events from {url}: {exc}") from exc
     raise ReproInfraError(f"{url} kept returning pages after {MAX_PAGES} requests; narrow the export")
+
+
+def _check_url(url: str) -> None:
+    """A URL httpx can request, or a user error saying what is wrong with it."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ReproUserError(f"EVENTS_SOURCE {url!r} is not a valid URL: {exc}") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ReproUserError(f"EVENTS_SOURCE {url!r} is not an http(s) URL with a host, e.g. "
+                             "http://marquez:5000/api/v1/events/lineage")
 
 
 def _check(url: str, response: Any) -> None:
@@ -163,9 +189,11 @@ def _parse_headers(headers: tuple[str, ...]) -> dict[str, str]:
     parsed = {}
     for header in headers:
         name, sep, value = header.partition(":")
-        if not sep or not name.strip():
-            raise click.BadParameter(f"{header!r} is not 'NAME: VALUE'", param_hint="--header")
-        parsed[name.strip()] = value.strip()
+        name, value = name.strip(), value.strip()
+        if not sep or not _HEADER_NAME_RE.fullmatch(name) or not _HEADER_VALUE_RE.fullmatch(value):
+            raise click.BadParameter(f"{header!r} is not 'NAME: VALUE' (a token name, a printable ASCII value)",
+                                     param_hint="--header")
+        parsed[name] = value
     return parsed
 
 

@@ -18,6 +18,9 @@ On-disk layout under ``root``::
     repos/<name>/refs/branches/<name>   a commit id
     repos/<name>/refs/tags/<name>       a commit id (tags never move)
     repos/<name>/.lock                  a ``filelock.FileLock`` taken for every ref update
+    .gc.lock, .gc.queue                 store-wide lock: writers share it, ``collect_garbage`` takes
+                                        it alone (``flock(2)``; ``.gc.queue`` makes new writers wait
+                                        behind a waiting collector, so it cannot starve)
 
 Consistency rules:
 
@@ -33,30 +36,53 @@ Consistency rules:
 * Reads verify: commit and tree files are checked against their ids when loaded, ``open_object``
   checks the BLAKE3 hash at EOF, ``materialize`` checks it before handing the file over.
   ``StoreCorruption`` is raised on any mismatch.
+* An object already stored is never trusted when the same content is staged again: the bytes just
+  hashed replace it (a rename, no extra read), so a damaged object is repaired rather than
+  referenced by the new commit.
+* A damaged ``repository.json`` or ref file affects only what names it: listings skip it (with a
+  warning), reading it raises ``StoreCorruption`` naming the file, ``check_layout`` reports it.
+* Garbage: a killed writer leaves temp files, unreferenced objects and orphan commits and trees.
+  ``collect_garbage`` removes those older than a grace period. Every writer (staging, commit,
+  branch, tag, repository) holds the store lock shared while it checks or places objects and moves
+  a ref; the collector marks, then re-marks and deletes holding it alone, so a commit either
+  finished before the final mark (its objects are marked) or validates its objects after the
+  deletion (and fails cleanly instead of publishing a dangling reference). The grace period
+  (counted from each file's last change: placing an object renames it, which updates its ctime)
+  keeps objects staged for a commit not yet made.
+* A failed commit removes the objects its own staging brought in, unless another writer placed
+  the same content since or a commit references it (checked holding the store lock alone).
+* ``OSError`` (read-only or full file system, permission denied, I/O errors) is translated at the
+  public methods: ``StoreUnavailable`` naming the store folder and the fix, ``StoreCorruption`` for
+  a store file that is missing, ``ReproUserError`` for the caller's own files.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import functools
 import getpass
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import stat
+import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar, cast
 
 import filelock
 
 from airflow_repro.core.hashing import (
+    HASH_PREFIX,
     copy_and_hash,
     format_content_hash,
     hash_bytes,
@@ -77,29 +103,44 @@ from airflow_repro.core.naming import (
 from airflow_repro.core.ports import (
     Commit,
     DiffEntry,
+    GarbageReport,
     ObjectInfo,
+    Problem,
     Repository,
     StagedObject,
 )
 from airflow_repro.errors import (
     AlreadyExistsError,
+    ConfigError,
     InvalidNameError,
     NotFoundError,
     ObjectGone,
     ObjectNotFound,
     RefNotFound,
     RepositoryNotFound,
+    ReproError,
     ReproUserError,
     StoreCorruption,
+    StoreNotFound,
     StoreUnavailable,
 )
 
+log = logging.getLogger(__name__)
+
 INITIAL_COMMIT_MESSAGE = "Repository created"
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+DEFAULT_GC_GRACE_S = 3600.0
 READ_ONLY = 0o444
+#: A failed commit looks for commits referencing its objects made since it staged them, minus this
+#: margin for wall-clock adjustments (commit times are wall-clock).
+_CLOCK_SLACK_S = 300.0
+#: How long a failed commit waits for the store lock to remove its objects (else gc does it later).
+_DISCARD_LOCK_TIMEOUT_S = 2.0
 
 _REPOSITORY_FILE = "repository.json"
 _LOCK_FILE = ".lock"
+_GC_LOCK_FILE = ".gc.lock"
+_GC_QUEUE_FILE = ".gc.queue"
 _BRANCHES = "branches"
 _TAGS = "tags"
 RefKind = Literal["branches", "tags"]
@@ -208,6 +249,211 @@ def _diff_trees(left: _Tree, right: _Tree, prefix: str) -> list[DiffEntry]:
     return entries
 
 
+# --------------------------------------------------------------------------------------------
+# OS errors, the store-wide lock, objects not yet published
+# --------------------------------------------------------------------------------------------
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM)
+_MISSING = (errno.ENOENT, errno.ENOTDIR)
+
+
+def _is_inside(root: Path, path: str | bytes | os.PathLike[Any]) -> bool:
+    return Path(os.fsdecode(path)).absolute().is_relative_to(root)
+
+
+def store_os_error(root: Path, exc: OSError) -> ReproError:
+    """What an ``OSError`` means for the store at ``root``, and what to do about it."""
+    where = os.fsdecode(exc.filename) if exc.filename is not None else str(root)
+    inside = exc.filename is None or _is_inside(root, exc.filename)
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno == errno.EROFS:
+        return StoreUnavailable(
+            f"the store at {root} is on a read-only file system ({where}): remount it read-write, "
+            "or point [repro] home (or store_uri, or --home) at a writable folder"
+        )
+    if exc.errno in _FULL:
+        return StoreUnavailable(
+            f"no space left for the store at {root} ({reason}: {where}): free space there "
+            "('airflow-repro gc --delete' removes unreferenced data) or move the store"
+        )
+    if exc.errno in _DENIED and inside:
+        return StoreUnavailable(
+            f"permission denied on {where} in the store at {root}: run as the user owning the store "
+            "folder, or give that user write access to it"
+        )
+    if not inside:
+        return ReproUserError(f"cannot use {where}: {reason}")
+    if exc.errno in _MISSING:
+        return StoreCorruption(
+            f"{where} is missing from the store at {root} ({reason}); run 'airflow-repro fsck' to see "
+            "what else is damaged"
+        )
+    return StoreUnavailable(f"the store at {root} failed: {reason} ({where}); retry, and check the disk if it persists")
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _os_errors_translated(method: _Method) -> _Method:
+    """Public store methods raise the project's errors, never a raw ``OSError``."""
+
+    @functools.wraps(method)
+    def wrapper(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            raise store_os_error(self.root, exc) from exc
+
+    return cast(_Method, wrapper)
+
+
+def _flock(path: Path, mode: int, deadline: float, busy: Callable[[], ReproError]) -> int:
+    """Open ``path`` and take ``flock(mode)`` on it before ``deadline``; the fd holds the lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    delay = 0.001
+    while True:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise busy() from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        except BaseException:
+            os.close(fd)
+            raise
+
+
+class _StoreLock:
+    """Store-wide reader/writer lock: writers share it, the garbage collector takes it alone.
+
+    ``flock`` locks belong to an open file, so threads and processes are treated alike. Taking it
+    goes through the queue lock first: a collector waiting there holds back new writers, so
+    a steady stream of commits cannot starve it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._lock = root / _GC_LOCK_FILE
+        self._queue = root / _GC_QUEUE_FILE
+
+    @contextmanager
+    def held(self, *, exclusive: bool, timeout: float) -> Iterator[None]:
+        deadline = time.monotonic() + timeout
+        queue = _flock(self._queue, fcntl.LOCK_EX, deadline, lambda: self._busy(timeout))
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            fd = _flock(self._lock, mode, deadline, lambda: self._busy(timeout))
+        finally:
+            os.close(queue)
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing the file releases the lock
+
+    def _busy(self, timeout: float) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"the store at {self._root} stayed locked for more than {timeout:g}s (a garbage collection "
+            f"or many writers at once; lock file {self._lock}); retry"
+        )
+
+
+@dataclass
+class _Unpublished:
+    """Objects this store object placed and no commit of its own has published yet.
+
+    Keyed by content hash: the (device, inode) of the file placed, and when (wall clock).
+    """
+
+    placed: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
+    guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, content_hash: str, identity: tuple[int, int]) -> None:
+        with self.guard:
+            self.placed[content_hash] = (identity, time.time())
+
+    def take(self, hashes: Iterable[str]) -> dict[str, tuple[tuple[int, int], float]]:
+        with self.guard:
+            return {h: self.placed.pop(h) for h in set(hashes) if h in self.placed}
+
+
+@dataclass
+class _Marks:
+    """What garbage collection found reachable: commits and trees per repository, and objects."""
+
+    commits: set[tuple[str, str]] = field(default_factory=set)
+    trees: set[tuple[str, str]] = field(default_factory=set)
+    objects: dict[str, int] = field(default_factory=dict)  # content hash -> size
+
+
+@dataclass(frozen=True, slots=True)
+class _Garbage:
+    """A file (or temp folder) garbage collection may remove."""
+
+    kind: Literal["object", "temp", "commit", "tree"]
+    path: Path
+    size: int
+    key: tuple[str, str] | str | None  # content hash, (repository, id), or None for temp files
+
+
+def _age_basis(path: Path) -> float:
+    """When ``path`` last changed: a rename (placing an object, taking a file) updates ctime."""
+    st = path.lstat()
+    return max(st.st_mtime, st.st_ctime)
+
+
+def _size_of(path: Path) -> int:
+    if path.is_dir() and not path.is_symlink():
+        return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir())
+    return path.lstat().st_size
+
+
+def _parse_utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _size_or_zero(path: Path) -> int:
+    try:
+        return _size_of(path)
+    except FileNotFoundError:
+        return 0
+
+
+def _is_valid_repository_name(name: str) -> bool:
+    try:
+        _checked(validate_repository_name, name)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def _staged_hashes(changes: object) -> list[str]:
+    if not isinstance(changes, Mapping):
+        return []
+    return [staged.content_hash for staged in changes.values() if isinstance(staged, StagedObject)]
+
+
+def _garbage_report(
+    garbage: Sequence[_Garbage], marks: _Marks, *, grace_s: float, deleted: bool, recent: int
+) -> GarbageReport:
+    def total(*kinds: str) -> tuple[int, int]:
+        items = [g for g in garbage if g.kind in kinds]
+        return len(items), sum(g.size for g in items)
+
+    objects, object_bytes = total("object")
+    temps, temp_bytes = total("temp")
+    metadata, metadata_bytes = total("commit", "tree")
+    return GarbageReport(
+        deleted=deleted, grace_s=grace_s,
+        objects=objects, object_bytes=object_bytes, temp_entries=temps, temp_bytes=temp_bytes,
+        metadata_files=metadata, metadata_bytes=metadata_bytes, recent_unreferenced_objects=recent,
+        referenced_objects=len(marks.objects), referenced_bytes=sum(marks.objects.values()),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _CommitRecord:
     """A commit as stored: the fields its id is computed from."""
@@ -257,9 +503,17 @@ class _CommitRecord:
 class _VerifyingReader(io.RawIOBase):
     """Reads an object file and checks its BLAKE3 hash and size when EOF is reached."""
 
-    def __init__(self, raw: BinaryIO, expected_hash: str, expected_size: int, what: str) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        expected_hash: str,
+        expected_size: int,
+        what: str,
+        on_os_error: Callable[[OSError], ReproError],
+    ) -> None:
         super().__init__()
         self._raw = raw
+        self._on_os_error = on_os_error
         self._expected_hash = expected_hash
         self._expected_size = expected_size
         self._what = what
@@ -271,7 +525,10 @@ class _VerifyingReader(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        n = self._raw.readinto(buffer)
+        try:
+            n = self._raw.readinto(buffer)
+        except OSError as exc:
+            raise self._on_os_error(exc) from exc
         if n:
             with memoryview(buffer) as view:
                 self._hasher.update(view[:n])
@@ -315,25 +572,55 @@ class LocalStore:
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_S,
         committer: str | None = None,
+        create: bool = True,
     ) -> None:
+        """Open the store at ``root``; ``create=False`` (for commands that only read) never creates
+        a folder and raises ``StoreNotFound`` where there is no store."""
         self.root = Path(root).absolute()
         self.lock_timeout = lock_timeout
         self.committer = _default_committer() if committer is None else committer
         self._objects = self.root / "objects"
         self._tmp = self.root / "tmp"
         self._repos = self.root / "repos"
-        for directory in (self._objects, self._tmp, self._repos):
-            directory.mkdir(parents=True, exist_ok=True)
-        self._tmp_device = self._tmp.stat().st_dev
+        try:
+            self._open_layout(create)
+            self._tmp_device = self._tmp.stat().st_dev
+        except OSError as exc:
+            raise self._layout_error(exc) from exc
+        self._lock = _StoreLock(self.root)
+        self._unpublished = _Unpublished()
+        self._healthy_repositories: set[str] = set()  # repository.json files read and valid
         # Commits and trees are immutable and named by their hash, so caching them is always safe.
         self._cached_commit = functools.lru_cache(maxsize=4096)(self._read_commit_record)
         self._cached_tree = functools.lru_cache(maxsize=64)(self._read_tree)
+
+    def _open_layout(self, create: bool) -> None:
+        folders = (self._objects, self._tmp, self._repos)
+        if create:
+            for directory in folders:
+                directory.mkdir(parents=True, exist_ok=True)
+        elif not all(directory.is_dir() for directory in folders):
+            file = next((p for p in (self.root, *self.root.parents) if p.is_file()), None)
+            what = f"{file} is a file, not a folder" if file else f"there is no store at {self.root}"
+            raise StoreNotFound(
+                f"{what}; check --home / [repro] home (or store_uri): the store is created by the "
+                "first recorded task"
+            )
+
+    def _layout_error(self, exc: OSError) -> ReproError:
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            return ConfigError(
+                f"cannot create the store at {self.root}: {os.fsdecode(exc.filename or self.root)} is not a "
+                "folder; point [repro] home (or store_uri, or --home) at a folder"
+            )
+        return store_os_error(self.root, exc)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
 
     # ---- repositories ------------------------------------------------------------------------
 
+    @_os_errors_translated
     def create_repository(
         self, name: str, *, default_branch: str = "main", exist_ok: bool = False
     ) -> Repository:
@@ -344,35 +631,51 @@ class LocalStore:
         _checked(validate_repository_name, name)
         _checked(validate_branch_name, default_branch)
         final = self._repos / name
-        if not (final / _REPOSITORY_FILE).is_file():
-            staging = self._build_repository(name, default_branch)
-            try:
-                # One rename publishes the whole repository; it fails if another process won.
-                os.rename(staging, final)
-            except OSError as exc:
-                shutil.rmtree(staging, ignore_errors=True)
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            else:
-                _fsync_dir(self._repos)
-                return self.get_repository(name)
+        if not (final / _REPOSITORY_FILE).is_file() and self._publish_repository(name, default_branch):
+            return self.get_repository(name)
         if not exist_ok:
             raise AlreadyExistsError(f"repository {name!r} already exists in {self.root}")
         return self.get_repository(name)
 
-    def get_repository(self, name: str) -> Repository:
-        repo_dir = self._repo_dir(name)
-        data = self._read_json(repo_dir / _REPOSITORY_FILE)
-        return Repository(
-            name=data["name"], default_branch=data["default_branch"], created_at=data["created_at"]
-        )
+    def _publish_repository(self, name: str, default_branch: str) -> bool:
+        """Build the repository in ``tmp/`` and rename it into place; False if another process won."""
+        with self._lock.held(exclusive=False, timeout=self.lock_timeout):
+            staging = self._build_repository(name, default_branch)
+            try:
+                # One rename publishes the whole repository; it fails if another process won.
+                os.rename(staging, self._repos / name)
+            except OSError as exc:
+                shutil.rmtree(staging, ignore_errors=True)
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                return False
+        _fsync_dir(self._repos)
+        return True
 
+    @_os_errors_translated
+    def get_repository(self, name: str) -> Repository:
+        return self._repository_info(self._repo_dir(name))
+
+    @_os_errors_translated
     def list_repositories(self) -> list[Repository]:
+        """Every readable repository; one whose ``repository.json`` is damaged is skipped (with a
+        warning), so that the others stay usable. ``check_layout`` reports it."""
+        repositories = []
+        for name in self._repository_dir_names():
+            try:
+                repositories.append(self.get_repository(name))
+            except StoreCorruption as exc:
+                log.warning("repository %r skipped: %s", name, exc)
+        return repositories
+
+    def _repository_dir_names(self) -> list[str]:
+        """Folders holding a repository file, under a valid name (no API makes other ones)."""
         names = sorted(p.name for p in self._repos.iterdir() if (p / _REPOSITORY_FILE).is_file())
-        return [self.get_repository(name) for name in names]
+        return [name for name in names if _is_valid_repository_name(name)]
 
     # ---- refs --------------------------------------------------------------------------------
 
+    @_os_errors_translated
     def create_branch(
         self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False
     ) -> str:
@@ -380,7 +683,7 @@ class LocalStore:
         repo_dir = self._repo_dir(repository)
         _checked(validate_branch_name, name)
         _checked(validate_ref, source_ref)
-        with self._repository_lock(repository, repo_dir):
+        with self._ref_update(repository, repo_dir):
             head = self._read_ref(repo_dir, _BRANCHES, name)
             if head is not None:
                 if exist_ok:
@@ -392,15 +695,17 @@ class LocalStore:
             self._set_ref(repo_dir, _BRANCHES, name, commit_id)
             return commit_id
 
+    @_os_errors_translated
     def list_branches(self, repository: str) -> dict[str, str]:
         return self._list_refs(self._repo_dir(repository), _BRANCHES)
 
+    @_os_errors_translated
     def create_tag(self, repository: str, tag: str, ref: str, *, exist_ok: bool = False) -> str:
         """Create an immutable tag; ``exist_ok`` accepts an existing tag on the same commit."""
         repo_dir = self._repo_dir(repository)
         _checked(validate_tag_name, tag)
         _checked(validate_ref, ref)
-        with self._repository_lock(repository, repo_dir):
+        with self._ref_update(repository, repo_dir):
             commit_id = self._resolve(repository, repo_dir, ref)
             existing = self._read_ref(repo_dir, _TAGS, tag)
             if existing is not None:
@@ -413,9 +718,11 @@ class LocalStore:
             self._set_ref(repo_dir, _TAGS, tag, commit_id)
             return commit_id
 
+    @_os_errors_translated
     def list_tags(self, repository: str) -> dict[str, str]:
         return self._list_refs(self._repo_dir(repository), _TAGS)
 
+    @_os_errors_translated
     def resolve_ref(self, repository: str, ref: str) -> str:
         """A full commit id (that exists), else a branch, else a tag -> the full commit id."""
         repo_dir = self._repo_dir(repository)
@@ -424,6 +731,7 @@ class LocalStore:
 
     # ---- staging and committing --------------------------------------------------------------
 
+    @_os_errors_translated
     def stage_file(self, repository: str, source: Path, *, move: bool = False) -> StagedObject:
         """Hash ``source`` (one streaming read) and store its content under ``objects/``.
 
@@ -442,21 +750,21 @@ class LocalStore:
             source.unlink()
         return staged
 
+    @_os_errors_translated
     def stage_bytes(self, repository: str, data: bytes) -> StagedObject:
         """Store in-memory content (a manifest, say) as an object, like ``stage_file``."""
         self._repo_dir(repository)
         content_hash = hash_bytes(data)
-        if self._holds_object(self.object_path(content_hash), len(data)):
-            return StagedObject(content_hash, len(data))
         tmp = self._new_tmp_path()
         try:
             _write_new_file_durably(tmp, data)
+            return self._place_object(tmp, content_hash, len(data))
         except BaseException:
             with suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return self._place_object(tmp, content_hash, len(data))
 
+    @_os_errors_translated
     def commit(
         self,
         repository: str,
@@ -467,14 +775,37 @@ class LocalStore:
         metadata: Mapping[str, str] | None = None,
         allow_empty: bool = False,
     ) -> Commit:
-        """Apply ``changes`` (path -> staged object, or ``None`` to delete) in one commit."""
+        """Apply ``changes`` (path -> staged object, or ``None`` to delete) in one commit.
+
+        If it fails, the objects that this store object's staging brought in for it are removed.
+        """
+        hashes = _staged_hashes(changes)
+        try:
+            commit = self._commit(repository, branch, changes, message, metadata, allow_empty)
+        except Exception:
+            self._discard_unpublished(self._unpublished.take(hashes))
+            raise
+        self._unpublished.take(hashes)
+        return commit
+
+    def _commit(
+        self,
+        repository: str,
+        branch: str,
+        changes: Mapping[str, StagedObject | None],
+        message: str,
+        metadata: Mapping[str, str] | None,
+        allow_empty: bool,
+    ) -> Commit:
         repo_dir = self._repo_dir(repository)
         _checked(validate_branch_name, branch)
         if not isinstance(message, str):
             raise ReproUserError(f"commit message must be a string, got {type(message).__name__}")
         clean_metadata = _validate_metadata(metadata)
-        clean_changes = self._validate_changes(changes)
-        with self._repository_lock(repository, repo_dir):
+        # Objects are checked holding the store lock: garbage collection cannot remove them
+        # between this check and the ref update.
+        with self._ref_update(repository, repo_dir):
+            clean_changes = self._validate_changes(changes)
             # The parent is the head read under the lock: this keeps concurrent commits safe.
             parent_id = self._read_ref(repo_dir, _BRANCHES, branch)
             if parent_id is None:
@@ -507,10 +838,12 @@ class LocalStore:
 
     # ---- history -----------------------------------------------------------------------------
 
+    @_os_errors_translated
     def get_commit(self, repository: str, ref: str) -> Commit:
         commit_id = self.resolve_ref(repository, ref)
         return self._cached_commit(repository, commit_id).to_commit(commit_id, repository)
 
+    @_os_errors_translated
     def log(self, repository: str, ref: str, *, limit: int | None = None) -> Iterator[Commit]:
         """Commits reachable from ``ref`` by first parents, newest first."""
         if limit is not None and (not isinstance(limit, int) or limit < 0):
@@ -521,6 +854,7 @@ class LocalStore:
 
     # ---- reading data ------------------------------------------------------------------------
 
+    @_os_errors_translated
     def list_objects(self, repository: str, ref: str, prefix: str = "") -> list[ObjectInfo]:
         tree = self._tree_at(repository, ref)
         return [
@@ -529,6 +863,7 @@ class LocalStore:
             if path.startswith(prefix)
         ]
 
+    @_os_errors_translated
     def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo:
         validate_object_path(path)
         commit_id = self.resolve_ref(repository, ref)
@@ -546,6 +881,7 @@ class LocalStore:
             )
         return info
 
+    @_os_errors_translated
     def check_available(self, repository: str, commit_id: str, path: str, content_hash: str) -> None:
         """Content-addressed, so the data is available iff the commit and the object file exist;
         no tree is read (a tree is the size of the whole repository at that commit)."""
@@ -560,14 +896,18 @@ class LocalStore:
                 f"(object {content_hash} was deleted, e.g. by garbage collection)"
             )
 
+    @_os_errors_translated
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A binary reader of ``path`` at ``ref``; ``StoreCorruption`` at EOF on a mismatch."""
         info = self.stat_object(repository, ref, path)
         raw = self._open_object_file(info.content_hash)
         what = f"object {path!r} of repository {repository!r} at ref {ref!r}"
-        reader = _VerifyingReader(raw, info.content_hash, info.size, what)
+        reader = _VerifyingReader(
+            raw, info.content_hash, info.size, what, functools.partial(store_os_error, self.root)
+        )
         return io.BufferedReader(reader, buffer_size=1024 * 1024)
 
+    @_os_errors_translated
     def materialize(
         self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False
     ) -> ObjectInfo:
@@ -592,6 +932,7 @@ class LocalStore:
                 os.unlink(staging)
         return info
 
+    @_os_errors_translated
     def diff(
         self, repository: str, left_ref: str, right_ref: str, prefix: str = ""
     ) -> list[DiffEntry]:
@@ -607,6 +948,7 @@ class LocalStore:
         digest = parse_content_hash(content_hash)
         return self._objects / digest[:2] / digest[2:]
 
+    @_os_errors_translated
     def verify_object(self, content_hash: str) -> int:
         """Re-hash a stored object: its size, or ``StoreCorruption`` / ``ObjectNotFound``."""
         path = self.object_path(content_hash)
@@ -621,10 +963,184 @@ class LocalStore:
             )
         return size
 
+    # ---- maintenance: layout check, garbage collection ---------------------------------------
+
+    @_os_errors_translated
+    def check_layout(self, repositories: Sequence[str] | None = None) -> list[Problem]:
+        """Damage in the store's own files that listings skip: ``repository.json`` and ref files.
+
+        Reads only. ``core.integrity.check_store`` adds these to what it finds through the port.
+        """
+        names = self._repository_dir_names() if repositories is None else list(repositories)
+        problems = []
+        for name in names:
+            repo_dir = self._repos / _checked(validate_repository_name, name)
+            if not (repo_dir / _REPOSITORY_FILE).is_file():
+                self._repo_dir(name)  # raises RepositoryNotFound, listing the existing ones
+            try:
+                self._repository_info(repo_dir)
+            except StoreCorruption as exc:
+                problems.append(Problem("repository", name, str(exc), path=_REPOSITORY_FILE))
+                continue
+            problems.extend(self._ref_problems(repo_dir))
+        return problems
+
+    def _ref_problems(self, repo_dir: Path) -> list[Problem]:
+        problems = []
+        for kind in (_BRANCHES, _TAGS):
+            for ref_file in sorted((repo_dir / "refs" / kind).iterdir()):
+                try:
+                    self._read_ref(repo_dir, kind, ref_file.name)
+                except StoreCorruption as exc:
+                    label = ref_file.name if kind == _BRANCHES else f"tags/{ref_file.name}"
+                    problems.append(Problem("ref", repo_dir.name, str(exc), ref=label))
+        return problems
+
+    @_os_errors_translated
+    def collect_garbage(
+        self, *, grace_s: float = DEFAULT_GC_GRACE_S, delete: bool = False, lock_timeout: float | None = None
+    ) -> GarbageReport:
+        """Find what no ref reaches and nothing changed for ``grace_s`` seconds: objects, temp
+        files, orphan commits and trees (left by killed writers). ``delete`` removes them.
+
+        Safe while others commit (module docstring): the bulk of the marking runs unlocked; the
+        final mark and the deletion hold the store lock alone, re-checking every file first.
+        A damaged ref, commit or tree stops it before anything is deleted (``StoreCorruption``).
+        """
+        if not (isinstance(grace_s, int | float) and 0 <= grace_s < float("inf")):
+            raise ReproUserError(f"grace period must be a finite number of seconds >= 0, got {grace_s!r}")
+        cutoff = time.time() - grace_s
+        marks = _Marks()
+        self._mark(marks)
+        garbage, recent = self._find_garbage(marks, cutoff)
+        if delete:
+            with self._lock.held(exclusive=True, timeout=lock_timeout or self.lock_timeout):
+                self._mark(marks)  # what was committed meanwhile: only new history is read
+                garbage = [g for g in garbage if self._still_garbage(g, marks, cutoff)]
+                for item in garbage:
+                    self._remove(item)
+        return _garbage_report(garbage, marks, grace_s=grace_s, deleted=delete, recent=recent)
+
+    def _mark(self, marks: _Marks) -> None:
+        """Mark every commit, tree and object reachable from any ref of any repository folder
+        (also one whose repository.json is damaged: its data is still referenced)."""
+        try:
+            for repo_dir in sorted(p for p in self._repos.iterdir() if p.is_dir()):
+                for kind in (_BRANCHES, _TAGS):
+                    for ref_file in (repo_dir / "refs" / kind).iterdir():
+                        head = self._read_ref(repo_dir, kind, ref_file.name)
+                        if head is not None:
+                            self._mark_history(repo_dir.name, head, marks)
+        except StoreCorruption as exc:
+            raise StoreCorruption(
+                f"garbage collection stopped before deleting anything: {exc}. Repair the store first "
+                "('airflow-repro fsck' lists what is damaged)"
+            ) from exc
+
+    def _mark_history(self, repository: str, head: str, marks: _Marks) -> None:
+        pending = [head]
+        while pending:
+            commit_id = pending.pop()
+            if (repository, commit_id) in marks.commits:
+                continue  # its whole history is marked already
+            record = self._cached_commit(repository, commit_id)
+            if (repository, record.tree) not in marks.trees:
+                for content_hash, size in self._cached_tree(repository, record.tree).values():
+                    marks.objects[content_hash] = size
+                marks.trees.add((repository, record.tree))
+            marks.commits.add((repository, commit_id))
+            pending.extend(record.parents)
+
+    def _find_garbage(self, marks: _Marks, cutoff: float) -> tuple[list[_Garbage], int]:
+        """Unreferenced files older than ``cutoff``, and how many unreferenced objects are younger."""
+        garbage: list[_Garbage] = []
+        recent = 0
+        for item in self._unreferenced(marks):
+            with suppress(FileNotFoundError):  # removed meanwhile (a failed commit's own objects)
+                if _age_basis(item.path) < cutoff:
+                    garbage.append(item)
+                elif item.kind == "object":
+                    recent += 1
+        return garbage, recent
+
+    def _unreferenced(self, marks: _Marks) -> Iterator[_Garbage]:
+        for fan_out in sorted(self._objects.iterdir()):
+            for path in sorted(fan_out.iterdir()) if fan_out.is_dir() else ():
+                content_hash = f"{HASH_PREFIX}{fan_out.name}{path.name}"
+                if is_content_hash(content_hash) and content_hash not in marks.objects:
+                    yield _Garbage("object", path, _size_or_zero(path), content_hash)
+        for path in sorted(self._tmp.iterdir()):
+            yield _Garbage("temp", path, _size_or_zero(path), None)
+        for repo_dir in sorted(p for p in self._repos.iterdir() if p.is_dir()):
+            for kind, seen in (("commit", marks.commits), ("tree", marks.trees)):
+                for path in sorted((repo_dir / f"{kind}s").glob("*.json")):
+                    if is_commit_id(path.stem) and (repo_dir.name, path.stem) not in seen:
+                        yield _Garbage(kind, path, _size_or_zero(path), (repo_dir.name, path.stem))
+
+    @staticmethod
+    def _still_garbage(item: _Garbage, marks: _Marks, cutoff: float) -> bool:
+        """Re-checked holding the store lock alone: unchanged since it was found, still unreferenced."""
+        try:
+            if _age_basis(item.path) >= cutoff:
+                return False
+        except FileNotFoundError:
+            return False
+        if item.kind == "object":
+            return item.key not in marks.objects
+        if item.kind in ("commit", "tree"):
+            return item.key not in (marks.commits if item.kind == "commit" else marks.trees)
+        return True
+
+    @staticmethod
+    def _remove(item: _Garbage) -> None:
+        if item.path.is_dir() and not item.path.is_symlink():
+            shutil.rmtree(item.path)
+        else:
+            with suppress(FileNotFoundError):
+                item.path.unlink()
+
+    def _discard_unpublished(self, placed: Mapping[str, tuple[tuple[int, int], float]]) -> None:
+        """After a failed commit, remove the objects that only its own staging brought in.
+
+        Holding the store lock alone, an object is removed only if it is still the file this
+        store object placed (nobody staged the same content since) and no commit made since then
+        references it. Best effort: whatever stays is garbage-collected later.
+        """
+        if not placed:
+            return
+        try:
+            with self._lock.held(exclusive=True, timeout=_DISCARD_LOCK_TIMEOUT_S):
+                since = min(placed_at for _, placed_at in placed.values()) - _CLOCK_SLACK_S
+                referenced = self._objects_committed_since(since)
+                for content_hash, (identity, _) in placed.items():
+                    path = self.object_path(content_hash)
+                    with suppress(FileNotFoundError):
+                        st = path.lstat()
+                        if (st.st_dev, st.st_ino) == identity and content_hash not in referenced:
+                            path.unlink()
+        except (ReproError, OSError) as exc:
+            log.info("objects of a failed commit are left for garbage collection: %s", exc)
+
+    def _objects_committed_since(self, since: float) -> set[str]:
+        """Objects referenced by a commit made after ``since`` (wall clock) on any ref."""
+        cutoff = datetime.fromtimestamp(since, UTC)
+        objects: set[str] = set()
+        for repo_dir in (p for p in self._repos.iterdir() if p.is_dir()):
+            for kind in (_BRANCHES, _TAGS):
+                for ref_file in (repo_dir / "refs" / kind).iterdir():
+                    commit_id = self._read_ref(repo_dir, kind, ref_file.name)
+                    while commit_id is not None:
+                        record = self._cached_commit(repo_dir.name, commit_id)
+                        if _parse_utc(record.created_at) < cutoff:
+                            break
+                        objects.update(h for h, _ in self._cached_tree(repo_dir.name, record.tree).values())
+                        commit_id = record.parents[0] if record.parents else None
+        return objects
+
     # ---- internals: repositories, locks, refs ------------------------------------------------
 
     def _repo_dir(self, name: str) -> Path:
-        """The directory of an existing repository."""
+        """The directory of an existing repository; ``StoreCorruption`` if its file is damaged."""
         _checked(validate_repository_name, name)
         repo_dir = self._repos / name
         if not (repo_dir / _REPOSITORY_FILE).is_file():
@@ -633,7 +1149,33 @@ class LocalStore:
                 f"repository {name!r} does not exist in the store at {self.root} "
                 f"(existing: {existing}); create it with create_repository({name!r})"
             )
+        if name not in self._healthy_repositories:
+            self._repository_info(repo_dir)  # written once and never changed: checked once
         return repo_dir
+
+    def _repository_info(self, repo_dir: Path) -> Repository:
+        path = repo_dir / _REPOSITORY_FILE
+        try:
+            data = json.loads(path.read_bytes())
+            info = Repository(
+                name=data["name"], default_branch=data["default_branch"], created_at=data["created_at"]
+            )
+            if not all(isinstance(v, str) for v in (info.name, info.default_branch, info.created_at)):
+                raise TypeError("name, default_branch and created_at must be strings")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreCorruption(self._damaged_repository_message(repo_dir, exc)) from exc
+        if info.name != repo_dir.name:
+            raise StoreCorruption(self._damaged_repository_message(repo_dir, f"it names {info.name!r}"))
+        self._healthy_repositories.add(repo_dir.name)
+        return info
+
+    def _damaged_repository_message(self, repo_dir: Path, reason: object) -> str:
+        branches = sorted(p.name for p in (repo_dir / "refs" / _BRANCHES).glob("*"))
+        return (
+            f"repository {repo_dir.name!r} is damaged: {repo_dir / _REPOSITORY_FILE} is not a valid "
+            f"repository file ({reason}); restore it from a backup, or rewrite it as "
+            f'{{"name": "{repo_dir.name}", "default_branch": <one of {branches}>, "created_at": <ISO time>}}'
+        )
 
     def _build_repository(self, name: str, default_branch: str) -> Path:
         """Write a complete repository in ``tmp/``, ready to be renamed into ``repos/``."""
@@ -660,6 +1202,16 @@ class LocalStore:
         return staging
 
     @contextmanager
+    def _ref_update(self, repository: str, repo_dir: Path) -> Iterator[None]:
+        """Held while a ref moves: the store lock shared (no garbage collection meanwhile), then
+        the repository's own lock (one ref update at a time)."""
+        with (
+            self._lock.held(exclusive=False, timeout=self.lock_timeout),
+            self._repository_lock(repository, repo_dir),
+        ):
+            yield
+
+    @contextmanager
     def _repository_lock(self, repository: str, repo_dir: Path) -> Iterator[None]:
         lock = filelock.FileLock(repo_dir / _LOCK_FILE, timeout=self.lock_timeout)
         try:
@@ -683,9 +1235,13 @@ class LocalStore:
             commit_id = self._ref_file(repo_dir, kind, name).read_text().strip()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        except UnicodeDecodeError:
+            commit_id = ""
         if not is_commit_id(commit_id):
             raise StoreCorruption(
-                f"ref file {self._ref_file(repo_dir, kind, name)} does not hold a commit id"
+                f"ref file {self._ref_file(repo_dir, kind, name)} does not hold a commit id: the "
+                f"{'tag' if kind == _TAGS else 'branch'} {name!r} of repository {repo_dir.name!r} is damaged; "
+                "restore the file from a backup ('airflow-repro fsck' lists every damaged file)"
             )
         return commit_id
 
@@ -694,9 +1250,15 @@ class LocalStore:
         self._write_atomic(self._ref_file(repo_dir, kind, name), f"{commit_id}\n".encode())
 
     def _list_refs(self, repo_dir: Path, kind: RefKind) -> dict[str, str]:
+        """Every readable ref; a damaged ref file is skipped with a warning (reading that ref
+        raises ``StoreCorruption``; ``check_layout`` reports it), so the others stay usable."""
         refs = {}
         for ref_file in sorted((repo_dir / "refs" / kind).iterdir()):
-            commit_id = self._read_ref(repo_dir, kind, ref_file.name)
+            try:
+                commit_id = self._read_ref(repo_dir, kind, ref_file.name)
+            except StoreCorruption as exc:
+                log.warning("%s skipped: %s", kind[:-1] if kind == _TAGS else "branch", exc)
+                continue
             if commit_id is not None:
                 refs[ref_file.name] = commit_id
         return refs
@@ -749,13 +1311,6 @@ class LocalStore:
         return tree
 
     @staticmethod
-    def _read_json(path: Path) -> dict:
-        try:
-            return json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise StoreCorruption(f"{path} is not valid JSON: {exc}") from exc
-
-    @staticmethod
     def _read_verified_bytes(path: Path, expected_sha256: str) -> bytes:
         try:
             data = path.read_bytes()
@@ -777,7 +1332,10 @@ class LocalStore:
         count = 0
         next_id: str | None = commit_id
         while next_id is not None and (limit is None or count < limit):
-            record = self._cached_commit(repository, next_id)
+            try:
+                record = self._cached_commit(repository, next_id)
+            except OSError as exc:  # a generator: the public method's translation is over by now
+                raise store_os_error(self.root, exc) from exc
             yield record.to_commit(next_id, repository)
             count += 1
             next_id = record.parents[0] if record.parents else None
@@ -855,9 +1413,12 @@ class LocalStore:
         _fsync_dir(final.parent)
 
     def _write_immutable(self, final: Path, data: bytes) -> None:
-        """Write a content-addressed file unless it is already there (same name, same bytes)."""
-        if not final.exists():
-            self._write_atomic(final, data)
+        """Write a content-addressed file unless it already holds these bytes; one that was
+        damaged is rewritten, never referenced again as it is."""
+        with suppress(FileNotFoundError):
+            if final.read_bytes() == data:
+                return
+        self._write_atomic(final, data)
 
     @staticmethod
     def _stat_source(source: Path) -> os.stat_result:
@@ -897,10 +1458,11 @@ class LocalStore:
             with open(tmp, "rb", buffering=0) as stream:
                 content_hash, size = hash_stream(stream)
                 os.fsync(stream.fileno())  # the object must be durable before a commit names it
+            return self._place_object(tmp, content_hash, size)
         except BaseException:
-            os.rename(tmp, source)  # give the file back untouched
+            with suppress(OSError):  # give the file back (unless it was placed already)
+                os.rename(tmp, source)
             raise
-        return self._place_object(tmp, content_hash, size)
 
     def _stage_by_copy(self, source: Path) -> StagedObject:
         tmp = self._new_tmp_path()
@@ -908,34 +1470,47 @@ class LocalStore:
             with open(tmp, "xb", buffering=0) as out:
                 content_hash, size = copy_and_hash(source, out)
                 os.fsync(out.fileno())
+            return self._place_object(tmp, content_hash, size)
         except BaseException:
             with suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        return self._place_object(tmp, content_hash, size)
 
     def _place_object(self, tmp: Path, content_hash: str, size: int) -> StagedObject:
-        """Move a hashed temp file to its content address, unless that content is already stored."""
+        """Move a hashed temp file to its content address.
+
+        A file already there is replaced, never trusted: these bytes were just hashed, that one
+        may have been damaged since. The rename repairs it and costs no extra read; identical
+        content is still stored once.
+        """
         final = self.object_path(content_hash)
-        if self._holds_object(final, size):
-            tmp.unlink()  # deduplicated: identical content is stored once
-            return StagedObject(content_hash, size)
         os.chmod(tmp, READ_ONLY)
-        if not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
-            _fsync_dir(self._objects)
-        # Two processes staging the same content race harmlessly: both files hold the same bytes.
-        os.replace(tmp, final)
+        identity = os.stat(tmp)
+        with self._lock.held(exclusive=False, timeout=self.lock_timeout):
+            if not final.parent.is_dir():
+                final.parent.mkdir(exist_ok=True)
+                _fsync_dir(self._objects)
+            created = self._install(tmp, final)
         _fsync_dir(final.parent)
+        if created:
+            self._unpublished.add(content_hash, (identity.st_dev, identity.st_ino))
         return StagedObject(content_hash, size)
 
     @staticmethod
-    def _holds_object(final: Path, size: int) -> bool:
-        # A size mismatch means a damaged object file: overwrite it with the good content.
+    def _install(tmp: Path, final: Path) -> bool:
+        """Put ``tmp`` at ``final``; True if no object was there (a hard link fails if one is, so
+        of two writers placing the same new content exactly one is its creator)."""
         try:
-            return final.stat().st_size == size
-        except FileNotFoundError:
+            os.link(tmp, final)
+        except FileExistsError:
+            os.replace(tmp, final)
             return False
+        except OSError:  # a file system without hard links
+            created = not final.exists()
+            os.replace(tmp, final)
+            return created
+        tmp.unlink()
+        return True
 
     def _open_object_file(self, content_hash: str) -> BinaryIO:
         path = self.object_path(content_hash)

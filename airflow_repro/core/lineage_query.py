@@ -100,17 +100,29 @@ def _events_of(value: Any, source: str) -> list[dict[str, Any]]:
 def load_event_files(path: Path) -> list[dict[str, Any]]:
     """Events of a file, or of every ``*.json``/``*.jsonl`` file of a folder (file transport with
     ``append: false`` writes one file per event)."""
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
-    elif path.is_file():
-        files = [path]
-    else:
-        raise ReproUserError(f"{path} is neither a file nor a folder of OpenLineage events "
-                             "(give the file transport's log_file_path, or an http(s) export URL)")
-    events = []
-    for file in files:
-        events.extend(parse_events(file.read_text(encoding="utf-8"), source=str(file)))
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl") and p.is_file())
+        elif path.is_file():
+            files = [path]
+        else:
+            raise ReproUserError(f"{path} is neither a file nor a folder of OpenLineage events "
+                                 "(give the file transport's log_file_path, or an http(s) export URL)")
+        events = []
+        for file in files:
+            events.extend(parse_events(_read_events_text(file), source=str(file)))
+    except OSError as exc:
+        raise ReproUserError(f"cannot read OpenLineage events from {exc.filename or path}: "
+                             f"{exc.strerror or exc}") from exc
     return events
+
+
+def _read_events_text(file: Path) -> str:
+    try:
+        return file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReproUserError(f"{file} is not a text file of OpenLineage events (byte {exc.start} is not "
+                             "UTF-8); give the file transport's JSON Lines file") from exc
 
 
 # -- runs, merged from their events --------------------------------------------------------------

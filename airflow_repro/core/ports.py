@@ -8,7 +8,7 @@ tags, reading any path at any ref, and two-dot diffs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
@@ -147,6 +147,58 @@ class VersionedDataStore(Protocol):
 
     def diff(self, repository: str, left_ref: str, right_ref: str, prefix: str = "") -> list[DiffEntry]:
         ...
+
+
+ProblemKind = Literal["repository", "ref", "commit", "tree", "object", "manifest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Damage found in a store: where (repository, ref, commit, path) and what is wrong."""
+
+    kind: ProblemKind
+    repository: str
+    detail: str
+    ref: str | None = None  # a branch name, or tags/<name>
+    commit_id: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GarbageReport:
+    """What garbage collection found (``deleted=False``: would free) or freed."""
+
+    deleted: bool
+    grace_s: float
+    objects: int
+    object_bytes: int
+    temp_entries: int
+    temp_bytes: int
+    metadata_files: int  # orphan commit and tree files
+    metadata_bytes: int
+    recent_unreferenced_objects: int  # unreferenced but younger than the grace period: kept
+    referenced_objects: int
+    referenced_bytes: int
+
+    @property
+    def freed_bytes(self) -> int:
+        return self.object_bytes + self.temp_bytes + self.metadata_bytes
+
+
+@runtime_checkable
+class ChecksLayout(Protocol):
+    """Optional store capability: report damage in the store's own files that the port's
+    listings skip (the local store: ``repository.json`` and ref files). Reads only."""
+
+    def check_layout(self, repositories: Sequence[str] | None = None) -> list[Problem]: ...
+
+
+@runtime_checkable
+class CollectsGarbage(Protocol):
+    """Optional store capability: find, and with ``delete`` remove, what no ref reaches and is
+    older than ``grace_s`` (the local store; lakeFS collects garbage on the server)."""
+
+    def collect_garbage(self, *, grace_s: float = ..., delete: bool = ...) -> GarbageReport: ...
 
 
 @dataclass(frozen=True, slots=True)

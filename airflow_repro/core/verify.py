@@ -2,7 +2,8 @@
 
 Outputs are compared by the content hashes both manifests recorded, so nothing already hashed is
 read again: the cost grows with the number of objects, not their size. Metrics are compared within
-a tolerance (exact by default).
+a tolerance (exact by default). A deep verification (``add_damage``) also re-reads both runs'
+outputs from the store: an output whose stored bytes no longer match makes its task differ.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.integrity import DamagedOutput, damaged_outputs
 from airflow_repro.core.manifest import SCHEMA_VERSION, DataOutput, TaskManifest, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
@@ -37,9 +39,10 @@ class ObjectSide(_Frozen):
 
 class ObjectDifference(_Frozen):
     path: str
-    change: Literal["changed", "missing_in_replay", "extra_in_replay"]
+    change: Literal["changed", "missing_in_replay", "extra_in_replay", "damaged_in_original", "damaged_in_replay"]
     original: ObjectSide | None = None
     replay: ObjectSide | None = None
+    detail: str | None = None  # what is wrong with a damaged object, as the store said
 
 
 MetricValue = float | Literal["NaN", "Infinity", "-Infinity"] | None
@@ -196,6 +199,37 @@ def _json_number(value: float | None) -> MetricValue:
 
 def _key(manifest: TaskManifest) -> TaskKey:
     return (manifest.identity.task_id, manifest.identity.map_index)
+
+
+def run_damage(store: VersionedDataStore, run: RecordedRun) -> list[DamagedOutput]:
+    """Re-read every output of a recorded run from the store and re-hash it: the damaged ones."""
+    return damaged_outputs(store, run.repository, [(t.commit_id, t.manifest) for t in run.tasks])
+
+
+def add_damage(
+    report: VerificationReport, original: list[DamagedOutput], replay: list[DamagedOutput]
+) -> VerificationReport:
+    """The report with the outputs found damaged on either side: their tasks (and so the verdict)
+    differ, whatever the recorded hashes say."""
+    found: dict[TaskKey, list[ObjectDifference]] = {}
+    for side, damaged in (("original", original), ("replay", replay)):
+        for d in damaged:
+            found.setdefault((d.task_id, d.map_index), []).append(ObjectDifference.model_validate({
+                "path": d.path, "change": f"damaged_in_{side}", "detail": d.detail,
+                side: {"content_hash": d.content_hash, "size": d.size},
+            }))
+    if not found:
+        return report
+    tasks = [_with_objects(t, found.get((t.task_id, t.map_index), [])) for t in report.tasks]
+    verdict: Verdict = "identical" if all(t.status == "identical" for t in tasks) else "differs"
+    return report.model_copy(update={"tasks": tasks, "verdict": verdict})
+
+
+def _with_objects(task: TaskVerification, damaged: list[ObjectDifference]) -> TaskVerification:
+    if not damaged:
+        return task
+    status: TaskStatus = "missing" if task.status == "missing" else "differs"
+    return task.model_copy(update={"objects": [*task.objects, *damaged], "status": status})
 
 
 def save_report(store: VersionedDataStore, repository: str, report: VerificationReport) -> str:
