@@ -144,6 +144,35 @@ def _print_run_table(run: Any) -> None:
     Console(width=200).print(table)
 
 
+def _read_secrets(sources: tuple[str, ...]) -> dict[str, str]:
+    """``KEY=env:VAR`` / ``KEY=variable:NAME``: where each secret lives now (values never on the
+    command line, where other users of the machine could read them)."""
+    values: dict[str, str] = {}
+    for source in sources:
+        key, _, where = source.partition("=")
+        kind, _, name = where.partition(":")
+        if not key or not name or kind not in ("env", "variable"):
+            # The text is not repeated: it may be the very secret, typed where it should not be.
+            shown = key if "=" in source and key else "?"
+            raise ReproUserError(f"--secret {shown}=...: give KEY=env:ENV_VAR or KEY=variable:AIRFLOW_VARIABLE")
+        if kind == "env":
+            if name not in os.environ:
+                raise ReproUserError(f"--secret {key}: the environment variable {name!r} is not set")
+            values[key] = os.environ[name]
+        else:
+            values[key] = _airflow_variable(key, name)
+    return values
+
+
+def _airflow_variable(key: str, name: str) -> str:
+    from airflow.models import Variable
+
+    try:
+        return str(Variable.get(name))
+    except KeyError:
+        raise ReproUserError(f"--secret {key}: Airflow has no Variable {name!r}") from None
+
+
 def _backends() -> Any:
     from airflow_repro.airflow.replay import Backends
 
@@ -159,15 +188,20 @@ def _backends() -> Any:
 @click.option("--verify", "then_verify", is_flag=True, help="Wait, then verify the replay against the original.")
 @click.option("--timeout", type=Seconds(), default=3600, show_default=True,
               help="Seconds to wait at most (above 0, at most a week).")
+@click.option("--secret", "secret_sources", multiple=True, metavar="KEY=env:VAR|variable:NAME",
+              help="Value of a redacted DAG-run conf entry (dotted KEY), read from an environment variable "
+                   "or an Airflow Variable; never from the command line. Repeat for each.")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and report) as JSON.")
-def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, timeout: float, as_json: bool) -> None:
+def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, timeout: float,
+           secret_sources: tuple[str, ...], as_json: bool) -> None:
     """Replay a recorded DAG run with its exact pins (a new run of the same DAG)."""
     from airflow_repro.airflow import replay as service
 
+    secrets = _read_secrets(secret_sources)
     backends = _backends()
-    plan = service.plan(backends, dag_id, run_id, mode)  # type: ignore[arg-type]
+    plan = service.plan(backends, dag_id, run_id, mode, secrets=secrets)  # type: ignore[arg-type]
     _print_drift(plan)
-    new_run = service.trigger(backends, plan, triggered_by="CLI", user=_user())
+    new_run = service.trigger(backends, plan, triggered_by="CLI", user=_user(), secrets=secrets)
     click.echo(f"triggered replay {new_run} of {run_id} (mode {mode})", err=as_json)
     if not (wait or then_verify):
         if as_json:

@@ -217,3 +217,32 @@ def test_a_run_still_queued_is_refused_and_a_run_never_recorded_too(repro_env: d
         run.state = DagRunState.FAILED
     with pytest.raises(NotFoundError, match="no recorded run 'still_queued'"):
         service.plan(backends, "repro_failing", "still_queued", "pinned")
+
+
+def test_a_replay_takes_each_recorded_secret_again_and_checks_it(repro_env: dict[str, str]) -> None:
+    """The record holds only a keyed marker of a conf secret: a replay must be given the value,
+    and says so before anything runs; a rotated value is named, and accepted only in latest-code."""
+    dag = load_dag("repro_conf_secret", "repro_test_dags.py")
+    original = dag.test(run_conf={"api_token": "tok-original-123", "size": 1})
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+
+    refused = service.plan(backends, dag.dag_id, original.run_id, "latest-code")
+    (missing,) = refused.blocking_drift
+    assert missing.kind is DriftKind.SECRET_MISSING and "api_token" in missing.detail and "--secret" in missing.detail
+    assert "tok-original-123" not in refused.model_dump_json()
+
+    rotated = service.plan(backends, dag.dag_id, original.run_id, "pinned", secrets={"api_token": "tok-rotated"})
+    assert [d.kind for d in rotated.blocking_drift] == [DriftKind.SECRET_CHANGED]
+
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned", secrets={"api_token": "tok-original-123"})
+    assert plan.drift == []
+    assert "tok-original-123" not in plan.model_dump_json(), "the stored plan holds no secret"
+    conf = service.replay_conf(plan, {"api_token": "tok-original-123"})
+    assert conf["api_token"] == "tok-original-123" and conf["size"] == 1
+    save_plan(backends.store, plan, default_branch=backends.settings.default_branch)
+    with run_id_for_next_test_run(plan.replay_run_id):
+        replayed = dag.test(run_conf=conf)
+    assert replayed.state == "success"
+    report = service.verify(backends, dag.dag_id, plan.replay_run_id)
+    assert report.verdict == "identical", "the task got the same secret again"

@@ -83,3 +83,26 @@ def test_a_replay_needs_each_secret_again_and_names_how_to_give_it() -> None:
     conf = conf_with_secrets(recorded, {"api_token": "old-token", "db.password": "pw-value"})
     assert conf == {"api_token": "old-token", "db": {"password": "pw-value"}, "size": 1}
     assert recorded["db"]["password"] != "pw-value", "the recorded conf is not modified"
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("tok-typed-here", "KEY=env:ENV_VAR"),
+    ("api_token=plain-value", "KEY=env:ENV_VAR"),
+    ("api_token=env:", "KEY=env:ENV_VAR"),
+    ("api_token=env:REPRO_TEST_SURELY_UNSET", "is not set"),
+])
+def test_the_cli_takes_secrets_from_where_they_live_never_from_its_arguments(source: str, message: str) -> None:
+    from click.testing import CliRunner
+
+    from airflow_repro.cli import EXIT_USER_ERROR, main
+
+    result = CliRunner().invoke(main, ["replay", "dag", "run", "--secret", source])
+    assert result.exit_code == EXIT_USER_ERROR and message in result.output
+    assert "plain-value" not in result.output and "tok-typed-here" not in result.output
+
+
+def test_the_cli_reads_a_secret_from_an_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_repro.cli import _read_secrets
+
+    monkeypatch.setenv("REPRO_TEST_TOKEN", "from-the-env")
+    assert _read_secrets(("db.password=env:REPRO_TEST_TOKEN",)) == {"db.password": "from-the-env"}

@@ -99,3 +99,18 @@ def repro_runtime_misuse():
 
 
 repro_runtime_misuse()
+
+
+@dag(dag_id="repro_conf_secret", schedule=None)
+def repro_conf_secret():
+    @repro_task(outputs=["token_digest.txt"], seed=1)
+    def uses_token(dag_run=None):
+        import hashlib
+
+        token = dag_run.conf["api_token"]
+        runtime.current().output_path("token_digest.txt").write_text(hashlib.sha256(token.encode()).hexdigest())
+
+    uses_token()
+
+
+repro_conf_secret()
