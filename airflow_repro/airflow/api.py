@@ -13,10 +13,14 @@ path                  verb   what                                          acces
 ====================  =====  ============================================  ============
 
 Authentication and authorization are Airflow's own (``requires_access_dag`` with the configured
-auth manager): no credentials give 401, a user without the permission gets 403. Errors have the
-body ``{"detail": "<message>"}``; a refused replay adds ``drift``. The service functions are the
-same as the CLI's (:mod:`airflow_repro.airflow.replay`); they block, so every endpoint is a plain
-``def`` and runs in FastAPI's threadpool.
+auth manager): no credentials give 401, a user without the permission gets 403. The POST bodies
+are required JSON objects (``{}`` for the defaults), and a POST authenticated by the UI's session
+cookie must come from the server's own origin (:func:`refuse_cross_site`). Errors have the body
+``{"detail": "<message>"}`` (422: a list of ``{"loc", "msg", ...}``); a refused replay adds
+``drift``. No answer names a folder of the server: known folders are named instead. The guards
+are in :mod:`airflow_repro.airflow.api_guards`. The service functions are the same as the CLI's
+(:mod:`airflow_repro.airflow.replay`); they block, so every endpoint is a plain ``def`` and runs in
+FastAPI's threadpool.
 
 Built by :func:`create_app`, lazily (see :mod:`airflow_repro.airflow.lazy_app`): the plugin module
 does not import this one, since Airflow imports plugins in every process.
@@ -32,10 +36,13 @@ from typing import Any, Literal
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_repro.airflow import replay as service
+from airflow_repro.airflow.api_guards import handle_invalid_request, public_text, refuse_cross_site
 from airflow_repro.core.replay import CODE_DRIFT, Drift, ReplayPlan, ReplayRefused
 from airflow_repro.core.runs import RecordedRun, load_dag_run_manifest_at, load_run
 from airflow_repro.core.verify import Tolerance
@@ -65,6 +72,10 @@ class ReplayRequest(_Body):
         "pinned", description="pinned: refuse any drift. latest-code: current code and environment; "
                               "data, params and seeds stay pinned.")
     dry_run: bool = Field(False, description="Plan only: report the drift, trigger nothing.")
+    secrets: dict[str, Any] = Field(
+        default_factory=dict, repr=False,
+        description="Values of the recorded run's redacted DAG-run conf entries (dotted keys), given again: "
+                    "they go into the replay run's conf, never into the plan, the record or an answer.")
 
 
 class VerificationRequest(_Body):
@@ -149,7 +160,8 @@ def _explain_not_found(dag_id: str, run_id: str) -> Iterator[None]:
 
 
 def _drift_items(drift: list[Drift], mode: str) -> list[dict[str, Any]]:
-    return [{**d.model_dump(mode="json"), "blocking": d.blocks(mode)} for d in drift]  # type: ignore[arg-type]
+    items = [{**d.model_dump(mode="json"), "blocking": d.blocks(mode)} for d in drift]  # type: ignore[arg-type]
+    return [{k: public_text(v) if isinstance(v, str) else v for k, v in item.items()} for item in items]
 
 
 def _refusal_message(plan: ReplayPlan) -> str:
@@ -176,7 +188,7 @@ def _user_name(user: Any) -> str | None:
 def _error_response(exc: ReproError) -> JSONResponse:
     if isinstance(exc, ReplayRefused):
         return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={
-            "detail": _refusal_message(exc.plan),
+            "detail": public_text(_refusal_message(exc.plan)),
             "mode": exc.plan.mode,
             "drift": _drift_items(exc.plan.drift, exc.plan.mode),
         })
@@ -190,11 +202,11 @@ def _error_response(exc: ReproError) -> JSONResponse:
         log.warning("airflow-repro API: infrastructure fault: %s", exc)
         headers = {"Retry-After": "5"} if exc.retryable else None
         return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            content={"detail": str(exc), "retryable": exc.retryable}, headers=headers)
+                            content={"detail": public_text(str(exc)), "retryable": exc.retryable}, headers=headers)
     else:
         log.error("airflow-repro API: unexpected error", exc_info=exc)
         code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    return JSONResponse(status_code=code, content={"detail": str(exc)})
+    return JSONResponse(status_code=code, content={"detail": public_text(str(exc))})
 
 
 async def _handle_repro_error(request: Request, exc: Exception) -> JSONResponse:
@@ -202,8 +214,22 @@ async def _handle_repro_error(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(exc)
 
 
+async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = public_text(exc.detail) if isinstance(exc.detail, str) else exc.detail
+    return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+
+
+async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.error("airflow-repro API: unexpected error", exc_info=exc)
+    return JSONResponse(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+                        content={"detail": "internal error in airflow-repro; the API server's log has the details"})
+
+
 # -- endpoints ---------------------------------------------------------------------------------------
-router = APIRouter(prefix=API_PREFIX + "/dags/{dag_id}/runs", tags=["airflow-repro"])
+SAME_ORIGIN = Depends(refuse_cross_site)
+# refuse_cross_site runs before the endpoints' own dependencies, authentication included.
+router = APIRouter(prefix=API_PREFIX + "/dags/{dag_id}/runs", tags=["airflow-repro"], dependencies=[SAME_ORIGIN])
 
 
 @router.get("/{run_id}/manifest", dependencies=[READ_RUN], summary="The recorded run and its task manifests")
@@ -242,15 +268,14 @@ def _run_body(backends: service.Backends, run: RecordedRun) -> dict[str, Any]:
     summary="Replay a recorded run with its pins (a new run of the same DAG)",
     responses={409: {"description": "Blocking drift (body has 'drift'), or the run has not finished"}},
 )
-def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest | None = None) -> dict[str, Any]:
-    body = body or ReplayRequest()
+def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, run_id):
-        plan = service.plan(backends, dag_id, run_id, body.mode)
+        plan = service.plan(backends, dag_id, run_id, body.mode, secrets=body.secrets)
     blocked = bool(plan.blocking_drift)
     triggered = False
     if not body.dry_run:
-        _trigger(backends, plan, _user_name(user))  # raises ReplayRefused (409) when blocked
+        _trigger(backends, plan, _user_name(user), body.secrets)  # raises ReplayRefused (409) when blocked
         triggered = True
     return {
         "dag_id": plan.dag_id, "original_run_id": plan.original_run_id, "replay_run_id": plan.replay_run_id,
@@ -259,11 +284,11 @@ def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest 
     }
 
 
-def _trigger(backends: service.Backends, plan: ReplayPlan, user: str | None) -> None:
+def _trigger(backends: service.Backends, plan: ReplayPlan, user: str | None, secrets: dict[str, Any]) -> None:
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
 
     try:
-        service.trigger(backends, plan, triggered_by="REST_API", user=user)
+        service.trigger(backends, plan, triggered_by="REST_API", user=user, secrets=secrets)
     except DagNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"cannot trigger the replay: {exc}") from exc
     except DagRunAlreadyExists as exc:
@@ -307,8 +332,7 @@ def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[
 @router.post("/{replay_run_id}/verification", dependencies=[CREATE_RUN],
              summary="Verify a finished replay against its original; store and return the report",
              responses={409: {"description": "The replay has not finished"}})
-def post_verification(dag_id: str, replay_run_id: str, body: VerificationRequest | None = None) -> dict[str, Any]:
-    body = body or VerificationRequest()
+def post_verification(dag_id: str, replay_run_id: str, body: VerificationRequest) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, replay_run_id):
         _require_replay(backends, dag_id, replay_run_id)
@@ -344,5 +368,8 @@ def create_app() -> FastAPI:
         openapi_url="/openapi.json" if swagger else None,
     )
     app.add_exception_handler(ReproError, _handle_repro_error)
+    app.add_exception_handler(StarletteHTTPException, _handle_http_error)
+    app.add_exception_handler(RequestValidationError, handle_invalid_request)
+    app.add_exception_handler(Exception, _handle_unexpected)
     app.include_router(router)
     return app

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_repro.airflow import dag_parsing
 from airflow_repro.backends import build_store, build_tracker
 from airflow_repro.config import ReproSettings
 from airflow_repro.core import metadata_keys as keys
@@ -23,6 +24,7 @@ from airflow_repro.core.replay import (
     ReplayMode,
     ReplayPlan,
     ReplayRefused,
+    conf_with_secrets,
     list_replays,
     load_plan,
     plan_replay,
@@ -31,7 +33,15 @@ from airflow_repro.core.replay import (
     save_plan,
 )
 from airflow_repro.core.runs import RecordedRun, load_run
-from airflow_repro.core.verify import Tolerance, VerificationReport, load_report, save_report, verify_replay
+from airflow_repro.core.verify import (
+    Tolerance,
+    VerificationReport,
+    add_damage,
+    load_report,
+    run_damage,
+    save_report,
+    verify_replay,
+)
 from airflow_repro.errors import NotFoundError, ObjectNotFound, ReproError, ReproInfraError, ReproUserError
 
 log = logging.getLogger(__name__)
@@ -59,20 +69,22 @@ class Backends:
 
 # -- the DAG as it is now ------------------------------------------------------------------------
 def load_current_dag(dag_id: str) -> Any:
-    """Parse the DAG's file as the DAG processor would (code drift needs the callables)."""
-    from airflow.dag_processing.dagbag import DagBag
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
+    """Parse the DAG's file in this process. Main thread only: the import timeout is a signal.
 
-    with create_session() as session:
-        model = session.get(DagModel, dag_id)
-        fileloc = model.fileloc if model is not None else None
-    if fileloc is None:
-        raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow; check the dag_id with 'airflow dags list'")
+    :func:`plan` parses in a child process instead (:mod:`airflow_repro.airflow.dag_parsing`).
+    """
+    return load_dag_from_file(dag_id, dag_parsing.dag_file(dag_id).fileloc)
+
+
+def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
+    """Parse ``fileloc`` as the DAG processor would (code drift needs the callables)."""
+    from airflow.dag_processing.dagbag import DagBag
+
     bag = DagBag(dag_folder=fileloc)
     if dag_id not in bag.dags:
         errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
-        raise ReproUserError(f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
+        raise dag_parsing.DagParseError(
+            f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
     return bag.dags[dag_id]
 
 
@@ -81,7 +93,9 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
     from airflow.sdk.definitions.param import process_params
 
     from airflow_repro.airflow.operators import ReproTaskMixin
+    from airflow_repro.airflow.secrets import build_redactor
 
+    redactor = build_redactor(ReproSettings.from_airflow_conf())  # params compare as they are recorded
     tasks = {}
     for task in dag.tasks:
         if not isinstance(task, ReproTaskMixin):
@@ -94,7 +108,7 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
             source_hash=task.repro_source_hash(),
             environment_digest=_plannable_digest(pin),
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
-            task_params=_json_ready(params),
+            task_params=redactor.redact(_json_ready(params)),
         )
     return tasks
 
@@ -126,9 +140,13 @@ def dag_run_state(dag_id: str, run_id: str) -> str | None:
 
 
 # -- replay --------------------------------------------------------------------------------------
-def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode) -> ReplayPlan:
-    """Check every pin of a recorded run against the DAG as it is now; trigger nothing."""
-    dag = load_current_dag(dag_id)
+def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode, *,
+         secrets: Mapping[str, Any] | None = None) -> ReplayPlan:
+    """Check every pin of a recorded run against the DAG as it is now; trigger nothing.
+
+    ``secrets``: values of the run's redacted DAG-run conf entries (dotted paths), given again;
+    only their markers reach the plan."""
+    source = dag_parsing.dag_file(dag_id)
     state = dag_run_state(dag_id, run_id)
     if state is None:
         raise NotFoundError(f"DAG {dag_id!r} has no run {run_id!r}; list runs with 'airflow dags list-runs {dag_id}'")
@@ -136,19 +154,39 @@ def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode) -> Repl
         raise RunNotFinished(f"run {run_id!r} of {dag_id!r} is {state}; replay it once it has finished")
     recorded = load_run(backends.store, dag_id, run_id)
     conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
-    return plan_replay(recorded, current_tasks(dag, conf), backends.store, mode=mode,
-                       replay_run_id=replay_run_id(run_id))
+    # Parsed last, after the cheap checks, and in a child process that a hanging file cannot block.
+    current = dag_parsing.current_tasks_of(source, conf)
+    return plan_replay(recorded, current, backends.store, mode=mode, replay_run_id=replay_run_id(run_id),
+                       secret_markers=_secret_markers(backends, secrets or {}))
 
 
-def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: str | None) -> str:
-    """Store the plan on the replay's branch and trigger the replay run; refuse on blocking drift."""
+def _secret_markers(backends: Backends, secrets: Mapping[str, Any]) -> dict[str, str]:
+    if not secrets:
+        return {}
+    from airflow_repro.airflow.secrets import build_redactor
+
+    redactor = build_redactor(backends.settings)
+    return {key: redactor.marker(value) for key, value in secrets.items()}
+
+
+def replay_conf(replay: ReplayPlan, secrets: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The replay run's DAG-run conf: the recorded one, its secrets given again, and the marker."""
+    marker = {**replay_marker(replay), "repository": replay.original_repository}
+    return {**conf_with_secrets(replay.dag_run_conf, secrets or {}), REPLAY_CONF_KEY: marker}
+
+
+def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: str | None,
+            secrets: Mapping[str, Any] | None = None) -> str:
+    """Store the plan on the replay's branch and trigger the replay run; refuse on blocking drift.
+
+    ``secrets`` go into the new run's conf (Airflow keeps DAG-run conf, as for the original run),
+    never into the plan or the record."""
     if replay.blocking_drift:
         raise ReplayRefused(replay)
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
 
-    marker = {**replay_marker(replay), "repository": replay.original_repository}
     # One transaction: the run becomes visible to the scheduler only once its plan is stored, and
     # a run Airflow refuses (duplicate id, invalid params...) leaves no plan behind.
     with create_session() as session:
@@ -157,7 +195,7 @@ def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: 
             triggered_by=DagRunTriggeredByType[triggered_by],
             triggering_user_name=user,
             run_id=replay.replay_run_id,
-            conf={**replay.dag_run_conf, REPLAY_CONF_KEY: marker},
+            conf=replay_conf(replay, secrets),
             note=f"airflow-repro replay of {replay.original_run_id} (mode {replay.mode})",
             session=session,
         )
@@ -187,8 +225,11 @@ def replays_of(backends: Backends, dag_id: str, run_id: str) -> list[ReplayPlan]
 
 # -- verify --------------------------------------------------------------------------------------
 def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Tolerance | None = None,
-           *, store_report: bool = True) -> VerificationReport:
-    """Compare a finished replay with the run it replays; store the report with the replay."""
+           *, store_report: bool = True, deep: bool = False) -> VerificationReport:
+    """Compare a finished replay with the run it replays; store the report with the replay.
+
+    ``deep`` also re-reads both runs' outputs from the store and re-hashes them: a damaged object
+    makes its task differ."""
     replayed = load_run(backends.store, dag_id, replay_run_id)
     the_plan = _plan_of(backends, replayed)
     state = dag_run_state(dag_id, replay_run_id)
@@ -200,6 +241,8 @@ def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Toler
         original, replayed, tolerance=tolerance,
         original_metrics=_metrics(tracker, original), replay_metrics=_metrics(tracker, replayed),
     )
+    if deep:
+        report = add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
     if store_report:
         save_report(backends.store, replayed.repository, report)
         _tag_tracked_runs(tracker, replayed, report)
@@ -219,9 +262,15 @@ def _plan_of(backends: Backends, replayed: RecordedRun) -> ReplayPlan:
         ) from None
 
 
-def stored_report(backends: Backends, dag_id: str, replay_run_id: str) -> VerificationReport:
+def stored_report(backends: Backends, dag_id: str, replay_run_id: str, *, deep: bool = False) -> VerificationReport:
+    """The report an earlier verification stored; ``deep`` re-hashes both runs' outputs now and
+    adds what is damaged (the stored report itself is left as it is)."""
     replayed = load_run(backends.store, dag_id, replay_run_id)
-    return load_report(backends.store, replayed.repository, dag_id, replay_run_id)
+    report = load_report(backends.store, replayed.repository, dag_id, replay_run_id)
+    if not deep:
+        return report
+    original = load_run(backends.store, dag_id, report.original_run_id)
+    return add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
 
 
 def _tracker_or_none(backends: Backends) -> ExperimentTracker | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import logging
 import os
 import secrets
@@ -39,16 +38,15 @@ def sensitive_fields() -> frozenset[str]:
 
 
 def digest_key(settings: ReproSettings) -> bytes:
-    """``[repro] secret_digest_key``, else one derived from ``[core] fernet_key`` (the same on every
-    component of a deployment, since it decrypts connections), else a key file in the repro home."""
+    """``[repro] secret_digest_key``, else a key file created in the repro home.
+
+    Not derived from ``[core] fernet_key``: Airflow writes a generated one into ``airflow.cfg``
+    the first time its CLI runs, so processes started before and after would disagree."""
     from airflow.configuration import conf
 
     configured = conf.get(SECTION, "secret_digest_key", fallback=None) or ""
     if configured:
         return hashlib.sha256(configured.encode()).digest()
-    fernet = conf.get("core", "fernet_key", fallback=None) or ""
-    if fernet:
-        return hmac.new(fernet.encode(), b"airflow-repro secret digest", hashlib.sha256).digest()
     return _key_file(settings.home / KEY_FILE)
 
 

@@ -8,6 +8,7 @@ subprocess then serves the same DB, DAGs folder and store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -29,6 +30,8 @@ airflow_db = airflow_conftest.airflow_db
 repro_env = airflow_conftest.repro_env
 
 PASSWORDS = {"admin": "admin-pw-for-tests", "viewer": "viewer-pw-for-tests"}
+# The api-server's [core] dagbag_import_timeout: ample for the test DAGs, short for a hanging one.
+DAG_IMPORT_TIMEOUT_S = 8
 EXAMPLE_DAG = "example_ml_pipeline"
 SMALL_DAG = "repro_api_small"
 SMALL_DAG_FILE = DAGS_FOLDER / "repro_api_dags.py"
@@ -52,6 +55,29 @@ def repro_api_small():
 repro_api_small()
 '''
 SMALL_DAG_FILE.write_text(SMALL_DAG_SOURCE)
+
+
+@contextlib.contextmanager
+def dag_file_edited(old: str, new: str) -> Iterator[None]:
+    """Edit the small DAG's file as a user would; restore it afterwards.
+
+    Every edit changes the file's size, and the mtime is bumped, so that neither the bytecode
+    cache nor ``linecache`` in the api-server can serve the previous version.
+    """
+    original = SMALL_DAG_FILE.read_text()
+    assert old in original and len(old) != len(new)
+    try:
+        SMALL_DAG_FILE.write_text(original.replace(old, new))
+        _bump_mtime(SMALL_DAG_FILE)
+        yield
+    finally:
+        SMALL_DAG_FILE.write_text(original)
+        _bump_mtime(SMALL_DAG_FILE)
+
+
+def _bump_mtime(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
 
 @dataclass(frozen=True)
@@ -96,6 +122,7 @@ def api_server(recorded_runs: RecordedRuns, repro_env: dict[str, str],
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAG_IMPORT_TIMEOUT_S),
     }
     command = [str(Path(sys.executable).parent / "airflow"), "api-server", "--port", str(port), "--host", "127.0.0.1"]
     service = Service.spawn("api-server", command, env=env, cwd=folder, log_path=folder / "api-server.log")

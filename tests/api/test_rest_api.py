@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.airflow.lazy_app import LazyASGIApp
 from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.runs import load_run
-from tests.api.conftest import EXAMPLE_DAG, SMALL_DAG, SMALL_DAG_FILE, ApiServer, RecordedRuns
+from tests.api.conftest import EXAMPLE_DAG, SMALL_DAG, ApiServer, RecordedRuns, dag_file_edited
 
 API = "/repro/api/v1/dags"
 
@@ -38,29 +36,6 @@ def replays(api: ApiServer, dag_id: str, run_id: str, user: str = "viewer") -> l
         response = client.get(f"{API}/{dag_id}/runs/{run_id}/replays")
     assert response.status_code == 200, response.text
     return list(response.json()["replays"])
-
-
-@contextlib.contextmanager
-def dag_file_edited(old: str, new: str) -> Iterator[None]:
-    """Edit the small DAG's file as a user would; restore it afterwards.
-
-    Every edit changes the file's size, and the mtime is bumped, so that neither the bytecode
-    cache nor ``linecache`` in the api-server can serve the previous version.
-    """
-    original = SMALL_DAG_FILE.read_text()
-    assert old in original and len(old) != len(new)
-    try:
-        SMALL_DAG_FILE.write_text(original.replace(old, new))
-        _bump_mtime(SMALL_DAG_FILE)
-        yield
-    finally:
-        SMALL_DAG_FILE.write_text(original)
-        _bump_mtime(SMALL_DAG_FILE)
-
-
-def _bump_mtime(path: Path) -> None:
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
 
 
 # -- the plugin stays cheap in every process -----------------------------------------------------------
@@ -318,7 +293,7 @@ def test_changed_code_needs_latest_code_mode(api_server: ApiServer, recorded_run
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
     with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), \
             api_server.client("admin") as admin:
-        pinned = admin.post(url)  # no body: the defaults (mode pinned)
+        pinned = admin.post(url, json={})  # the defaults (mode pinned)
         assert pinned.status_code == 409, pinned.text
         latest = admin.post(url, json={"mode": "latest-code"})
         assert latest.status_code == 200, latest.text

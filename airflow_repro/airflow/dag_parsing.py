@@ -1,0 +1,202 @@
+"""Parse a DAG file in a child process, under a deadline, to plan a replay.
+
+Planning needs each recorded task as the DAG defines it *now*: its callable's source hash and its
+environment pin. The serialized DAG in the metadata DB has neither, so the file must be imported.
+Importing it in the caller is unsafe in the API server: Airflow's import timeout is a ``SIGALRM``,
+which only works in a process's main thread, so in a request thread a DAG file that hangs at
+import would hold that request (and a worker thread) forever. A child process can be killed.
+
+The child (``python -m airflow_repro.airflow.dag_parsing``) reads ``{"dag_id", "fileloc", "conf",
+"timeout"}`` as JSON on stdin and writes ``{"tasks": [...]}`` or ``{"error", "error_class"}`` as
+JSON on stdout. It parses in a thread and gives up after ``timeout``; the parent kills the child's
+whole process group if even that does not come back in time (a C call holding the GIL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_repro import errors
+from airflow_repro.core.replay import CurrentTask
+from airflow_repro.errors import NotFoundError, ReproError, ReproUserError
+
+# Airflow's "0: no limit" still gets a limit here: a request must never wait forever.
+DEFAULT_TIMEOUT_S = 30.0
+# What the child needs beyond the import timeout: start Python and import Airflow (~3 s here).
+STARTUP_ALLOWANCE_S = 60.0
+TIMED_OUT = "timeout"
+
+
+class DagParseError(ReproUserError):
+    """The DAG file cannot be parsed now (an import error, or it took longer than the timeout)."""
+
+
+@dataclass(frozen=True)
+class DagFile:
+    """Where Airflow found a DAG: ``fileloc`` is for the child only; messages show ``display``."""
+
+    dag_id: str
+    fileloc: str
+    bundle_name: str
+    relative_fileloc: str
+
+    @property
+    def display(self) -> str:
+        return f"{self.relative_fileloc} (bundle {self.bundle_name!r})"
+
+    @property
+    def bundle_root(self) -> str | None:
+        suffix = "/" + self.relative_fileloc
+        return self.fileloc[: -len(suffix)] if self.fileloc.endswith(suffix) else None
+
+    def public(self, text: str) -> str:
+        """``text`` with this file's absolute path (and its bundle's) made bundle-relative."""
+        text = text.replace(self.fileloc, self.relative_fileloc)
+        root = self.bundle_root
+        return text.replace(root + "/", "") if root else text
+
+
+# -- in the caller ----------------------------------------------------------------------------------
+def dag_file(dag_id: str) -> DagFile:
+    """The DAG's file as the DAG processor last recorded it."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        model = session.get(DagModel, dag_id)
+        found = (model.fileloc, model.bundle_name, model.relative_fileloc) if model is not None else None
+    if found is None or not found[0]:
+        raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow; check the dag_id with 'airflow dags list'")
+    fileloc, bundle_name, relative = found
+    return DagFile(dag_id=dag_id, fileloc=fileloc, bundle_name=bundle_name or "",
+                   relative_fileloc=relative or _relative_to_dags_folder(fileloc))
+
+
+def _relative_to_dags_folder(fileloc: str) -> str:
+    from airflow import settings
+
+    relative = os.path.relpath(fileloc, settings.DAGS_FOLDER)
+    return os.path.basename(fileloc) if relative.startswith("..") else relative
+
+
+def import_timeout(fileloc: str) -> float:
+    """``[core] dagbag_import_timeout``, through Airflow's per-file policy hook."""
+    from airflow import settings
+
+    timeout = float(settings.get_dagbag_import_timeout(fileloc))
+    return timeout if timeout > 0 else DEFAULT_TIMEOUT_S
+
+
+def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
+    """The recorded tasks of a DAG as its file defines them now, parsed in a child process."""
+    timeout = import_timeout(source.fileloc)
+    request = {"dag_id": source.dag_id, "fileloc": source.fileloc, "conf": dict(conf), "timeout": timeout}
+    command = [sys.executable, "-P", "-m", __name__]  # -P: the server's cwd must not shadow modules
+    try:
+        answer = run_child(command, json.dumps(request), timeout + STARTUP_ALLOWANCE_S)
+    except subprocess.TimeoutExpired:
+        answer = {"error_class": TIMED_OUT}
+    if answer.get("error_class") == TIMED_OUT:
+        raise DagParseError(_timeout_message(source, timeout))
+    if "error" in answer or "tasks" not in answer:
+        raise _error_from_child(source, answer)
+    return {task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}
+
+
+def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any]:
+    """Run ``command`` with ``request`` on stdin and read its JSON answer; kill its process group after.
+
+    The child's stderr goes to a file, not a pipe: a process the DAG file started could keep a
+    pipe open after the child exits, and reading it would then block.
+    """
+    with tempfile.TemporaryFile() as log:
+        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                 text=True, start_new_session=True)
+        try:
+            out, _ = child.communicate(request, timeout=timeout)
+        finally:
+            _kill_group(child)  # also whatever the DAG file started at import
+        if out.strip():
+            return dict(json.loads(out))
+        log.seek(0)
+        lines = log.read()[-4000:].decode(errors="replace").strip().splitlines()
+    return {"error": f"the parsing process exited with status {child.returncode} and no answer: "
+                     f"{lines[-1] if lines else 'no output'}"}
+
+
+def _kill_group(child: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+def _timeout_message(source: DagFile, timeout: float) -> str:
+    return (f"DAG {source.dag_id!r} could not be parsed from {source.display} within {timeout:g} s "
+            "([core] dagbag_import_timeout); the parse was stopped and nothing was planned. Make the "
+            "file's top-level code fast (no network calls or sleeps at import), or raise the timeout")
+
+
+def _error_from_child(source: DagFile, answer: Mapping[str, Any]) -> ReproError:
+    """The child's error as the same airflow-repro error class, or a parse error."""
+    message = source.public(str(answer.get("error", "the parsing process gave no answer")))
+    cls = getattr(errors, str(answer.get("error_class")), None)
+    if isinstance(cls, type) and issubclass(cls, ReproError):
+        return cls(message)
+    return DagParseError(message)
+
+
+# -- in the child ---------------------------------------------------------------------------------
+def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
+    """Parse the file and describe its recorded tasks (runs in a thread of the child)."""
+    from airflow_repro.airflow.replay import current_tasks, load_dag_from_file
+
+    try:
+        dag = load_dag_from_file(request["dag_id"], request["fileloc"])
+        tasks = current_tasks(dag, request["conf"])
+    except ReproError as exc:
+        return {"error": str(exc), "error_class": type(exc).__name__}
+    except BaseException as exc:  # the DAG's own code failed (or exited) while its tasks were read
+        return {"error": f"DAG {request['dag_id']!r} failed while its tasks were read: "
+                         f"{type(exc).__name__}: {exc}", "error_class": DagParseError.__name__}
+    return {"tasks": [dataclasses.asdict(task) for task in tasks.values()]}
+
+
+def _parse_with_deadline(request: Mapping[str, Any]) -> dict[str, Any]:
+    # A thread, not Airflow's SIGALRM: a DAG file can block or ignore the signal.
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(_answer(request)), daemon=True)
+    worker.start()
+    worker.join(float(request["timeout"]))
+    return {"error_class": TIMED_OUT} if worker.is_alive() else result
+
+
+def main() -> None:
+    # The DAG file's prints and Airflow's logs must not mix with the answer: they go to stderr,
+    # the answer to a private copy of stdout that processes started by the DAG do not inherit.
+    answer_fd = os.dup(1)
+    os.dup2(2, 1)
+    import airflow_repro.airflow.operators  # noqa: F401  -- imported before the clock starts
+
+    answer = _parse_with_deadline(json.loads(sys.stdin.read()))
+    with os.fdopen(answer_fd, "w") as out:
+        json.dump(answer, out)
+    # No interpreter teardown: the parse thread may still be stuck, or the DAG left threads behind.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
