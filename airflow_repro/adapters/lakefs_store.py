@@ -584,7 +584,7 @@ class LakeFSStore:
         getter = api.get_branch if kind == "branches" else api.get_tag
         try:
             with self._errors(f"reading {kind[:-1] if kind == 'tags' else 'branch'} {name!r}"):
-                return getter(repository, name).commit_id
+                return str(getter(repository, name).commit_id)
         except NotFoundError:
             return None
         except ReproUserError as exc:  # 400: lakeFS calls the name invalid for this kind of ref
@@ -912,7 +912,7 @@ class LakeFSStore:
             self._raw_reader(repository, commit_id, path), info, what,
             lambda: self._errors(f"reading {what}", not_found=ObjectNotFound),
         )
-        return io.BufferedReader(reader, buffer_size=READ_CHUNK), info  # type: ignore[return-value]
+        return io.BufferedReader(reader, buffer_size=READ_CHUNK), info
 
     def materialize(self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False) -> ObjectInfo:
         """Download the verified content of ``path`` to ``destination`` (read-only); ``link`` is ignored."""

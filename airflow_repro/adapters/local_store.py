@@ -141,9 +141,9 @@ _REPOSITORY_FILE = "repository.json"
 _LOCK_FILE = ".lock"
 _GC_LOCK_FILE = ".gc.lock"
 _GC_QUEUE_FILE = ".gc.queue"
-_BRANCHES = "branches"
-_TAGS = "tags"
 RefKind = Literal["branches", "tags"]
+_BRANCHES: RefKind = "branches"
+_TAGS: RefKind = "tags"
 
 _Tree = Mapping[str, tuple[str, int]]  # path -> (content hash, size)
 
@@ -478,7 +478,7 @@ class _CommitRecord:
         )
 
     @classmethod
-    def from_json(cls, data: dict) -> _CommitRecord:
+    def from_json(cls, data: dict[str, Any]) -> _CommitRecord:
         return cls(
             tree=data["tree"],
             parents=tuple(data["parents"]),
@@ -524,9 +524,9 @@ class _VerifyingReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: Any) -> int:
         try:
-            n = self._raw.readinto(buffer)
+            n: int = self._raw.readinto(buffer)  # type: ignore[attr-defined]  # raw file objects have it
         except OSError as exc:
             raise self._on_os_error(exc) from exc
         if n:
@@ -1072,7 +1072,9 @@ class LocalStore:
         for path in sorted(self._tmp.iterdir()):
             yield _Garbage("temp", path, _size_or_zero(path), None)
         for repo_dir in sorted(p for p in self._repos.iterdir() if p.is_dir()):
-            for kind, seen in (("commit", marks.commits), ("tree", marks.trees)):
+            garbage_kinds: tuple[tuple[Literal["commit", "tree"], set[tuple[str, str]]], ...] = (
+                ("commit", marks.commits), ("tree", marks.trees))
+            for kind, seen in garbage_kinds:
                 for path in sorted((repo_dir / f"{kind}s").glob("*.json")):
                     if is_commit_id(path.stem) and (repo_dir.name, path.stem) not in seen:
                         yield _Garbage(kind, path, _size_or_zero(path), (repo_dir.name, path.stem))

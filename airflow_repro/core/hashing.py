@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import blake3
@@ -77,7 +78,7 @@ def hash_file(
         return hash_stream(stream, chunk_size=chunk_size)
 
 
-def iter_chunks(stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
+def iter_chunks(stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[memoryview]:
     """Yield successive chunks of ``stream`` as views of ONE reused buffer.
 
     A view is only valid until the next iteration: consume it (hash it, write it) before asking for
@@ -89,7 +90,7 @@ def iter_chunks(stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE):
     view = memoryview(buffer)
     try:
         while True:
-            n = stream.readinto(view)
+            n = stream.readinto(view)  # type: ignore[attr-defined]  # raw and buffered files have it
             if not n:
                 return
             yield view[:n]

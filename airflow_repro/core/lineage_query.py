@@ -248,7 +248,7 @@ def readers(events: Iterable[Mapping[str, Any]], name: str, version: str, *,
     commit of the same ref (``matchedBy: content``). Oldest first."""
     runs = list(merge_runs(events).values())
     same = _same_objects(runs, name, namespace, version)
-    answers = []
+    answers: list[dict[str, Any]] = []
     for run in runs:
         for dataset in run.inputs.values():
             read = _version_of(dataset)

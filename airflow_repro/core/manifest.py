@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from airflow_repro.errors import ManifestError
 
-SCHEMA_VERSION = "1.0"
-TASK_MANIFEST_KIND = "airflow-repro/task-manifest"
-DAG_RUN_MANIFEST_KIND = "airflow-repro/dag-run-manifest"
+SCHEMA_VERSION: Final = "1.0"
+TASK_MANIFEST_KIND: Final = "airflow-repro/task-manifest"
+DAG_RUN_MANIFEST_KIND: Final = "airflow-repro/dag-run-manifest"
 DIGEST_PREFIX = "sha256:"
 
 JsonValue = Any
