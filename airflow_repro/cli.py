@@ -4,6 +4,10 @@ Exit codes scripts can rely on: 0 success (for ``verify`` and ``diff``: identica
 no damage), 1 differs (``verify``, ``diff``, or a replay run that failed) or, for ``fsck``, damage
 found, 2 a usage or input error (the message says what to fix), 3 an infrastructure fault (worth
 retrying). No command prints a traceback (set ``AIRFLOW_REPRO_DEBUG=1`` to see one).
+
+Every command reads its settings the same way: Airflow's ``[repro]`` config (``airflow.cfg``, or
+``AIRFLOW__REPRO__*`` variables), as the workers and the API server read it; ``--home``, where a
+command has it, overrides ``[repro] home`` (and what is computed from it).
 """
 
 from __future__ import annotations
@@ -29,13 +33,12 @@ EXIT_INTERRUPTED = 130
 DEBUG_ENV = "AIRFLOW_REPRO_DEBUG"
 
 
-def _settings(home: str | None) -> Any:
+def _settings(home: str | None = None) -> Any:
+    """The settings every command reads: Airflow's ``[repro]`` config (``airflow.cfg``,
+    ``AIRFLOW__REPRO__*``), as the workers and the API server read it, with ``--home`` over it."""
     from airflow_repro.config import ReproSettings
 
-    environ = dict(os.environ)
-    if home:
-        environ["AIRFLOW__REPRO__HOME"] = home
-    return ReproSettings.from_env(environ)
+    return ReproSettings.from_airflow_conf({"home": home})
 
 
 def _check_home(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -56,9 +59,9 @@ _home_option = click.option("--home", envvar="AIRFLOW__REPRO__HOME", callback=_c
 
 def _read_store(home: str | None) -> Any:
     """The configured store, for commands that only read: a missing one is not created."""
-    from airflow_repro.backends import build_store
+    from airflow_repro.backends import Backends
 
-    return build_store(_settings(home), create=False)
+    return Backends.from_settings(_settings(home), create=False).store
 
 
 class _ReproGroup(click.Group):
@@ -174,9 +177,10 @@ def _airflow_variable(key: str, name: str) -> str:
 
 
 def _backends() -> Any:
-    from airflow_repro.airflow.replay import Backends
+    """Settings, store and tracker for the commands that work with Airflow (``replay``, ``verify``)."""
+    from airflow_repro.backends import Backends
 
-    return Backends.from_airflow_conf()
+    return Backends.from_settings(_settings())
 
 
 @main.command()

@@ -1,17 +1,31 @@
-"""Settings of airflow-repro: one typed object, resolved at call time, never at import.
+"""Settings of airflow-repro: one table of options, one typed object, resolved at call time.
 
-Each option lives in Airflow's ``[repro]`` config section, so it can be set the Airflow way: in
-``airflow.cfg`` or as ``AIRFLOW__REPRO__<OPTION>`` environment variables. Outside Airflow (the
-``airflow-repro`` CLI, tests) the same environment variables are read directly.
+:data:`OPTIONS` is the only place an option is declared: its help, its default (a literal, or
+computed from options resolved before it), how its value is checked, and whether it is a secret.
+From it come :class:`ReproSettings` (a field per non-sensitive option, checked against the table
+when this module is imported), the resolution below, and the ``[repro]`` section the provider
+registers with Airflow (:func:`airflow_repro.airflow.provider_info.config_section`).
+
+Resolution of each option, in table order: its value in Airflow's ``[repro]`` section
+(``airflow.cfg``, or the ``AIRFLOW__REPRO__<OPTION>`` environment variable, which Airflow reads
+first), else its fallback in another section (``airflow_ui_url``: ``[api] base_url``), else its
+default. :meth:`ReproSettings.from_airflow_conf` reads through Airflow's config (what every
+component and the ``airflow-repro`` CLI use); :meth:`ReproSettings.from_env` reads the same
+variables without Airflow (tests, processes without Airflow's config). Nothing is read at import.
+
+Sensitive options (:data:`SENSITIVE_OPTIONS`) are in the table, so Airflow knows them (and allows
+their ``_cmd``/``_secret`` variants and hides them), but never in :class:`ReproSettings`: it holds
+names of credentials (connection ids) only, never a secret.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any, Literal, get_args
 from urllib.parse import urlparse
 
 from airflow_repro.core.naming import validate_branch_name, validate_repository_name
@@ -19,85 +33,309 @@ from airflow_repro.errors import ConfigError, InvalidNameError
 
 SECTION = "repro"
 
-#: option -> (default description, help) ; also exported as provider metadata.
-OPTIONS: dict[str, tuple[str, str]] = {
-    "home": ("$AIRFLOW_HOME/repro", "Folder of the embedded store, MLflow DB and task workspaces."),
-    "store_uri": (
-        "file://<home>/store",
-        "Versioned data store: file:///abs/folder for the embedded store; lakefs:// for lakeFS through the "
-        "Airflow connection named by lakefs_conn_id, or lakefs://<conn_id> to name the connection here.",
-    ),
-    "lakefs_conn_id": (
-        "lakefs_default",
-        "Airflow connection (type lakefs) with the lakeFS endpoint as host, the access key id as login and "
-        "the secret access key as password. Outside Airflow, LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and "
-        "LAKEFS_SECRET_ACCESS_KEY are used when the connection does not exist.",
-    ),
-    "lakefs_storage_namespace": (
-        "local://repro",
-        "Where lakeFS repositories created by airflow-repro keep their data: <namespace>/<repository> "
-        "(local://... for lakeFS's local blockstore, s3://bucket/prefix, gs://..., https://<account>.blob...).",
-    ),
-    "airflow_ui_url": (
-        "[api] base_url",
-        "Base URL of the Airflow UI, for the lakeFS UI button on each commit that links back to the Airflow run.",
-    ),
-    "mlflow_conn_id": (
-        "",
-        "Airflow connection (type mlflow) whose host/port give the MLflow tracking server; when set it "
-        "replaces mlflow_tracking_uri.",
-    ),
-    "repository": ("repro", "Repository that tasks write their outputs to unless they name one."),
-    "default_branch": ("main", "Branch that run branches are created from."),
-    "mlflow_tracking_uri": (
-        "sqlite:///<home>/mlflow.db",
-        "MLflow tracking URI: http(s)://host:port for a tracking server (fast: tasks never import "
-        "mlflow), or sqlite:////abs/path.db (tasks import mlflow, a few seconds each).",
-    ),
-    "execution": (
-        "local",
-        "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
-        "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
-    ),
-    "k8s_work_volume_claim": (
-        "",
-        "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
-        "through which pods hand their outputs to the worker that records them.",
-    ),
-    "secret_digest_key": (
-        "[core] fernet_key, else a key file <home>/secret_digest.key",
-        "Key of the HMAC that stands for each secret in what is recorded (params, conf), so a replay can "
-        "check a secret is unchanged without storing it. Set the same value on every component "
-        "(workers, API server, CLI); sensitive: use AIRFLOW__REPRO__SECRET_DIGEST_KEY_SECRET or _CMD.",
-    ),
-    "venv_cache": ("<home>/venvs", "Where virtualenvs built from task lockfiles are cached."),
-    "work_dir": ("<home>/work", "Scratch space of running task attempts (inputs, staged outputs)."),
-}
-
-#: options whose values are secrets (Airflow then allows ``_cmd``/``_secret`` variants and hides them).
-SENSITIVE_OPTIONS = frozenset({"secret_digest_key"})
+#: Where ``@repro_task`` tasks run.
+ExecutionMode = Literal["local", "kubernetes"]
+EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionMode)
 
 STORE_SCHEMES = ("file", "lakefs")
 NAMESPACE_SCHEMES = ("local", "s3", "gs", "azure", "https", "http", "mem")
 #: Airflow's own rule for connection ids (letters, digits, '_', '-', '.', '~' ... kept simple here).
 _CONN_ID_RE = re.compile(r"^[A-Za-z0-9_.~-]{1,250}\Z")
 
+#: ``(section, option) -> raw value``, ``None`` (or ``""``) where it is not set.
+Getter = Callable[[str, str], "str | None"]
+#: ``(option, raw value) -> the field's value``; raises :class:`ConfigError` naming the fix.
+Parser = Callable[[str, str], Any]
+#: ``(options resolved so far, environment) -> the default``.
+Deriver = Callable[[Mapping[str, Any], Mapping[str, str]], str]
 
-@dataclass(frozen=True)
+
+def env_var(option: str) -> str:
+    """The environment variable of ``[repro] <option>`` (Airflow's ``AIRFLOW__<SECTION>__<OPTION>``)."""
+    return f"AIRFLOW__{SECTION.upper()}__{option.upper()}"
+
+
+# -- checks: each takes the option's name and its raw value, returns the field's value ------------
+def _text(option: str, value: str) -> str:
+    return value
+
+
+def _absolute(option: str, value: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(
+            f"[repro] {option} must be an absolute path, got {value!r} (set {env_var(option)}=/absolute/path)"
+        )
+    return path
+
+
+def _redacted(uri: str) -> str:
+    """``uri`` for an error message: any ``user:password@`` replaced by ``***@``."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}://{authority}{slash}{tail}"
+
+
+def _tracking_uri(option: str, uri: str) -> str:
+    scheme = urlparse(uri).scheme
+    if scheme not in ("http", "https", "sqlite", "file"):
+        raise ConfigError(
+            f"[repro] {option} {_redacted(uri)!r} is not a tracking URI MLflow accepts here: use "
+            f"http(s)://host:port or sqlite:////absolute/path.db (set {env_var(option)})"
+        )
+    return uri
+
+
+def _store_uri(option: str, uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme == "" and Path(uri).is_absolute():
+        return uri  # a bare absolute folder: the embedded store
+    if parsed.scheme not in STORE_SCHEMES:
+        raise ConfigError(
+            f"[repro] {option} {_redacted(uri)!r} names no store airflow-repro knows: use file:///absolute/folder for "
+            f"the embedded store or lakefs:// for lakeFS (set {env_var(option)})"
+        )
+    if parsed.scheme == "file" and not Path(parsed.path).is_absolute():
+        raise ConfigError(f"[repro] {option} {_redacted(uri)!r} must name an absolute folder: file:///absolute/folder")
+    if parsed.scheme == "lakefs":
+        if "@" in parsed.netloc:
+            raise ConfigError(
+                f"[repro] {option} contains credentials (user:password@): write lakefs:// (or "
+                "lakefs://<airflow_conn_id>) and set the access key id and secret access key as login and password "
+                f"of that Airflow connection, never in the URI (set {env_var(option)})"
+            )
+        if parsed.path not in ("", "/") or parsed.query:
+            raise ConfigError(
+                f"[repro] {option} {uri!r}: write lakefs:// (or lakefs://<airflow_conn_id>) and keep the endpoint "
+                "and credentials in that Airflow connection, never in the URI"
+            )
+        if parsed.netloc:
+            _conn_id(option, parsed.netloc)
+    return uri
+
+
+def _conn_id(option: str, value: str) -> str:
+    if not _CONN_ID_RE.match(value):
+        raise ConfigError(
+            f"[repro] {option} {value!r} is not a valid Airflow connection id: use letters, digits, '_', '-' or '.' "
+            f"(set {env_var(option)})"
+        )
+    return value
+
+
+def _storage_namespace(option: str, value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in NAMESPACE_SCHEMES or not parsed.netloc and not parsed.path.strip("/"):
+        raise ConfigError(
+            f"[repro] {option} {value!r} is not a lakeFS storage namespace: use local://<folder> "
+            "(local blockstore), s3://bucket/prefix, gs://bucket/prefix or https://<account>.blob.core.windows.net/"
+            f"<container>/<prefix> (set {env_var(option)})"
+        )
+    return value.rstrip("/")
+
+
+def _ui_url(option: str, value: str) -> str:
+    if urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc:
+        raise ConfigError(
+            f"[repro] {option} {value!r} must be the http(s) address of the Airflow UI, e.g. "
+            f"http://localhost:8080 (set {env_var(option)})"
+        )
+    return value.rstrip("/")
+
+
+def _name(validate: Callable[[str], str]) -> Parser:
+    def check(option: str, value: str) -> str:
+        try:
+            return validate(value)
+        except InvalidNameError as exc:
+            raise ConfigError(f"[repro] setting is invalid: {exc}") from exc
+
+    return check
+
+
+def _execution(option: str, value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in EXECUTION_MODES:
+        raise ConfigError(
+            f"[repro] {option} {value!r} is not one of {EXECUTION_MODES}: set [repro] {option} "
+            f"({env_var(option)}) to 'local' or 'kubernetes', or give the task execution="
+        )
+    return mode
+
+
+# -- computed defaults and fallbacks ---------------------------------------------------------------
+def _under_home(name: str, *, scheme: str = "") -> Deriver:
+    def derive(resolved: Mapping[str, Any], env: Mapping[str, str]) -> str:
+        return f"{scheme}{resolved['home'] / name}"
+
+    return derive
+
+
+def _default_home(resolved: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    return str(Path(env.get("AIRFLOW_HOME") or Path.home() / "airflow") / "repro")
+
+
+def _api_base_url(get: Getter) -> str | None:
+    """Airflow's own UI address, when it is a full URL (``[api] base_url`` may be a bare path)."""
+    base = get("api", "base_url") or ""
+    return base if urlparse(base).scheme in ("http", "https") else None
+
+
+# -- the table ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One ``[repro]`` option.
+
+    :param default: the literal default (also the default Airflow's config registers), or
+        ``None`` where the option is unset by default or its default is computed (``derive``).
+    :param shown: how a computed default is described to users (``<home>/work``).
+    :param derive: computes the default from the options resolved before this one.
+    :param fallback: reads another section's option when this one is unset.
+    :param check: turns the raw value into the field's value, or raises :class:`ConfigError`.
+    :param sensitive: a secret: Airflow allows ``_cmd``/``_secret`` and hides it; never a field
+        of :class:`ReproSettings`, never resolved by it (its reader asks Airflow's config).
+    """
+
+    name: str
+    help: str
+    default: str | None = None
+    shown: str | None = None
+    derive: Deriver | None = None
+    fallback: Callable[[Getter], str | None] | None = None
+    check: Parser = _text
+    sensitive: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return env_var(self.name)
+
+    @property
+    def described_default(self) -> str:
+        """The default as the documentation states it."""
+        return self.shown or self.default or "unset"
+
+    def resolve(self, get: Getter, resolved: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+        """This option's value: set, else its fallback, else its default; ``None`` if none of them."""
+        raw = get(SECTION, self.name) or (self.fallback(get) if self.fallback else None)
+        if not raw:
+            raw = self.derive(resolved, env) if self.derive else self.default
+        return self.check(self.name, raw) if raw else None
+
+
+#: Every ``[repro]`` option, in the order they are resolved and documented.
+OPTIONS: dict[str, Option] = {option.name: option for option in (
+    Option(
+        "home", "Folder of the embedded store, MLflow DB and task workspaces.",
+        shown="$AIRFLOW_HOME/repro", derive=_default_home, check=_absolute,
+    ),
+    Option(
+        "store_uri",
+        "Versioned data store: file:///abs/folder for the embedded store; lakefs:// for lakeFS through the "
+        "Airflow connection named by lakefs_conn_id, or lakefs://<conn_id> to name the connection here.",
+        shown="file://<home>/store", derive=_under_home("store", scheme="file://"), check=_store_uri,
+    ),
+    Option(
+        "lakefs_conn_id",
+        "Airflow connection (type lakefs) with the lakeFS endpoint as host, the access key id as login and "
+        "the secret access key as password. Outside Airflow, LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and "
+        "LAKEFS_SECRET_ACCESS_KEY are used when the connection does not exist.",
+        default="lakefs_default", check=_conn_id,
+    ),
+    Option(
+        "lakefs_storage_namespace",
+        "Where lakeFS repositories created by airflow-repro keep their data: <namespace>/<repository> "
+        "(local://... for lakeFS's local blockstore, s3://bucket/prefix, gs://..., https://<account>.blob...).",
+        default="local://repro", check=_storage_namespace,
+    ),
+    Option(
+        "airflow_ui_url",
+        "Base URL of the Airflow UI, for the lakeFS UI button on each commit that links back to the Airflow run.",
+        shown="[api] base_url", fallback=_api_base_url, check=_ui_url,
+    ),
+    Option(
+        "mlflow_conn_id",
+        "Airflow connection (type mlflow) whose host/port give the MLflow tracking server; when set it "
+        "replaces mlflow_tracking_uri.",
+        check=_conn_id,
+    ),
+    Option(
+        "repository", "Repository that tasks write their outputs to unless they name one.",
+        default="repro", check=_name(validate_repository_name),
+    ),
+    Option(
+        "default_branch", "Branch that run branches are created from.",
+        default="main", check=_name(validate_branch_name),
+    ),
+    Option(
+        "mlflow_tracking_uri",
+        "MLflow tracking URI: http(s)://host:port for a tracking server (fast: tasks never import "
+        "mlflow), or sqlite:////abs/path.db (tasks import mlflow, a few seconds each).",
+        shown="sqlite:///<home>/mlflow.db", derive=_under_home("mlflow.db", scheme="sqlite:///"),
+        check=_tracking_uri,
+    ),
+    Option(
+        "execution",
+        "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
+        "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
+        default="local", check=_execution,
+    ),
+    Option(
+        "k8s_work_volume_claim",
+        "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
+        "through which pods hand their outputs to the worker that records them.",
+    ),
+    Option(
+        "secret_digest_key",
+        "Key of the HMAC that stands for each secret in what is recorded (params, conf), so a replay can "
+        "check a secret is unchanged without storing it. Set the same value on every component "
+        "(workers, API server, CLI); sensitive: use AIRFLOW__REPRO__SECRET_DIGEST_KEY_SECRET or _CMD.",
+        shown="a key file <home>/secret_digest.key, created on first use", sensitive=True,
+    ),
+    Option(
+        "venv_cache", "Where virtualenvs built from task lockfiles are cached.",
+        shown="<home>/venvs", derive=_under_home("venvs"), check=_absolute,
+    ),
+    Option(
+        "work_dir", "Scratch space of running task attempts (inputs, staged outputs).",
+        shown="<home>/work", derive=_under_home("work"), check=_absolute,
+    ),
+)}
+
+#: Options whose values are secrets (Airflow then allows ``_cmd``/``_secret`` variants and hides them).
+SENSITIVE_OPTIONS = frozenset(name for name, option in OPTIONS.items() if option.sensitive)
+
+
+def _default(name: str) -> Any:
+    """The field default of ``[repro] <name>``: its literal default from the table, else ``None``."""
+    return OPTIONS[name].default
+
+
+@dataclass(frozen=True, kw_only=True)
 class ReproSettings:
-    """The ``[repro]`` settings. Names of credentials (connection ids) only: never a secret."""
+    """The ``[repro]`` settings: a field per non-sensitive option of :data:`OPTIONS`.
+
+    Build it with :meth:`from_airflow_conf` (or :meth:`from_env`), which check every value;
+    constructing it directly checks nothing. Names of credentials (connection ids) only: never a
+    secret.
+    """
 
     home: Path
     store_uri: str
-    repository: str
-    default_branch: str
+    lakefs_conn_id: str = _default("lakefs_conn_id")
+    lakefs_storage_namespace: str = _default("lakefs_storage_namespace")
+    airflow_ui_url: str | None = _default("airflow_ui_url")
+    mlflow_conn_id: str | None = _default("mlflow_conn_id")
+    repository: str = _default("repository")
+    default_branch: str = _default("default_branch")
     mlflow_tracking_uri: str
+    execution: ExecutionMode = _default("execution")
+    k8s_work_volume_claim: str | None = _default("k8s_work_volume_claim")
     venv_cache: Path
     work_dir: Path
-    lakefs_conn_id: str = "lakefs_default"
-    lakefs_storage_namespace: str = "local://repro"
-    airflow_ui_url: str | None = None
-    mlflow_conn_id: str | None = None
 
     @property
     def store_kind(self) -> str:
@@ -121,140 +359,84 @@ class ReproSettings:
         return urlparse(self.store_uri).netloc or self.lakefs_conn_id
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> ReproSettings:
+    def from_airflow_conf(cls, overrides: Mapping[str, str | None] | None = None) -> ReproSettings:
+        """The settings as Airflow's config gives them (``airflow.cfg``, ``AIRFLOW__REPRO__*``).
+
+        ``overrides``: option -> value used instead of Airflow's (``None`` or ``""``: not
+        overridden), e.g. the CLI's ``--home``; options computed from an overridden one follow it.
+        """
+        return cls.resolve(_overridden(_airflow_getter(), overrides), os.environ)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 overrides: Mapping[str, str | None] | None = None) -> ReproSettings:
+        """The settings from ``AIRFLOW__<SECTION>__<OPTION>`` variables alone, without Airflow
+        (``airflow.cfg`` is not read): tests and processes where Airflow is not configured."""
         env = os.environ if environ is None else environ
-        return cls.resolve(lambda option: env.get(f"AIRFLOW__REPRO__{option.upper()}"), env)
+
+        def get(section: str, option: str) -> str | None:
+            return env.get(f"AIRFLOW__{section.upper()}__{option.upper()}") or None
+
+        return cls.resolve(_overridden(get, overrides), env)
 
     @classmethod
-    def from_airflow_conf(cls) -> ReproSettings:
-        from airflow.configuration import conf
-
-        def get(option: str) -> str | None:
-            value = conf.get(SECTION, option, fallback=None) or None
-            if option == "airflow_ui_url" and value is None:
-                # Falls back to Airflow's own UI address, when that is a full URL (it may be a bare path).
-                base = conf.get("api", "base_url", fallback=None) or ""
-                value = base if urlparse(base).scheme in ("http", "https") else None
-            return value
-
-        return cls.resolve(get, os.environ)
-
-    @classmethod
-    def resolve(cls, get: Callable[[str], str | None], env: os._Environ[str] | dict[str, str]) -> ReproSettings:
-        airflow_home = Path(env.get("AIRFLOW_HOME") or Path.home() / "airflow")
-        home = _absolute("home", get("home") or str(airflow_home / "repro"))
-        repository = get("repository") or "repro"
-        branch = get("default_branch") or "main"
-        try:
-            validate_repository_name(repository)
-            validate_branch_name(branch)
-        except InvalidNameError as exc:
-            raise ConfigError(f"[repro] setting is invalid: {exc}") from exc
-        tracking = get("mlflow_tracking_uri") or f"sqlite:///{home / 'mlflow.db'}"
-        _check_tracking_uri(tracking)
-        store_uri = get("store_uri") or f"file://{home / 'store'}"
-        _check_store_uri(store_uri)
-        lakefs_conn_id = _conn_id("lakefs_conn_id", get("lakefs_conn_id") or "lakefs_default")
-        mlflow_conn_id = get("mlflow_conn_id")
-        return cls(
-            home=home,
-            store_uri=store_uri,
-            repository=repository,
-            default_branch=branch,
-            mlflow_tracking_uri=tracking,
-            venv_cache=_absolute("venv_cache", get("venv_cache") or str(home / "venvs")),
-            work_dir=_absolute("work_dir", get("work_dir") or str(home / "work")),
-            lakefs_conn_id=lakefs_conn_id,
-            lakefs_storage_namespace=_storage_namespace(get("lakefs_storage_namespace") or "local://repro"),
-            airflow_ui_url=_ui_url(get("airflow_ui_url")),
-            mlflow_conn_id=_conn_id("mlflow_conn_id", mlflow_conn_id) if mlflow_conn_id else None,
-        )
+    def resolve(cls, get: Getter, env: Mapping[str, str]) -> ReproSettings:
+        """Every non-sensitive option of :data:`OPTIONS`, in table order, through ``get``."""
+        resolved: dict[str, Any] = {}
+        for name, option in OPTIONS.items():
+            if not option.sensitive:
+                resolved[name] = option.resolve(get, resolved, env)
+        return cls(**resolved)
 
 
-def _absolute(option: str, value: str) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        raise ConfigError(
-            f"[repro] {option} must be an absolute path, got {value!r} "
-            f"(set AIRFLOW__REPRO__{option.upper()}=/absolute/path)"
-        )
-    return path
+def airflow_option(name: str) -> Any:
+    """One ``[repro]`` option from Airflow's config, resolved and checked as in :class:`ReproSettings`.
+
+    For code that needs that option alone where a problem in another option must not stop it
+    (``execution`` when a DAG is parsed, ``k8s_work_volume_claim`` before a pod starts). An
+    option whose default is computed from others is resolved with all of them.
+    """
+    option = OPTIONS[name]
+    if option.sensitive:
+        raise ValueError(f"[repro] {name} is sensitive: it is never resolved into settings")
+    if option.derive is not None:
+        return getattr(ReproSettings.from_airflow_conf(), name)
+    return option.resolve(_airflow_getter(), {}, os.environ)
 
 
-def _redacted(uri: str) -> str:
-    """``uri`` for an error message: any ``user:password@`` replaced by ``***@``."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    authority, slash, tail = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rsplit("@", 1)[1]
-    return f"{scheme}://{authority}{slash}{tail}"
+def _airflow_getter() -> Getter:
+    """Reads Airflow's config: ``AIRFLOW__<SECTION>__<OPTION>`` first, then ``airflow.cfg``, then
+    the defaults Airflow registered (for ``[repro]``: the table's literal defaults)."""
+    from airflow.configuration import conf
+
+    def get(section: str, option: str) -> str | None:
+        return conf.get(section, option, fallback=None) or None
+
+    return get
 
 
-def _check_tracking_uri(uri: str) -> None:
-    scheme = urlparse(uri).scheme
-    if scheme not in ("http", "https", "sqlite", "file"):
-        raise ConfigError(
-            f"[repro] mlflow_tracking_uri {_redacted(uri)!r} is not a tracking URI MLflow accepts here: use "
-            "http(s)://host:port or sqlite:////absolute/path.db "
-            "(set AIRFLOW__REPRO__MLFLOW_TRACKING_URI)"
-        )
+def _overridden(get: Getter, overrides: Mapping[str, str | None] | None) -> Getter:
+    given = {name: value for name, value in (overrides or {}).items() if value}
+    unknown = sorted(set(given) - {name for name, option in OPTIONS.items() if not option.sensitive})
+    if unknown:
+        raise ValueError(f"no such [repro] option to override: {', '.join(unknown)}")
+    if not given:
+        return get
+
+    def get_overridden(section: str, option: str) -> str | None:
+        if section == SECTION and option in given:
+            return given[option]
+        return get(section, option)
+
+    return get_overridden
 
 
-def _check_store_uri(uri: str) -> None:
-    parsed = urlparse(uri)
-    if parsed.scheme == "" and Path(uri).is_absolute():
-        return  # a bare absolute folder: the embedded store
-    if parsed.scheme not in STORE_SCHEMES:
-        raise ConfigError(
-            f"[repro] store_uri {_redacted(uri)!r} names no store airflow-repro knows: use file:///absolute/folder for the "
-            "embedded store or lakefs:// for lakeFS (set AIRFLOW__REPRO__STORE_URI)"
-        )
-    if parsed.scheme == "file" and not Path(parsed.path).is_absolute():
-        raise ConfigError(f"[repro] store_uri {_redacted(uri)!r} must name an absolute folder: file:///absolute/folder")
-    if parsed.scheme == "lakefs":
-        if "@" in parsed.netloc:
-            raise ConfigError(
-                "[repro] store_uri contains credentials (user:password@): write lakefs:// (or "
-                "lakefs://<airflow_conn_id>) and set the access key id and secret access key as login and password "
-                "of that Airflow connection, never in the URI (set AIRFLOW__REPRO__STORE_URI)"
-            )
-        if parsed.path not in ("", "/") or parsed.query:
-            raise ConfigError(
-                f"[repro] store_uri {uri!r}: write lakefs:// (or lakefs://<airflow_conn_id>) and keep the endpoint "
-                "and credentials in that Airflow connection, never in the URI"
-            )
-        if parsed.netloc:
-            _conn_id("store_uri", parsed.netloc)
+def _check_fields_match_options() -> None:
+    """The table and the settings object must not drift apart (checked once, at import)."""
+    expected = [name for name, option in OPTIONS.items() if not option.sensitive]
+    actual = [f.name for f in fields(ReproSettings)]
+    if actual != expected:
+        raise RuntimeError(f"ReproSettings fields {actual} do not match the non-sensitive OPTIONS {expected}")
 
 
-def _conn_id(option: str, value: str) -> str:
-    if not _CONN_ID_RE.match(value):
-        raise ConfigError(
-            f"[repro] {option} {value!r} is not a valid Airflow connection id: use letters, digits, '_', '-' or '.' "
-            f"(set AIRFLOW__REPRO__{option.upper()})"
-        )
-    return value
-
-
-def _storage_namespace(value: str) -> str:
-    scheme = urlparse(value).scheme
-    if scheme not in NAMESPACE_SCHEMES or not urlparse(value).netloc and not urlparse(value).path.strip("/"):
-        raise ConfigError(
-            f"[repro] lakefs_storage_namespace {value!r} is not a lakeFS storage namespace: use local://<folder> "
-            "(local blockstore), s3://bucket/prefix, gs://bucket/prefix or https://<account>.blob.core.windows.net/"
-            "<container>/<prefix> (set AIRFLOW__REPRO__LAKEFS_STORAGE_NAMESPACE)"
-        )
-    return value.rstrip("/")
-
-
-def _ui_url(value: str | None) -> str | None:
-    if not value:
-        return None
-    if urlparse(value).scheme not in ("http", "https") or not urlparse(value).netloc:
-        raise ConfigError(
-            f"[repro] airflow_ui_url {value!r} must be the http(s) address of the Airflow UI, e.g. "
-            "http://localhost:8080 (set AIRFLOW__REPRO__AIRFLOW_UI_URL)"
-        )
-    return value.rstrip("/")
+_check_fields_match_options()

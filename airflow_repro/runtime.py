@@ -1,7 +1,7 @@
 """Task-side runtime: what code inside a task calls to read pinned inputs and write outputs.
 
 Standard library only, and importable without Airflow: the same calls work in the worker process,
-in a task's pinned virtualenv and inside a Kubernetes pod. The lineage hook writes a context file
+in a task's pinned virtualenv and inside a Kubernetes pod. The recorder writes a context file
 before the task starts and points ``AIRFLOW_REPRO_CONTEXT`` at it::
 
     from airflow_repro import runtime
@@ -18,6 +18,10 @@ written to a pod-local folder and, when the task's process exits, handed to the 
 :class:`OutputTransport` (the worker commits them with the manifest); a small JSON report of the
 hardware the task saw (GPU model and driver) is written to the pod's termination message, where
 the operator reads it back.
+
+The context file, the pod's variables and the pod report are defined once, in
+:mod:`airflow_repro.task_formats`; what the process runs on is probed by :mod:`airflow_repro.probes`.
+Both are standard library only and ship with this module (:data:`RUNTIME_FILES`).
 """
 
 from __future__ import annotations
@@ -26,11 +30,8 @@ import atexit
 import inspect
 import json
 import os
-import platform
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
@@ -39,47 +40,34 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
-CONTEXT_ENV = "AIRFLOW_REPRO_CONTEXT"
+from airflow_repro import probes
+from airflow_repro.task_formats import (
+    CONTEXT_ENV,
+    POD_ENV,
+    REPORT_KIND,
+    TASK_ENV,
+    TERMINATION_MESSAGE_LIMIT,
+    TERMINATION_MESSAGE_PATH,
+    ContextFile,
+    PinnedInput,
+    PodEnv,
+    PodReport,
+)
 
-#: The environment variables a pod's task reads its pins from (names -> what they hold).
-POD_ENV = {
-    "AIRFLOW_REPRO_TASK": "dag_id.task_id",
-    "AIRFLOW_REPRO_SEED": "the recorded random seed",
-    "AIRFLOW_REPRO_INPUTS": "JSON: input name -> {path, repository, commit_id, store_path}",
-    "AIRFLOW_REPRO_OUTPUTS": "JSON list of the declared outputs",
-    "AIRFLOW_REPRO_OUTPUT_DIR": "pod-local folder the task writes its outputs to",
-    "AIRFLOW_REPRO_OUTPUT_URI": "where outputs are handed to the worker (file:///<shared volume>/...)",
-    "AIRFLOW_REPRO_OUTPUT_REPOSITORY": "repository the outputs are committed to",
-    "AIRFLOW_REPRO_OUTPUT_BRANCH": "the DAG run's branch they are committed on",
-    "AIRFLOW_REPRO_PARAMS": "JSON of the task's params",
-    "AIRFLOW_REPRO_KWARGS": "JSON of a decorated task's keyword arguments",
-    "AIRFLOW_REPRO_METRICS_FILE": "where logged metrics are written",
-    "AIRFLOW_REPRO_MLFLOW_RUN_ID": "the task attempt's MLflow run",
-    "AIRFLOW_REPRO_MLFLOW_TRACKING_URI": "the MLflow tracking server",
-    "AIRFLOW_REPRO_REPORT_FILE": "where the hardware report goes (the pod's termination message file)",
-}
-TASK_ENV = "AIRFLOW_REPRO_TASK"
-REPORT_KIND = "airflow-repro/pod-report"
-TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
 XCOM_RETURN_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's XCom sidecar convention
+#: The files of the ``airflow_repro`` package a task's own process needs, and all that images and
+#: lockfile virtualenvs get of it (standard library only; ``__init__`` imports nothing eagerly).
+RUNTIME_FILES = ("__init__.py", "runtime.py", "task_formats.py", "probes.py")
 
 __all__ = [
-    "CONTEXT_ENV", "POD_ENV", "OutputTransport", "RuntimeContextError", "TaskContext", "current",
-    "hardware_report", "run_callable", "seed_everything",
+    "CONTEXT_ENV", "POD_ENV", "REPORT_KIND", "RUNTIME_FILES", "TERMINATION_MESSAGE_LIMIT", "OutputTransport",
+    "PinnedInput", "PodReport", "RuntimeContextError", "TaskContext", "current", "hardware_report",
+    "install_runtime", "run_callable", "seed_everything", "write_report",
 ]
 
 
 class RuntimeContextError(RuntimeError):
     """The task-side context is missing, or a name the task used was not declared."""
-
-
-@dataclass(frozen=True)
-class PinnedInput:
-    name: str
-    path: Path
-    repository: str
-    commit_id: str
-    store_path: str
 
 
 @dataclass
@@ -98,55 +86,55 @@ class TaskContext:
     mlflow_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
     _metrics: dict[str, float] = field(default_factory=dict, repr=False)
+    _pod: PodEnv | None = field(default=None, repr=False, compare=False)  # the pins, in a pod
+
+    @classmethod
+    def from_context_file(cls, context: ContextFile) -> TaskContext:
+        """The context of a local task, as the recorder laid it out."""
+        return cls(
+            task=context.task,
+            seed=context.seed,
+            output_dir=context.output_dir,
+            declared_outputs=tuple(context.declared_outputs),
+            inputs=dict(context.inputs),
+            params=dict(context.params),
+            metrics_file=context.metrics_file,
+        )
 
     @classmethod
     def from_file(cls, path: Path) -> TaskContext:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        inputs = {
-            name: PinnedInput(name=name, path=Path(spec["path"]), repository=spec["repository"],
-                              commit_id=spec["commit_id"], store_path=spec["store_path"])
-            for name, spec in raw["inputs"].items()
-        }
+        """The context in the file ``$AIRFLOW_REPRO_CONTEXT`` names."""
+        return cls.from_context_file(ContextFile.read(Path(path)))
+
+    @classmethod
+    def from_pod_env(cls, pod: PodEnv) -> TaskContext:
         return cls(
-            task=raw["task"],
-            seed=raw.get("seed"),
-            output_dir=Path(raw["output_dir"]),
-            declared_outputs=tuple(raw["declared_outputs"]),
-            inputs=inputs,
-            params=raw.get("params", {}),
-            metrics_file=Path(raw["metrics_file"]) if raw.get("metrics_file") else None,
+            task=pod.task,
+            seed=pod.seed,
+            # Pod-local by default; handed over to the worker at exit (see OutputTransport).
+            output_dir=Path(pod.output_dir or tempfile.mkdtemp(prefix="airflow-repro-outputs-")),
+            declared_outputs=tuple(pod.declared_outputs),
+            inputs=dict(pod.inputs),
+            params=dict(pod.params),
+            metrics_file=Path(pod.metrics_file) if pod.metrics_file else None,
+            output_repository=pod.output_repository,
+            output_branch=pod.output_branch,
+            mlflow_run_id=pod.mlflow_run_id,
+            mlflow_tracking_uri=pod.mlflow_tracking_uri,
+            _pod=pod,
         )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskContext:
         """The context of a task in a pod, from the ``AIRFLOW_REPRO_*`` variables the operator set."""
-        env = os.environ if environ is None else environ
         try:
-            inputs = {
-                name: PinnedInput(name=name, path=Path(spec["path"]), repository=spec["repository"],
-                                  commit_id=spec["commit_id"], store_path=spec["store_path"])
-                for name, spec in json.loads(env.get("AIRFLOW_REPRO_INPUTS") or "{}").items()
-            }
-            seed = env.get("AIRFLOW_REPRO_SEED")
-            return cls(
-                task=env[TASK_ENV],
-                seed=int(seed) if seed else None,
-                # Pod-local by default; handed over to the worker at exit (see OutputTransport).
-                output_dir=Path(env.get("AIRFLOW_REPRO_OUTPUT_DIR") or tempfile.mkdtemp(prefix="airflow-repro-outputs-")),
-                declared_outputs=tuple(json.loads(env.get("AIRFLOW_REPRO_OUTPUTS") or "[]")),
-                inputs=inputs,
-                params=json.loads(env.get("AIRFLOW_REPRO_PARAMS") or "{}"),
-                metrics_file=Path(env["AIRFLOW_REPRO_METRICS_FILE"]) if env.get("AIRFLOW_REPRO_METRICS_FILE") else None,
-                output_repository=env.get("AIRFLOW_REPRO_OUTPUT_REPOSITORY"),
-                output_branch=env.get("AIRFLOW_REPRO_OUTPUT_BRANCH"),
-                mlflow_run_id=env.get("AIRFLOW_REPRO_MLFLOW_RUN_ID"),
-                mlflow_tracking_uri=env.get("AIRFLOW_REPRO_MLFLOW_TRACKING_URI"),
-            )
+            pod = PodEnv.from_env(os.environ if environ is None else environ)
         except (KeyError, ValueError, TypeError) as exc:
             raise RuntimeContextError(
                 f"the AIRFLOW_REPRO_* environment of this pod is incomplete or malformed ({exc!r}); "
                 "run it with ReproKubernetesPodOperator, which sets them"
             ) from exc
+        return cls.from_pod_env(pod)
 
     # -- inputs ------------------------------------------------------------------------------
     def input(self, name: str) -> PinnedInput:
@@ -298,24 +286,43 @@ def transport_for(uri: str) -> OutputTransport:
     )
 
 
-def run_callable(function: Callable[..., Any]) -> Any:
-    """Run a decorated task's function in a pod: pins from the environment, outputs handed over after.
+def run_callable(function: Callable[..., Any], *, kwargs_file: str | Path | None = None,
+                 return_file: str | Path | None = None) -> Any:
+    """Run a decorated task's function as the main program of its own process (a pod, a lockfile
+    virtualenv): seeded, given its keyword arguments, its return value written for the worker.
 
-    This is what the pod of a ``@repro_task`` in Kubernetes mode runs; the function's keyword
-    arguments come as JSON in ``AIRFLOW_REPRO_KWARGS``, and a ``repro`` parameter gets the context.
+    The keyword arguments are JSON: in ``kwargs_file``, else (in a pod) in ``AIRFLOW_REPRO_KWARGS``.
+    A ``repro`` parameter gets the context, a ``params`` parameter the task's params. The return
+    value is written as JSON to ``return_file``, else (in a pod, with ``do_xcom_push=True``) where
+    KubernetesPodOperator's XCom sidecar reads it.
     """
     ctx = current()
     seed_everything(ctx.seed)
-    kwargs = json.loads(os.environ.get("AIRFLOW_REPRO_KWARGS") or "{}")
+    if kwargs_file is not None:
+        kwargs = json.loads(Path(kwargs_file).read_text(encoding="utf-8"))
+    else:
+        kwargs = dict(ctx._pod.kwargs) if ctx._pod is not None else {}
     parameters = inspect.signature(function).parameters
     if "repro" in parameters:
         kwargs["repro"] = ctx
     if "params" in parameters and "params" not in kwargs:  # the one Airflow context value a pod has
         kwargs["params"] = ctx.params
     result = function(**kwargs)
-    if XCOM_RETURN_FILE.parent.is_dir():  # do_xcom_push=True mounts it; the sidecar reads it back
-        XCOM_RETURN_FILE.write_text(json.dumps(result), encoding="utf-8")
+    target = Path(return_file) if return_file is not None else XCOM_RETURN_FILE
+    if return_file is not None or XCOM_RETURN_FILE.parent.is_dir():  # do_xcom_push=True mounts it
+        target.write_text(json.dumps(result), encoding="utf-8")
     return result
+
+
+def install_runtime(folder: Path) -> Path:
+    """Copy the runtime (:data:`RUNTIME_FILES`, nothing else of the package) into
+    ``folder/airflow_repro``; return ``folder``, the entry to put on the task's ``sys.path``."""
+    package = folder / "airflow_repro"
+    package.mkdir(parents=True, exist_ok=True)
+    source = Path(__file__).resolve().parent
+    for name in RUNTIME_FILES:
+        shutil.copyfile(source / name, package / name)
+    return folder
 
 
 def _finish_pod_task(ctx: TaskContext) -> None:
@@ -335,23 +342,18 @@ def _finish_pod_task(ctx: TaskContext) -> None:
 
 
 def _hand_over(ctx: TaskContext) -> None:
-    uri = os.environ.get("AIRFLOW_REPRO_OUTPUT_URI")
-    published = transport_for(uri).publish(ctx.output_dir, ctx.declared_outputs) if uri else 0
-    if uri and not os.environ.get("AIRFLOW_REPRO_OUTPUT_DIR"):
+    pod = ctx._pod if ctx._pod is not None else PodEnv(task=ctx.task)
+    published = transport_for(pod.output_uri).publish(ctx.output_dir, ctx.declared_outputs) if pod.output_uri else 0
+    if pod.output_uri and not pod.output_dir:
         shutil.rmtree(ctx.output_dir, ignore_errors=True)  # the pod-local scratch copy, handed over above
-    report = {"kind": REPORT_KIND, "outputs": published, "metrics": ctx.metrics, **hardware_report()}
-    write_report(report, Path(os.environ.get("AIRFLOW_REPRO_REPORT_FILE") or "/dev/termination-log"))
+    hardware = hardware_report()
+    report = PodReport(outputs=published, metrics=ctx.metrics, **{**hardware, "gpus": tuple(hardware["gpus"])})
+    write_report(report, Path(pod.report_file or TERMINATION_MESSAGE_PATH))
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_report(report: PodReport, path: Path) -> None:
     """Write the report where the kubelet reads the termination message, within its 4 KiB."""
-    text = json.dumps(report, sort_keys=True, separators=(",", ":"))
-    while len(text.encode()) > TERMINATION_MESSAGE_LIMIT and report.get("gpus"):
-        report["gpus"] = report["gpus"][:-1]  # many GPUs: keep what fits; the model is the same
-        report["gpus_truncated"] = True
-        text = json.dumps(report, sort_keys=True, separators=(",", ":"))
-    if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
-        text = json.dumps({k: report[k] for k in ("kind", "python", "gpus", "outputs") if k in report})
+    text = report.to_message(TERMINATION_MESSAGE_LIMIT)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:  # outside a pod there is no termination log: not worth failing the task
@@ -359,61 +361,19 @@ def write_report(report: dict[str, Any], path: Path) -> None:
 
 
 def hardware_report() -> dict[str, Any]:
-    """What this process runs on: the fields of the manifest's ``Hardware``, plus Python's version."""
+    """What this process runs on: the fields of the manifest's ``Hardware``, plus Python's version
+    and the key libraries' (see :mod:`airflow_repro.probes`)."""
+    host = probes.host()
     return {
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "hostname": socket.gethostname(),
-        "platform": platform.platform(terse=True),
-        "machine": platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "memory_bytes": _memory_bytes(),
-        "gpus": nvidia_gpus(),
-        "libraries": library_versions(),
+        "python": probes.python_version(),
+        "hostname": host.hostname,
+        "platform": host.platform,
+        "machine": host.machine,
+        "cpu_count": host.cpu_count,
+        "memory_bytes": host.memory_bytes,
+        "gpus": host.gpus,
+        "libraries": probes.library_versions(),
     }
-
-
-KEY_LIBRARIES = ("numpy", "pandas", "scikit-learn", "scipy", "torch", "tensorflow", "jax", "xgboost", "lightgbm",
-                 "mlflow", "pyarrow", "transformers")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the key ML libraries installed where the task runs (the image, in a pod)."""
-    from importlib import metadata
-
-    found = {}
-    for name in KEY_LIBRARIES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def nvidia_gpus() -> list[dict[str, str]]:
-    """GPU model, driver, memory and uuid as ``nvidia-smi`` reports them; empty without one."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,driver_version,memory.total,uuid", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    gpus = []
-    for line in out.strip().splitlines():
-        parts = [part.strip() for part in line.split(",", 3)]
-        if len(parts) == 4:
-            gpus.append(dict(zip(("name", "driver", "memory", "uuid"), parts, strict=True)))
-    return gpus
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def _write_json_atomically(path: Path, value: object) -> None:

@@ -11,18 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from airflow_repro.core.gpus import GPU_RESOURCE, PRODUCT_LABEL, quantity_text
 from airflow_repro.core.manifest import AirflowIdentity, Resources
+from airflow_repro.task_formats import TERMINATION_MESSAGE_PATH, PodEnv
 
 LABEL_PREFIX = "airflow-repro.dev"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "airflow-repro"}
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 WORK_VOLUME = "airflow-repro-work"
-TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 _LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _LABEL_MAX = 63
 
@@ -88,20 +88,17 @@ class PodPins:
     """Everything the pod of one task attempt is pinned to, from the prepared record."""
 
     identity: AirflowIdentity
-    task: str
-    seed: int | None
-    inputs: Mapping[str, Mapping[str, str]]  # name -> {path, repository, commit_id, store_path}
-    declared_outputs: tuple[str, ...]
-    output_uri: str
-    repository: str
-    branch: str
+    env: PodEnv  # what the runtime in the pod reads (AIRFLOW_REPRO_*)
     manifest_path: str
-    metrics_file: str | None
-    params: Mapping[str, Any]
-    kwargs: Mapping[str, Any]
-    mlflow_run_id: str | None
-    mlflow_tracking_uri: str | None
     environment_digest: str
+
+    @property
+    def repository(self) -> str:
+        return self.env.output_repository or ""
+
+    @property
+    def branch(self) -> str:
+        return self.env.output_branch or ""
 
 
 def pod_annotations(pins: PodPins, *, image: str, resolved_from_tag: str | None = None) -> dict[str, str]:
@@ -118,11 +115,11 @@ def pod_annotations(pins: PodPins, *, image: str, resolved_from_tag: str | None 
         f"{LABEL_PREFIX}/manifest": f"{pins.repository}/{pins.branch}/{pins.manifest_path}",
         f"{LABEL_PREFIX}/image": image,
         f"{LABEL_PREFIX}/input-commits": json.dumps(
-            {name: spec["commit_id"] for name, spec in sorted(pins.inputs.items())}, sort_keys=True
+            {name: pinned.commit_id for name, pinned in sorted(pins.env.inputs.items())}, sort_keys=True
         ),
     }
-    if pins.mlflow_run_id:
-        annotations[f"{LABEL_PREFIX}/mlflow-run-id"] = pins.mlflow_run_id
+    if pins.env.mlflow_run_id:
+        annotations[f"{LABEL_PREFIX}/mlflow-run-id"] = pins.env.mlflow_run_id
     if resolved_from_tag:
         annotations[f"{LABEL_PREFIX}/resolved-from-tag"] = resolved_from_tag
     return annotations
@@ -132,21 +129,9 @@ def pin_env(pins: PodPins) -> list[dict[str, str]]:
     """The ``AIRFLOW_REPRO_*`` variables ``airflow_repro.runtime`` reads in the pod (values are pins,
     never secrets), plus MLflow's own variables so ``mlflow.start_run()`` joins the task's run."""
     values: dict[str, str | None] = {
-        "AIRFLOW_REPRO_TASK": pins.task,
-        "AIRFLOW_REPRO_SEED": None if pins.seed is None else str(pins.seed),
-        "AIRFLOW_REPRO_INPUTS": json.dumps(pins.inputs, sort_keys=True),
-        "AIRFLOW_REPRO_OUTPUTS": json.dumps(list(pins.declared_outputs)),
-        "AIRFLOW_REPRO_OUTPUT_URI": pins.output_uri,
-        "AIRFLOW_REPRO_OUTPUT_REPOSITORY": pins.repository,
-        "AIRFLOW_REPRO_OUTPUT_BRANCH": pins.branch,
-        "AIRFLOW_REPRO_PARAMS": json.dumps(pins.params, sort_keys=True),
-        "AIRFLOW_REPRO_KWARGS": json.dumps(pins.kwargs, sort_keys=True),
-        "AIRFLOW_REPRO_METRICS_FILE": pins.metrics_file,
-        "AIRFLOW_REPRO_MLFLOW_RUN_ID": pins.mlflow_run_id,
-        "AIRFLOW_REPRO_MLFLOW_TRACKING_URI": pins.mlflow_tracking_uri,
-        "AIRFLOW_REPRO_REPORT_FILE": TERMINATION_MESSAGE_PATH,
-        "MLFLOW_RUN_ID": pins.mlflow_run_id,
-        "MLFLOW_TRACKING_URI": pins.mlflow_tracking_uri,
+        **pins.env.to_env(),
+        "MLFLOW_RUN_ID": pins.env.mlflow_run_id,
+        "MLFLOW_TRACKING_URI": pins.env.mlflow_tracking_uri,
         "PYTHONHASHSEED": "0",
     }
     return [{"name": name, "value": value} for name, value in values.items() if value is not None]
@@ -173,18 +158,6 @@ def secret_ref_names(secrets: Iterable[Any], env_from: Iterable[Any] = ()) -> li
     return sorted(set(names))
 
 
-# -- reading the finished pod ------------------------------------------------------------------------
-def pod_report(termination_message: str | None) -> dict[str, Any] | None:
-    """The runtime's report from the container's termination message; ``None`` if there is none."""
-    if not termination_message:
-        return None
-    try:
-        report = json.loads(termination_message)
-    except ValueError:
-        return None
-    return report if isinstance(report, dict) and report.get("kind") == "airflow-repro/pod-report" else None
-
-
 def to_model(data: Any, model: str) -> Any:
     """A Kubernetes API dict as the client's model (``"V1Toleration"``, ``"list[V1EnvVar]"``...)."""
     from kubernetes.client import ApiClient
@@ -197,6 +170,6 @@ def to_model(data: Any, model: str) -> Any:
 
 
 __all__ = [
-    "PodPins", "gpu_node_selector", "gpu_tolerations", "label_value", "pin_env", "pod_annotations", "pod_labels",
-    "pod_report", "resource_requirements", "secret_ref_names", "to_model", "work_volume",
+    "TERMINATION_MESSAGE_PATH", "PodPins", "gpu_node_selector", "gpu_tolerations", "label_value", "pin_env",
+    "pod_annotations", "pod_labels", "resource_requirements", "secret_ref_names", "to_model", "work_volume",
 ]

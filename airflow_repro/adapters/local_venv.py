@@ -2,8 +2,10 @@
 
 Building is safe when several task processes need the same environment at once: one builds it
 under a file lock into a temporary folder and renames it into place; the others wait and reuse it.
-A task's callable then runs in that interpreter as a subprocess, seeing only the runtime shim of
-airflow-repro (standard library only), never the worker's site-packages.
+A task's callable then runs in that interpreter as a subprocess, seeing only airflow-repro's
+runtime (standard library only), never the worker's site-packages. The program it runs is the one a
+pod runs (:func:`launcher_script`): the function's source, then the runtime's own launcher,
+:func:`airflow_repro.runtime.run_callable`.
 """
 
 from __future__ import annotations
@@ -102,6 +104,28 @@ def callable_source(function: Callable[..., Any]) -> str:
     return ast.unparse(node) + "\n"
 
 
+def launcher_script(function: Callable[..., Any], *, runtime_path: Path | None = None,
+                    kwargs_file: Path | None = None, return_file: Path | None = None) -> str:
+    """The program a task's own interpreter runs: the function's source, then
+    :func:`airflow_repro.runtime.run_callable` around it.
+
+    In a pod (no arguments) the runtime is installed in the image, the keyword arguments come in
+    ``AIRFLOW_REPRO_KWARGS`` and the return value goes to KubernetesPodOperator's XCom file; a
+    lockfile virtualenv gets the runtime from ``runtime_path`` and both through files.
+    """
+    prelude = f"import sys\n\nsys.path.insert(0, {str(runtime_path)!r})\n" if runtime_path is not None else ""
+    arguments = [function.__name__]
+    if kwargs_file is not None:
+        arguments.append(f"kwargs_file={str(kwargs_file)!r}")
+    if return_file is not None:
+        arguments.append(f"return_file={str(return_file)!r}")
+    return (
+        f"{prelude}from airflow_repro import runtime\n\n"
+        f"{callable_source(function)}\n"
+        f"runtime.run_callable({', '.join(arguments)})\n"
+    )
+
+
 def run_in_venv(
     python: Path,
     function: Callable[..., Any],
@@ -112,15 +136,13 @@ def run_in_venv(
     extra_env: Mapping[str, str] | None = None,
 ) -> Any:
     """Run ``function(**kwargs)`` in the venv's interpreter; return its JSON return value."""
-    shim = _write_runtime_shim(workdir / "shim")
+    shim = runtime.install_runtime(workdir / "shim")
     script = workdir / "task_main.py"
     result_file = workdir / "result.json"
     kwargs_file = workdir / "kwargs.json"
     kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
-    script.write_text(_MAIN_TEMPLATE.format(
-        shim=str(shim), source=callable_source(function), name=function.__name__,
-        kwargs_file=str(kwargs_file), result_file=str(result_file),
-    ), encoding="utf-8")
+    script.write_text(launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file),
+                      encoding="utf-8")
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", str(workdir)),
@@ -136,39 +158,3 @@ def run_in_venv(
             f"with exit code {completed.returncode}; its traceback is in the task log above"
         )
     return json.loads(result_file.read_text(encoding="utf-8"))
-
-
-def _write_runtime_shim(folder: Path) -> Path:
-    """A package folder holding only ``airflow_repro.runtime``, so tasks import it unchanged."""
-    package = folder / "airflow_repro"
-    package.mkdir(parents=True, exist_ok=True)
-    (package / "__init__.py").write_text('"""airflow-repro task-side runtime (shim)."""\n', encoding="utf-8")
-    shutil.copyfile(inspect.getsourcefile(runtime) or "", package / "runtime.py")
-    return folder
-
-
-_MAIN_TEMPLATE = '''\
-import json
-import sys
-
-sys.path.insert(0, {shim!r})
-from airflow_repro import runtime
-
-{source}
-
-def _main():
-    ctx = runtime.current()
-    runtime.seed_everything(ctx.seed)
-    with open({kwargs_file!r}, encoding="utf-8") as handle:
-        kwargs = json.load(handle)
-    import inspect
-    if "repro" in inspect.signature({name}).parameters:
-        kwargs["repro"] = ctx
-    result = {name}(**kwargs)
-    with open({result_file!r}, "w", encoding="utf-8") as handle:
-        json.dump(result, handle)
-
-
-if __name__ == "__main__":
-    _main()
-'''

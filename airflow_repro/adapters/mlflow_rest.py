@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from airflow_repro.adapters.mlflow_tracker import (
+from airflow_repro.adapters.mlflow_common import (
     LogBatch,
     TrackerMisconfigured,
     TrackerNotFound,

@@ -5,7 +5,7 @@ demos. ``import mlflow`` (seconds) happens on first use, never when this module 
 importing the adapters stays cheap; task processes against a server use ``mlflow_rest``.
 
 Behaviour matches the REST adapter: the same checks, batches and JSON bytes (from
-``mlflow_tracker``) and the same errors. For a sqlite store, new experiments keep their artifacts
+``mlflow_common``) and the same errors. For a sqlite store, new experiments keep their artifacts
 in ``<database folder>/mlartifacts`` rather than under whatever the process's CWD happens to be.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 from urllib.parse import unquote, urlsplit
 
-from airflow_repro.adapters.mlflow_tracker import (
+from airflow_repro.adapters.mlflow_common import (
     LogBatch,
     TrackerRequestRejected,
     checked_artifact_path,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_repro import errors
-from airflow_repro.core.replay import CurrentTask
+from airflow_repro.core.replay import CurrentTask, ReplayMarker
 from airflow_repro.errors import NotFoundError, ReproError, ReproUserError
 
 # Airflow's "0: no limit" still gets a limit here: a request must never wait forever.
@@ -160,10 +160,62 @@ def _error_from_child(source: DagFile, answer: Mapping[str, Any]) -> ReproError:
 
 
 # -- in the child ---------------------------------------------------------------------------------
+def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
+    """Parse ``fileloc`` as the DAG processor would (code drift needs the callables)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=fileloc)
+    if dag_id not in bag.dags:
+        errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
+        raise DagParseError(
+            f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
+    return bag.dags[dag_id]
+
+
+def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
+    """The recorded tasks of ``dag`` as they would run now with ``conf``."""
+    from airflow.sdk.definitions.param import process_params
+
+    from airflow_repro.airflow.record import ReproTaskMixin
+    from airflow_repro.airflow.secrets import build_redactor
+    from airflow_repro.config import ReproSettings
+
+    redactor = build_redactor(ReproSettings.from_airflow_conf())  # params compare as they are recorded
+    tasks = {}
+    for task in dag.tasks:
+        if not isinstance(task, ReproTaskMixin):
+            continue
+        params = process_params(dag, task, dict(conf), suppress_exception=True)
+        params = ReplayMarker.strip(params)
+        pin = task.repro_environment_pin()
+        tasks[task.task_id] = CurrentTask(
+            task_id=task.task_id,
+            source_hash=task.repro_source_hash(),
+            environment_digest=_plannable_digest(pin),
+            bundle_version=None,  # the DAG as parsed here is the bundle's current version
+            task_params=redactor.redact(_json_ready(params)),
+        )
+    return tasks
+
+
+def _plannable_digest(pin: Any) -> str | None:
+    """The environment pin as the plan can compare it, or None where only the worker can.
+
+    A lockfile and an image digest pin the same environment wherever they are read. A fingerprint
+    describes the process computing it (here the CLI or API server, not the worker), and an image
+    by tag is resolved when the task starts: the worker checks those (pinned mode).
+    """
+    if pin.kind == "lockfile" or (pin.kind == "image" and pin.digest.startswith("sha256:")):
+        return pin.digest
+    return None
+
+
+def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(json.dumps(dict(values), default=str)))
+
+
 def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     """Parse the file and describe its recorded tasks (runs in a thread of the child)."""
-    from airflow_repro.airflow.replay import current_tasks, load_dag_from_file
-
     try:
         dag = load_dag_from_file(request["dag_id"], request["fileloc"])
         tasks = current_tasks(dag, request["conf"])

@@ -156,4 +156,19 @@ def get_connection_or_none(conn_id: str) -> Any | None:
         return None
 
 
-__all__ = ["LakeFSHook", "MlflowHook", "endpoint_url", "get_connection_or_none"]
+class AirflowConnections:
+    """Connection ids resolved through Airflow: the :class:`airflow_repro.backends.Connections`
+    the composition root uses (secrets backends, ``AIRFLOW_CONN_*``, the metadata DB)."""
+
+    def lakefs(self, conn_id: str) -> LakeFSConnection | None:
+        if get_connection_or_none(conn_id) is None:
+            return None
+        return LakeFSHook(conn_id).get_conn()
+
+    def mlflow_tracking_uri(self, conn_id: str) -> str | None:
+        if get_connection_or_none(conn_id) is None:
+            return None
+        return MlflowHook(conn_id).get_tracking_uri()
+
+
+__all__ = ["AirflowConnections", "LakeFSHook", "MlflowHook", "endpoint_url", "get_connection_or_none"]

@@ -17,15 +17,22 @@ pins (environment, labels, annotations, the shared work volume) to the pod KPO b
 This module imports the provider (and through it ``kubernetes.client``, ~3 s) at import time, because
 the operator subclasses KPO. It is therefore imported only by DAGs that run tasks on Kubernetes:
 ``airflow_repro.airflow.operators`` (loaded with the plugin in every task process) imports it only
-when a ``@repro_task`` is declared in Kubernetes mode.
+when a ``@repro_task`` is declared in Kubernetes mode; this module never imports ``operators``
+(the record path both share is :mod:`airflow_repro.airflow.record`).
+
+What one attempt sets up for its pod (the image it runs, its pins, a replay's recorded hardware)
+is a :class:`PodAttempt`, built fresh by each ``execute`` and read by :meth:`build_pod_request_obj`:
+a replay's recorded requests stand in for the DAG's own KPO arguments while KPO builds that
+attempt's pod, and the arguments are as the DAG declared them again right after.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,8 @@ from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factor
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro.adapters import k8s_podspec as podspec
-from airflow_repro.airflow.operators import ReproTaskMixin, _source_hash, raise_if_final
+from airflow_repro.airflow import record
+from airflow_repro.airflow.record import Attempt, ReproTaskMixin, raise_if_final, source_hash
 from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.images import ImageRef, digest_of_image_id, require_pinned
 from airflow_repro.core.manifest import EnvironmentPin, Hardware, KubernetesPod, Resources, load_task_manifest
@@ -42,9 +50,30 @@ from airflow_repro.core.recorder import PreparedTask, TaskEnvironment, TaskRecor
 from airflow_repro.core.replay import load_plan
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import ReproUserError
+from airflow_repro.task_formats import TERMINATION_MESSAGE_PATH, PodEnv, PodReport
 
 WORK_CLAIM_OPTION = "k8s_work_volume_claim"
 REATTACH_OPTIONS = ("reattach_on_restart", "durable")
+
+
+@dataclasses.dataclass(frozen=True)
+class PodResources:
+    """What a replay's pod requests instead of what the DAG declares now: the recorded requests,
+    merged with the DAG's own placement, as KPO's ``container_resources`` / ``node_selector`` /
+    ``tolerations`` (client models)."""
+
+    container_resources: Any  # V1ResourceRequirements, or None where nothing was recorded or given
+    node_selector: dict[str, str]
+    tolerations: list[Any]  # V1Toleration
+
+
+@dataclasses.dataclass
+class PodAttempt(Attempt):
+    """A pod task's attempt: the record path's state, plus what this attempt's pod is built with."""
+
+    image: ImageRef | None = None  # what the pod runs: the pinned image, or the digest a tag resolved to
+    pins: podspec.PodPins | None = None  # set once the inputs are pinned; the pod is built with them
+    pod_resources: PodResources | None = None  # a replay's recorded hardware
 
 
 class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
@@ -124,29 +153,34 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
 
     # -- execution -----------------------------------------------------------------------------
+    def repro_new_attempt(self) -> PodAttempt:
+        return PodAttempt()
+
     def execute(self, context: Any) -> Any:
-        self._repro_pod_pins: podspec.PodPins | None = None
+        attempt = self._attempt(record.start_attempt(self))
         try:
-            self._repro_running_image = self._image_to_run()
+            attempt.image = self._image_to_run()
         except ReproUserError as exc:  # e.g. the tag does not exist: retrying will not help
             raise AirflowFailException(str(exc)) from exc
         self._require_work_volume()
-        recorder, prepared = self._repro_prepare(context)
+        recorder, prepared = record.prepare(self, context, attempt)
         try:
             self._request_recorded_hardware(recorder, prepared)
-            self._repro_pod_pins = self._pod_pins(prepared)
+            attempt.pins = self._pod_pins(prepared)
             result = super().execute(context)
             prepared.env = self._what_ran(prepared)
         except BaseException as exc:
             recorder.abort(prepared, exc)
             raise_if_final(exc)
             raise
-        self._repro_finish(context, recorder, prepared)
+        record.finish(self, context, attempt, recorder, prepared)
         return result
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> Any:
         """KPO's pod, plus the attempt's pins (once ``execute`` has prepared them)."""
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        attempt = self.repro_attempt if isinstance(self.repro_attempt, PodAttempt) else None
+        with self._requesting(attempt.pod_resources if attempt is not None else None):
+            pod = super().build_pod_request_obj(context, dry_run=dry_run)
         container = next((c for c in pod.spec.containers if c.name == self.base_container_name), None)
         if container is None:
             raise AirflowFailException(
@@ -154,11 +188,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                 "template renames it?): name the task's container base_container_name=, or keep the name "
                 f"{self.BASE_CONTAINER_NAME!r} in the template"
             )
-        container.termination_message_path = podspec.TERMINATION_MESSAGE_PATH
-        pins = getattr(self, "_repro_pod_pins", None)
-        if pins is None:
+        container.termination_message_path = TERMINATION_MESSAGE_PATH
+        if attempt is None or attempt.pins is None or attempt.image is None or attempt.settings is None:
             return pod
-        image = self._repro_running_image
+        pins, image = attempt.pins, attempt.image
         container.image = str(image)
         container.env = [*(container.env or []), *podspec.to_model(podspec.pin_env(pins), "list[V1EnvVar]")]
         pod.metadata.labels = {**(pod.metadata.labels or {}), **podspec.pod_labels(pins.identity)}
@@ -168,15 +201,38 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         }
         claim = self._work_volume_claim()
         if claim:
-            volume, mount = podspec.work_volume(claim, str(self._repro_settings.work_dir))
+            volume, mount = podspec.work_volume(claim, str(attempt.settings.work_dir))
             pod.spec.volumes = [*(pod.spec.volumes or []), podspec.to_model(volume, "V1Volume")]
             container.volume_mounts = [*(container.volume_mounts or []), podspec.to_model(mount, "V1VolumeMount")]
         return pod
 
+    @contextlib.contextmanager
+    def _requesting(self, resources: PodResources | None) -> Iterator[None]:
+        """KPO builds the pod from its own arguments (and merges a pod template under them); a
+        replay's recorded hardware stands in for the DAG's for that one build, and only then."""
+        if resources is None:
+            yield
+            return
+        declared = (self.container_resources, self.node_selector, self.tolerations)
+        self.container_resources = resources.container_resources
+        self.node_selector = dict(resources.node_selector)
+        self.tolerations = list(resources.tolerations)
+        try:
+            yield
+        finally:
+            self.container_resources, self.node_selector, self.tolerations = declared
+
+    def _attempt(self, attempt: Attempt | None = None) -> PodAttempt:
+        attempt = self.repro_attempt if attempt is None else attempt
+        if not isinstance(attempt, PodAttempt):
+            raise RuntimeError(f"task {self.task_id}: no pod attempt is running (execute() starts one)")
+        return attempt
+
     # -- facts for the manifest ----------------------------------------------------------------
     def repro_environment_pin(self) -> EnvironmentPin:
         """The image digest; the Python inside it is filled in from the pod's report."""
-        image = getattr(self, "_repro_running_image", None) or self.repro_image
+        attempt = self.repro_attempt
+        image = (attempt.image if isinstance(attempt, PodAttempt) else None) or self.repro_image
         if not image.is_pinned:  # resolve_tag: only known once execute() resolved it
             return EnvironmentPin(kind="image", digest=f"unresolved:{image}", python="unknown", image=str(image))
         return EnvironmentPin(kind="image", digest=image.digest or "", python="unknown (read from the pod)",
@@ -197,7 +253,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         return resolved
 
     def _work_volume_claim(self) -> str | None:
-        return self.repro_work_volume_claim or _conf(WORK_CLAIM_OPTION)
+        from airflow_repro.config import airflow_option
+
+        return self.repro_work_volume_claim or airflow_option(WORK_CLAIM_OPTION)
 
     def _require_work_volume(self) -> None:
         """Inputs and outputs travel through the shared work volume: without a claim, fail before the pod."""
@@ -214,25 +272,19 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
 
     def _pod_pins(self, prepared: PreparedTask) -> podspec.PodPins:
         ident = prepared.env.identity
-        written = json.loads(prepared.context_file.read_text(encoding="utf-8"))  # what the recorder laid out
         run = prepared.tracked_run
-        return podspec.PodPins(
-            identity=ident,
-            task=written["task"],
-            seed=prepared.spec.seed,
-            inputs=written["inputs"],
-            declared_outputs=prepared.spec.outputs,
+        env = PodEnv.for_context(
+            prepared.context,  # what the recorder laid out: the pins, the materialized inputs
             output_uri=prepared.output_dir.as_uri(),
-            repository=prepared.repository,
-            branch=prepared.branch,
-            manifest_path=manifest_path(ident.task_id, ident.map_index),
-            metrics_file=str(prepared.metrics_file),
-            params=dict(prepared.env.task_params),
+            output_repository=prepared.repository,
+            output_branch=prepared.branch,
             kwargs=dict(prepared.env.task_kwargs),
             mlflow_run_id=run.run_id if run else None,
             mlflow_tracking_uri=run.tracking_uri if run else None,
-            environment_digest=prepared.env.environment.digest,
+            report_file=TERMINATION_MESSAGE_PATH,
         )
+        return podspec.PodPins(identity=ident, env=env, manifest_path=manifest_path(ident.task_id, ident.map_index),
+                               environment_digest=prepared.env.environment.digest)
 
     def _request_recorded_hardware(self, recorder: TaskRecorder, prepared: PreparedTask) -> None:
         """A replay asks for the hardware the original task recorded, whatever the DAG says now."""
@@ -240,7 +292,8 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if replay is None or replay.original_manifest_digest is None:
             return
         ident = prepared.env.identity
-        plan = getattr(self, "_repro_replay_plan", None)  # the plan _apply_replay_pins checked and used
+        attempt = self._attempt()
+        plan = attempt.replay_plan  # the plan the record path checked and used
         if plan is None:
             plan = load_plan(recorder.store, prepared.repository, ident.dag_id, ident.run_id)
         with recorder.store.open_object(plan.original_repository, plan.original_ref,
@@ -252,9 +305,11 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if podspec.resource_requirements(original.resources) is not None:
             own.pop("container_resources", None)  # the recorded requests win over the DAG's own
         merged = _kpo_resources(self.task_id, original.resources, own)
-        self.container_resources = merged.get("container_resources")  # None when nothing was recorded
-        self.node_selector = merged["node_selector"]
-        self.tolerations = [_toleration(t) for t in merged["tolerations"]]
+        attempt.pod_resources = PodResources(
+            container_resources=merged.get("container_resources"),  # None when nothing was recorded
+            node_selector=merged["node_selector"],
+            tolerations=[_toleration(t) for t in merged["tolerations"]],
+        )
         prepared.spec = dataclasses.replace(prepared.spec, resources=original.resources)
 
     def _what_ran(self, prepared: PreparedTask) -> TaskEnvironment:
@@ -262,7 +317,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         pod = self.remote_pod
         status = _container_status(pod, self.base_container_name)
         terminated = status.state.terminated if status is not None and status.state else None
-        report = podspec.pod_report(terminated.message if terminated else None)
+        report = PodReport.from_message(terminated.message if terminated else None)
         leftovers = sorted(str(p.relative_to(prepared.output_dir)) for p in prepared.output_dir.rglob(".*.partial"))
         if leftovers:
             raise ReproUserError(
@@ -278,22 +333,22 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if report is None:
             self.log.warning("airflow-repro: pod %s left no hardware report (did the task use airflow_repro.runtime?)",
                              pod.metadata.name)
-            report = {}
+            report = PodReport()
         image_id = status.image_id if status is not None else None
         image_digest = digest_of_image_id(image_id)
-        requested = self._repro_running_image
+        requested = self._attempt().image or self.repro_image
         if image_digest and image_digest != requested.digest:
             self.log.warning("airflow-repro: pod %s ran %s, not the requested %s (a platform manifest of the "
                              "index?); both are recorded", pod.metadata.name, image_digest, requested.digest)
-        _check_handed_over(prepared, report.get("outputs"))
-        _keep_metrics(prepared, report.get("metrics"))
+        _check_handed_over(prepared, report.outputs)
+        _keep_metrics(prepared, report.metrics)
         env = prepared.env
-        python = report.get("python") or "unknown"
+        python = report.python or "unknown"
         return dataclasses.replace(
             env,
             environment=env.environment.model_copy(update={"python": python}),
             # Airflow's versions are the worker's; Python and the libraries are the image's.
-            versions=env.versions.model_copy(update={"python": python, "libraries": report.get("libraries") or {}}),
+            versions=env.versions.model_copy(update={"python": python, "libraries": dict(report.libraries)}),
             hardware=_hardware(report, pod),
             kubernetes=KubernetesPod(
                 namespace=pod.metadata.namespace, pod_name=pod.metadata.name,
@@ -328,18 +383,15 @@ class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOpe
         )
 
     def repro_source_hash(self) -> str:
-        return _source_hash(self.python_callable)
+        return source_hash(self.python_callable)
 
 
 def pod_script(function: Callable[..., Any]) -> str:
-    """What the pod's ``python -c`` runs: the function's own source, then the runtime around it."""
-    from airflow_repro.adapters.local_venv import callable_source
+    """What the pod's ``python -c`` runs: the function's own source, then the runtime's launcher
+    around it (the program a lockfile virtualenv runs too)."""
+    from airflow_repro.adapters.local_venv import launcher_script
 
-    return (
-        "from airflow_repro import runtime\n\n"
-        f"{callable_source(function)}\n"
-        f"runtime.run_callable({function.__name__})\n"
-    )
+    return launcher_script(function)
 
 
 def repro_kubernetes_task(python_callable: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
@@ -387,14 +439,14 @@ def _container_status(pod: Any, name: str) -> Any:
     return next((s for s in statuses if s.name == name), None)
 
 
-def _hardware(report: Mapping[str, Any], pod: Any) -> Hardware:
+def _hardware(report: PodReport, pod: Any) -> Hardware:
     return Hardware(
-        hostname=report.get("hostname") or pod.metadata.name,
-        platform=report.get("platform") or "unknown",
-        machine=report.get("machine") or "unknown",
-        cpu_count=report.get("cpu_count"),
-        memory_bytes=report.get("memory_bytes"),
-        gpus=[{str(k): str(v) for k, v in gpu.items()} for gpu in report.get("gpus") or []],
+        hostname=report.hostname or pod.metadata.name,
+        platform=report.platform or "unknown",
+        machine=report.machine or "unknown",
+        cpu_count=report.cpu_count,
+        memory_bytes=report.memory_bytes,
+        gpus=[dict(gpu) for gpu in report.gpus],
     )
 
 
@@ -414,10 +466,4 @@ def _keep_metrics(prepared: PreparedTask, metrics: Mapping[str, float] | None) -
         Path(prepared.metrics_file).write_text(json.dumps(dict(metrics), sort_keys=True), encoding="utf-8")
 
 
-def _conf(option: str) -> str | None:
-    from airflow.configuration import conf
-
-    return conf.get("repro", option, fallback=None) or None
-
-
-__all__ = ["ReproKubernetesPodOperator", "pod_script", "repro_kubernetes_task"]
+__all__ = ["PodAttempt", "PodResources", "ReproKubernetesPodOperator", "pod_script", "repro_kubernetes_task"]

@@ -28,7 +28,10 @@ import inspect
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from airflow_repro.airflow.record import Attempt
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +131,15 @@ def _on_start(operator: Any, task_instance: Any, lineage: Any) -> None:
     part("outputs", lambda: lineage.outputs.extend(
         olf.output_dataset(namespace, _output_repository(operator), path) for path in operator.repro_spec.outputs
     ))
-    part("job facets", lambda: lineage.job_facets.update(_job_facets(operator, operator._code_version(None), None)))
+    part("job facets", lambda: lineage.job_facets.update(_job_facets(operator, _code_version(operator, None), None)))
 
 
 def _on_complete(operator: Any, task_instance: Any, lineage: Any) -> None:
     from airflow_repro.adapters import openlineage_facets as olf
     from airflow_repro.core.recorder import manifest_path
 
-    recorded = _current(operator, "_repro_recorded", task_instance)
+    attempt = _attempt(operator)
+    recorded = _this_attempts(attempt.recorded if attempt else None, task_instance)
     if recorded is None:
         log.warning("airflow-repro: task %s completed without a record of this attempt; lineage as at start",
                     _task_id(operator))
@@ -168,13 +172,14 @@ def _on_complete(operator: Any, task_instance: Any, lineage: Any) -> None:
 def _on_failure(operator: Any, task_instance: Any, lineage: Any) -> None:
     from airflow_repro.adapters import openlineage_facets as olf
 
-    prepared = _current(operator, "_repro_prepared", task_instance)
+    attempt = _attempt(operator)
+    prepared = _this_attempts(attempt.prepared if attempt else None, task_instance)
     part = _Parts(operator, lineage)
     namespace = _namespace(operator)
     if prepared is None:  # failed before its inputs were pinned (e.g. an unknown input)
         part("inputs", lambda: lineage.inputs.extend(_declared_inputs(operator, namespace)))
         part("job facets", lambda: lineage.job_facets.update(
-            _job_facets(operator, operator._code_version(task_instance), task_instance)))
+            _job_facets(operator, _code_version(operator, task_instance), task_instance)))
         return
     env = prepared.env
     part("inputs", lambda: lineage.inputs.extend(olf.resolved_input(namespace, i) for i in prepared.inputs))
@@ -195,8 +200,18 @@ def _task_id(operator: Any) -> str:
     return str(getattr(operator, "task_id", "?"))
 
 
+def _attempt(operator: Any) -> Attempt | None:
+    """The operator's running (or last) attempt (``None`` on an operator that never ran here)."""
+    return getattr(operator, "repro_attempt", None)
+
+
+def _code_version(operator: Any, task_instance: Any) -> Any:
+    return operator.repro_code_version(task_instance)
+
+
 def _settings(operator: Any) -> Any:
-    settings = getattr(operator, "_repro_settings", None)
+    attempt = _attempt(operator)
+    settings = attempt.settings if attempt is not None else None
     if settings is None:
         from airflow_repro.config import ReproSettings
 
@@ -226,9 +241,8 @@ def _declared_inputs(operator: Any, namespace: str) -> list[Any]:
     ]
 
 
-def _current(operator: Any, attribute: str, task_instance: Any) -> Any:
-    """``operator.<attribute>`` if it belongs to this very attempt (operators can outlive one)."""
-    value = getattr(operator, attribute, None)
+def _this_attempts(value: Any, task_instance: Any) -> Any:
+    """A prepared or recorded task, if it belongs to this very attempt (operators can outlive one)."""
     if value is None or task_instance is None:
         return value
     ident = value.manifest.identity if hasattr(value, "manifest") else value.env.identity

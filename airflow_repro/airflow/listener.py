@@ -16,11 +16,10 @@ log = logging.getLogger(__name__)
 
 def _close(dag_run: object, state: str) -> None:
     try:
-        from airflow_repro.backends import build_store
-        from airflow_repro.config import ReproSettings
+        from airflow_repro.backends import Backends
         from airflow_repro.core.runs import close_run
 
-        store = build_store(ReproSettings.from_airflow_conf())
+        store = Backends.from_airflow_conf().store
         commit_id = close_run(store, dag_run.dag_id, dag_run.run_id, state)  # type: ignore[attr-defined]
         if commit_id:
             log.info("airflow-repro closed run %s of %s at commit %s", dag_run.run_id, dag_run.dag_id, commit_id)  # type: ignore[attr-defined]

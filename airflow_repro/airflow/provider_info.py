@@ -2,43 +2,40 @@
 
 Registered by the ``apache_airflow_provider`` entry point, it gives Airflow the ``lakefs`` and
 ``mlflow`` connection types (with their UI field behaviour, from the hooks) and documents the
-``[repro]`` config section, generated from :data:`airflow_repro.config.OPTIONS` so the two never
-drift apart. Importing this module must stay cheap: Airflow reads it in every component.
+``[repro]`` config section, generated from :data:`airflow_repro.config.OPTIONS` (the one table
+that also makes the settings object), so the two never drift apart. Importing this module must
+stay cheap: Airflow reads it in every component.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from airflow_repro.config import OPTIONS, SECTION, SENSITIVE_OPTIONS
+from airflow_repro.config import OPTIONS, SECTION
 
 PACKAGE = "airflow-repro"
 VERSION_ADDED = "0.1.0"
 
 
-def _default(described: str) -> str | None:
-    """The literal default, or ``None`` where the default is computed (from home, or another section).
-
-    Airflow loads provider defaults into its config, so a description such as ``<home>/work`` must
-    not become the value ``conf.get`` returns.
-    """
-    computed = not described or any(marker in described for marker in ("<", "$", "["))
-    return None if computed else described
-
-
 def config_section() -> dict[str, Any]:
+    """The ``[repro]`` section, from :data:`~airflow_repro.config.OPTIONS`.
+
+    Only literal defaults are registered: Airflow loads provider defaults into its config, so a
+    computed one (``<home>/work``, another section's option) is documented, never returned by
+    ``conf.get``.
+    """
     return {
         "description": "airflow-repro: reproducible runs (data store, experiment tracker, run branches).",
         "options": {
             name: {
-                "description": f"{help_text} Default: {described or 'unset'}.",
+                "description": f"{option.help} Default: {option.described_default}.",
                 "version_added": VERSION_ADDED,
                 "type": "string",
                 "example": None,
-                "default": _default(described),
-                **({"sensitive": True} if name in SENSITIVE_OPTIONS else {}),
+                "default": option.default,
+                **({"sensitive": True} if option.sensitive else {}),
             }
-            for name, (described, help_text) in OPTIONS.items()
+            for name, option in OPTIONS.items()
         },
     }
 

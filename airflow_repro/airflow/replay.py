@@ -6,21 +6,17 @@ The decisions (pins, drift, verdict) are made by the core (``core.replay``, ``co
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from airflow_repro.airflow import dag_parsing
-from airflow_repro.backends import build_store, build_tracker
-from airflow_repro.config import ReproSettings
+from airflow_repro.backends import Backends
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.ports import ExperimentTracker, RunRecord, TrackedRun, VersionedDataStore
+from airflow_repro.core.ports import ExperimentTracker, RunRecord, TrackedRun
 from airflow_repro.core.replay import (
-    REPLAY_CONF_KEY,
-    CurrentTask,
+    ReplayMarker,
     ReplayMode,
     ReplayPlan,
     ReplayRefused,
@@ -28,7 +24,6 @@ from airflow_repro.core.replay import (
     list_replays,
     load_plan,
     plan_replay,
-    replay_marker,
     replay_run_id,
     save_plan,
 )
@@ -53,80 +48,13 @@ class RunNotFinished(ReproUserError):
     """The DAG run is still queued or running."""
 
 
-@dataclass(frozen=True)
-class Backends:
-    settings: ReproSettings
-    store: VersionedDataStore
-
-    @classmethod
-    def from_airflow_conf(cls) -> Backends:
-        settings = ReproSettings.from_airflow_conf()
-        return cls(settings=settings, store=build_store(settings))
-
-    def tracker(self) -> ExperimentTracker:
-        return build_tracker(self.settings)
-
-
 # -- the DAG as it is now ------------------------------------------------------------------------
 def load_current_dag(dag_id: str) -> Any:
     """Parse the DAG's file in this process. Main thread only: the import timeout is a signal.
 
     :func:`plan` parses in a child process instead (:mod:`airflow_repro.airflow.dag_parsing`).
     """
-    return load_dag_from_file(dag_id, dag_parsing.dag_file(dag_id).fileloc)
-
-
-def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
-    """Parse ``fileloc`` as the DAG processor would (code drift needs the callables)."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=fileloc)
-    if dag_id not in bag.dags:
-        errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
-        raise dag_parsing.DagParseError(
-            f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
-    return bag.dags[dag_id]
-
-
-def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
-    """The recorded tasks of ``dag`` as they would run now with ``conf``."""
-    from airflow.sdk.definitions.param import process_params
-
-    from airflow_repro.airflow.operators import ReproTaskMixin
-    from airflow_repro.airflow.secrets import build_redactor
-
-    redactor = build_redactor(ReproSettings.from_airflow_conf())  # params compare as they are recorded
-    tasks = {}
-    for task in dag.tasks:
-        if not isinstance(task, ReproTaskMixin):
-            continue
-        params = process_params(dag, task, dict(conf), suppress_exception=True)
-        params.pop(REPLAY_CONF_KEY, None)
-        pin = task.repro_environment_pin()
-        tasks[task.task_id] = CurrentTask(
-            task_id=task.task_id,
-            source_hash=task.repro_source_hash(),
-            environment_digest=_plannable_digest(pin),
-            bundle_version=None,  # the DAG as parsed here is the bundle's current version
-            task_params=redactor.redact(_json_ready(params)),
-        )
-    return tasks
-
-
-def _plannable_digest(pin: Any) -> str | None:
-    """The environment pin as the plan can compare it, or None where only the worker can.
-
-    A lockfile and an image digest pin the same environment wherever they are read. A fingerprint
-    describes the process computing it (here the CLI or API server, not the worker), and an image
-    by tag is resolved when the task starts: the worker checks those (pinned mode).
-    """
-    if pin.kind == "lockfile" or (pin.kind == "image" and pin.digest.startswith("sha256:")):
-        return pin.digest
-    return None
-
-
-def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(json.loads(json.dumps(dict(values), default=str)))
+    return dag_parsing.load_dag_from_file(dag_id, dag_parsing.dag_file(dag_id).fileloc)
 
 
 def dag_run_state(dag_id: str, run_id: str) -> str | None:
@@ -171,8 +99,8 @@ def _secret_markers(backends: Backends, secrets: Mapping[str, Any]) -> dict[str,
 
 def replay_conf(replay: ReplayPlan, secrets: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The replay run's DAG-run conf: the recorded one, its secrets given again, and the marker."""
-    marker = {**replay_marker(replay), "repository": replay.original_repository}
-    return {**conf_with_secrets(replay.dag_run_conf, secrets or {}), REPLAY_CONF_KEY: marker}
+    marker = ReplayMarker.for_plan(replay, repository=replay.original_repository)
+    return marker.add_to(conf_with_secrets(replay.dag_run_conf, secrets or {}))
 
 
 def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: str | None,

@@ -53,6 +53,7 @@ from airflow_repro.errors import (
     ReproError,
     StoreCorruption,
 )
+from airflow_repro.task_formats import ContextFile, PinnedInput
 
 MANIFEST_DIR = "_repro/manifests"
 CONTEXT_FILE = "context.json"
@@ -106,6 +107,7 @@ class PreparedTask:
     workdir: Path
     output_dir: Path
     context_file: Path
+    context: ContextFile  # what ``context_file`` holds: the pins the task's process reads
     tracked_run: TrackedRun | None
     started_at: str
     started_monotonic: float = field(default_factory=time.monotonic)
@@ -169,27 +171,23 @@ class TaskRecorder:
             local = _inside(workdir, workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name,
                             f"task {spec.task_id}: input {pinned.name!r}")
             self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
-            materialized[pinned.name] = {
-                "path": str(local),
-                "repository": pinned.repository,
-                "commit_id": pinned.commit_id,
-                "store_path": pinned.path,
-            }
+            materialized[pinned.name] = PinnedInput(name=pinned.name, path=local, repository=pinned.repository,
+                                                    commit_id=pinned.commit_id, store_path=pinned.path)
         tracked = self._start_tracked_run(ident, repository, branch, env.replay)
         context_file = workdir / CONTEXT_FILE
-        context = {
-            "task": f"{ident.dag_id}.{ident.task_id}",
-            "seed": spec.seed,
-            "output_dir": str(output_dir),
-            "declared_outputs": list(spec.outputs),
-            "inputs": materialized,
-            "params": dict(env.task_params),
-            "metrics_file": str(workdir / METRICS_FILE),
-        }
-        context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
+        context = ContextFile(
+            task=f"{ident.dag_id}.{ident.task_id}",
+            seed=spec.seed,
+            output_dir=output_dir,
+            declared_outputs=tuple(spec.outputs),
+            inputs=materialized,
+            params=dict(env.task_params),
+            metrics_file=workdir / METRICS_FILE,
+        )
+        context.write(context_file)
         return PreparedTask(
             spec=spec, env=env, repository=repository, branch=branch, inputs=inputs,
-            workdir=workdir, output_dir=output_dir, context_file=context_file,
+            workdir=workdir, output_dir=output_dir, context_file=context_file, context=context,
             tracked_run=tracked, started_at=_utcnow(),
         )
 

@@ -274,9 +274,59 @@ def _original_conf(recorded: RecordedRun) -> dict[str, Any]:
     return dict(recorded.tasks[0].manifest.parameters.dag_run_conf)
 
 
+@dataclass(frozen=True)
+class ReplayMarker:
+    """The DAG-run conf entry (:data:`REPLAY_CONF_KEY`) that tells each task of a run that it is a
+    replay, and of what: written when the replay is triggered, read by every recorded task.
+
+    ``repository`` names where the plan is stored when the trigger knows it (else the task's own).
+    """
+
+    of: str  # the replayed run's id
+    mode: str
+    plan_digest: str
+    plan: str = REPLAY_PLAN_PATH  # where the plan is, on the replay run's branch
+    repository: str | None = None
+
+    @classmethod
+    def for_plan(cls, plan: ReplayPlan, *, repository: str | None = None) -> ReplayMarker:
+        return cls(of=plan.original_run_id, mode=plan.mode, plan_digest=plan.digest, repository=repository)
+
+    def to_conf(self) -> dict[str, Any]:
+        """The entry's value (``repository`` only where it is known)."""
+        value = {"of": self.of, "mode": self.mode, "plan": self.plan, "plan_digest": self.plan_digest}
+        if self.repository is not None:
+            value["repository"] = self.repository
+        return value
+
+    def add_to(self, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """``conf`` with this marker in it: the conf a replay run is triggered with."""
+        return {**conf, REPLAY_CONF_KEY: self.to_conf()}
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any] | None) -> ReplayMarker | None:
+        """The marker in a DAG run's conf; ``None`` if the run is no replay."""
+        value = (conf or {}).get(REPLAY_CONF_KEY)
+        if not value:
+            return None
+        if not isinstance(value, Mapping):
+            raise ManifestError(f"the DAG-run conf's {REPLAY_CONF_KEY!r} entry is not a replay marker: {value!r}")
+
+        def text(key: str) -> str:  # a missing plan_digest reads as "": it matches no plan
+            return value[key] if isinstance(value.get(key), str) else ""
+
+        return cls(of=text("of"), mode=text("mode"), plan_digest=text("plan_digest"),
+                   plan=text("plan") or REPLAY_PLAN_PATH, repository=text("repository") or None)
+
+    @staticmethod
+    def strip(values: Mapping[str, Any]) -> dict[str, Any]:
+        """Params or conf as the user gave them: without the marker (a manifest records it in ``replay``)."""
+        return {key: value for key, value in values.items() if key != REPLAY_CONF_KEY}
+
+
 def replay_marker(plan: ReplayPlan) -> dict[str, Any]:
     """The conf entry that tells each task of the new run it is a replay, and of what."""
-    return {"of": plan.original_run_id, "mode": plan.mode, "plan": REPLAY_PLAN_PATH, "plan_digest": plan.digest}
+    return ReplayMarker.for_plan(plan).to_conf()
 
 
 def save_plan(store: VersionedDataStore, plan: ReplayPlan, *, default_branch: str) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +26,8 @@ from typing import Any
 from kubernetes.client import ApiClient
 from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
+
+from airflow_repro import runtime
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GPU_LINE = "NVIDIA H100 80GB HBM3, 550.54.15, 81559 MiB, GPU-5f3c2a51-0000-4000-8000-000000000001"
@@ -158,12 +159,8 @@ def _image_id(image: str) -> str:
 
 
 def _runtime_only(root: Path) -> Path:
-    """What images/train-gpu installs: the airflow_repro package's __init__ and runtime, nothing else."""
-    package = root / "site" / "airflow_repro"
-    package.mkdir(parents=True)
-    for name in ("__init__.py", "runtime.py"):
-        shutil.copyfile(REPO_ROOT / "airflow_repro" / name, package / name)
-    return package.parent
+    """What images/train-gpu installs: the runtime's files of the airflow_repro package, nothing else."""
+    return runtime.install_runtime(root / "site")
 
 
 def _fake_gpu_tools(root: Path) -> Path:

@@ -63,15 +63,19 @@ def test_a_gpu_pod_is_valid_kubernetes_with_its_pins(airflow_db: Path) -> None:
 def test_pins_of_an_attempt_are_valid_kubernetes(airflow_db: Path) -> None:
     from airflow_repro.adapters import k8s_podspec as podspec
     from airflow_repro.core.manifest import AirflowIdentity
+    from airflow_repro.task_formats import PinnedInput, PodEnv
 
     pins = podspec.PodPins(
         identity=AirflowIdentity(dag_id="d", run_id="manual__2026-11-27T00:36:12.662144+00:00", task_id="t",
                                  try_number=3),
-        task="d.t", seed=42, inputs={"raw": {"path": "/w/in/raw.csv", "repository": "repro",
-                                             "commit_id": "c" * 64, "store_path": "raw.csv"}},
-        declared_outputs=("model.pt",), output_uri="file:///w/out", repository="repro", branch="run_d_x",
-        manifest_path="_repro/manifests/t.json", metrics_file="/w/metrics.json", params={"lr": 0.1}, kwargs={},
-        mlflow_run_id="abc", mlflow_tracking_uri="http://mlflow:5000", environment_digest=DIGEST,
+        env=PodEnv(task="d.t", seed=42, inputs={"raw": PinnedInput(name="raw", path=Path("/w/in/raw.csv"),
+                                                                    repository="repro", commit_id="c" * 64,
+                                                                    store_path="raw.csv")},
+                   declared_outputs=("model.pt",), output_uri="file:///w/out", output_repository="repro",
+                   output_branch="run_d_x", metrics_file="/w/metrics.json", params={"lr": 0.1}, kwargs={},
+                   mlflow_run_id="abc", mlflow_tracking_uri="http://mlflow:5000",
+                   report_file=podspec.TERMINATION_MESSAGE_PATH),
+        manifest_path="_repro/manifests/t.json", environment_digest=DIGEST,
     )
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "p", "labels": podspec.pod_labels(pins.identity),

@@ -183,4 +183,4 @@ def test_openlineage_on_complete_carries_the_image_pin(repro_env: dict[str, str]
     facet = lineage.run_facets["repro_manifest"]
     assert facet.environment.kind == "image" and facet.environment.digest == DIGEST
     assert [d.name for d in lineage.outputs] == ["repro/out/hello.txt"]
-    assert facet.manifestDigest == operator._repro_recorded.manifest.digest
+    assert facet.manifestDigest == operator.repro_attempt.recorded.manifest.digest

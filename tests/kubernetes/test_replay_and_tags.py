@@ -57,10 +57,10 @@ def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake
 
 
 def test_replay_planning_sees_pod_tasks_and_their_image_digests() -> None:
-    from airflow_repro.airflow import replay as service
+    from airflow_repro.airflow import dag_parsing
 
     dag = load_dag("k8s_record", "k8s_test_dags.py")
-    current = service.current_tasks(dag, {})
+    current = dag_parsing.current_tasks(dag, {})
     assert set(current) == {t.task_id for t in dag.tasks}  # not reported as "task removed"
     for task in dag.tasks:
         digest = task.repro_environment_pin().digest

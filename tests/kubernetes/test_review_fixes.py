@@ -17,7 +17,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro import runtime
 from airflow_repro.airflow import kubernetes as k8s_mod
-from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
+from airflow_repro.airflow.kubernetes import PodAttempt, ReproKubernetesPodOperator
 from airflow_repro.core.gpus import ResourceError, task_resources
 from airflow_repro.core.manifest import Resources
 from airflow_repro.errors import ConfigError, ReproUserError
@@ -91,7 +91,7 @@ def _prepared(tmp_path: Path, outputs: tuple[str, ...]) -> Any:
 
 def test_declared_outputs_without_a_pod_report_fail_the_task(tmp_path: Path) -> None:
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, outputs=["out/x.txt"])
-    op.remote_pod, op._repro_running_image = _finished_pod(None), op.repro_image
+    op.remote_pod, op.repro_attempt = _finished_pod(None), PodAttempt(image=op.repro_image)
     with pytest.raises(ReproUserError, match="left no report that it handed them over"):
         op._what_ran(_prepared(tmp_path, ("out/x.txt",)))
 
@@ -99,7 +99,7 @@ def test_declared_outputs_without_a_pod_report_fail_the_task(tmp_path: Path) -> 
 def test_a_half_copied_output_fails_the_task(tmp_path: Path) -> None:
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, outputs=["out/"])
     report = json.dumps({"kind": runtime.REPORT_KIND, "outputs": 2})
-    op.remote_pod, op._repro_running_image = _finished_pod(report), op.repro_image
+    op.remote_pod, op.repro_attempt = _finished_pod(report), PodAttempt(image=op.repro_image)
     prepared = _prepared(tmp_path, ("out/",))
     (prepared.output_dir / "out").mkdir()
     (prepared.output_dir / "out" / "a.txt").write_text("a")
@@ -110,6 +110,7 @@ def test_a_half_copied_output_fails_the_task(tmp_path: Path) -> None:
 
 # -- 3. a replay requests the recorded hardware and keeps the DAG's own placement ------------------
 def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, original: Resources) -> Any:
+    """The attempt's pod resources after a replay asked for the ``original`` ones."""
     def no_second_load(*_: Any, **__: Any) -> Any:
         raise AssertionError("the plan _apply_replay_pins loaded is reused, not loaded again")
 
@@ -122,7 +123,7 @@ def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, ori
         opened.append((repository, ref))
         yield io.BytesIO(b"{}")
 
-    op._repro_replay_plan = SimpleNamespace(original_repository="from-marker", original_ref="c1")
+    op.repro_attempt = PodAttempt(replay_plan=SimpleNamespace(original_repository="from-marker", original_ref="c1"))
     recorder = SimpleNamespace(store=SimpleNamespace(open_object=open_object))
     prepared = SimpleNamespace(
         env=SimpleNamespace(replay=SimpleNamespace(original_manifest_digest="sha256:m"),
@@ -131,26 +132,26 @@ def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, ori
     )
     op._request_recorded_hardware(recorder, prepared)
     assert opened == [("from-marker", "c1")]
-    return prepared
+    return prepared, op.repro_attempt.pod_resources
 
 
 def test_a_replay_keeps_the_dags_own_node_selector_and_tolerations(monkeypatch: pytest.MonkeyPatch) -> None:
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED],
                                     resources={"gpu": 2, "accelerator": "l4"})
     original = task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100")
-    prepared = _replay(monkeypatch, op, original)
-    assert op.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **ZONE}
-    assert [t.key for t in op.tolerations] == ["nvidia.com/gpu", "dedicated"]
-    assert op.container_resources.limits["nvidia.com/gpu"] == "1"
+    prepared, requested = _replay(monkeypatch, op, original)
+    assert requested.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **ZONE}
+    assert [t.key for t in requested.tolerations] == ["nvidia.com/gpu", "dedicated"]
+    assert requested.container_resources.limits["nvidia.com/gpu"] == "1"
     assert prepared.spec.resources == original
 
 
 def test_a_replay_of_a_task_that_recorded_no_resources_requests_none(monkeypatch: pytest.MonkeyPatch) -> None:
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED],
                                     resources={"gpu": 1, "accelerator": "h100", "memory": "8Gi"})
-    _replay(monkeypatch, op, Resources())
-    assert op.container_resources is None
-    assert op.node_selector == ZONE and [t.key for t in op.tolerations] == ["dedicated"]
+    _, requested = _replay(monkeypatch, op, Resources())
+    assert requested.container_resources is None
+    assert requested.node_selector == ZONE and [t.key for t in requested.tolerations] == ["dedicated"]
 
 
 # -- 4. no work volume: fail before the pod --------------------------------------------------------

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 from airflow_repro import runtime
-from tests.kubernetes.fake_cluster import REPO_ROOT
 
 SCRIPT = """
 from airflow_repro import runtime
@@ -26,12 +25,9 @@ def pod_env(tmp_path: Path) -> dict[str, str]:
     raw = tmp_path / "inputs" / "raw.txt"
     raw.parent.mkdir(parents=True)
     raw.write_text("hello")
-    shim = tmp_path / "site" / "airflow_repro"
-    shim.mkdir(parents=True)
-    for name in ("__init__.py", "runtime.py"):
-        (shim / name).write_text((REPO_ROOT / "airflow_repro" / name).read_text())
+    site = runtime.install_runtime(tmp_path / "site")  # what an image installs: the runtime's files only
     return {
-        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(shim.parent),
+        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(site),
         "AIRFLOW_REPRO_TASK": "d.t", "AIRFLOW_REPRO_SEED": "9",
         "AIRFLOW_REPRO_INPUTS": json.dumps({"raw": {"path": str(raw), "repository": "repro", "commit_id": "c" * 64,
                                                     "store_path": "raw.txt"}}),
@@ -71,7 +67,7 @@ def test_a_pod_without_its_pins_says_how_to_fix_it() -> None:
 
 def test_the_report_fits_a_termination_message(tmp_path: Path) -> None:
     gpus = [{"name": "NVIDIA H100 80GB HBM3", "driver": "550", "memory": "81559 MiB", "uuid": "GPU-" + "x" * 400}] * 16
-    runtime.write_report({"kind": runtime.REPORT_KIND, "python": "CPython 3.11", "gpus": gpus}, tmp_path / "log")
+    runtime.write_report(runtime.PodReport(python="CPython 3.11", gpus=tuple(gpus)), tmp_path / "log")
     text = (tmp_path / "log").read_text()
     assert len(text.encode()) <= runtime.TERMINATION_MESSAGE_LIMIT
     report = json.loads(text)

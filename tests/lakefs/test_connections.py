@@ -10,10 +10,10 @@ import airflow
 import jsonschema
 import pytest
 
-from airflow_repro.adapters.lakefs_store import LakeFSStore
-from airflow_repro.airflow.hooks import LakeFSHook, MlflowHook
+from airflow_repro.adapters.lakefs_store import LakeFSConnection, LakeFSStore
+from airflow_repro.airflow.hooks import AirflowConnections, LakeFSHook, MlflowHook
 from airflow_repro.airflow.provider_info import get_provider_info
-from airflow_repro.backends import build_store, tracking_uri
+from airflow_repro.backends import Backends, build_store, tracking_uri
 from airflow_repro.config import OPTIONS, ReproSettings
 from airflow_repro.errors import ConfigError
 from tests.doubles.lakefs_double import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LakeFSDouble
@@ -143,3 +143,43 @@ def test_a_full_url_host_keeps_its_path_and_gets_the_port(monkeypatch: pytest.Mo
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_PATH", json.dumps({
         "conn_type": "mlflow", "host": "https://Tracking.example/mlflow/", "port": 8443}))
     assert MlflowHook("mlflow_path").get_tracking_uri() == "https://Tracking.example:8443/mlflow"
+
+
+class FakeConnections:
+    """The composition root's connection seam without Airflow: a dict of connection ids."""
+
+    def __init__(self, lakefs: dict[str, LakeFSConnection] | None = None, mlflow: dict[str, str] | None = None):
+        self.lakefs_conns, self.mlflow_uris = lakefs or {}, mlflow or {}
+        self.asked: list[str] = []
+
+    def lakefs(self, conn_id: str) -> LakeFSConnection | None:
+        self.asked.append(conn_id)
+        return self.lakefs_conns.get(conn_id)
+
+    def mlflow_tracking_uri(self, conn_id: str) -> str | None:
+        self.asked.append(conn_id)
+        return self.mlflow_uris.get(conn_id)
+
+
+def test_backends_resolve_connection_ids_through_the_seam(lakefs_double: LakeFSDouble) -> None:
+    fake = FakeConnections(lakefs={"lfs": LakeFSConnection(lakefs_double.url, ACCESS_KEY_ID, SECRET_ACCESS_KEY)},
+                           mlflow={"ml": "http://mlflow.example:5000"})
+    settings = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://lfs",
+                                       "AIRFLOW__REPRO__MLFLOW_CONN_ID": "ml"})
+    backends = Backends.from_settings(settings, connections=fake)
+    assert isinstance(backends.store, LakeFSStore) and backends.store.endpoint == f"{lakefs_double.url}/api/v1"
+    assert backends.store.create_repository("via-seam").name == "via-seam"
+    assert type(backends.tracker()).__name__ == "MlflowRestTracker" and fake.asked == ["lfs", "ml"]
+    with pytest.raises(ConfigError, match="no Airflow connection 'nowhere'"):
+        build_store(ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://nowhere"}),
+                    connections=fake)
+
+
+def test_airflow_connections_are_the_default_seam(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LFS_SEAM", lakefs_conn("http://lakefs:8000"))
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_SEAM", json.dumps({"conn_type": "mlflow", "host": "mlflow", "port": 5000}))
+    monkeypatch.delenv("AIRFLOW_CONN_MISSING_SEAM", raising=False)
+    connections = AirflowConnections()
+    assert connections.lakefs("lfs_seam") == LakeFSConnection("http://lakefs:8000", ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    assert connections.mlflow_tracking_uri("mlflow_seam") == "http://mlflow:5000"
+    assert connections.lakefs("missing_seam") is None and connections.mlflow_tracking_uri("missing_seam") is None

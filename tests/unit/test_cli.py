@@ -44,3 +44,38 @@ def test_schema_command_writes_both_schemas(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["schema", "--out", str(tmp_path)])
     assert result.exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dag-run-manifest.schema.json", "task-manifest.schema.json"]
+
+
+def test_every_command_reads_airflows_config_with_home_over_it(tmp_path: Path) -> None:
+    """``show``/``diff``/``fsck``/``gc`` and ``replay``/``verify`` look at the store ``airflow.cfg``
+    names (as the workers do); ``--home`` overrides ``[repro] home``. In a fresh process: Airflow
+    reads its config file once, when first imported."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    home = tmp_path / "home"
+    record_one_run(home)
+    (tmp_path / "airflow").mkdir()
+    (tmp_path / "airflow" / "airflow.cfg").write_text(f"[repro]\nhome = {home}\nrepository = from-cfg\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env["AIRFLOW_HOME"] = str(tmp_path / "airflow")
+    code = textwrap.dedent(f"""
+        import json
+        from click.testing import CliRunner
+        from airflow_repro import cli
+        runner = CliRunner()
+        codes = {{" ".join(args): runner.invoke(cli.main, args).exit_code for args in (
+            ["show", "dag", "manual__1"], ["diff", "dag", "manual__1", "manual__1"], ["fsck"], ["gc"],
+            ["show", "dag", "manual__1", "--home", {str(tmp_path / "elsewhere")!r}])}}
+        backends = cli._backends()
+        print(json.dumps({{"codes": codes, "store": str(backends.settings.store_root),
+                          "repository": backends.settings.repository}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["store"] == str(home / "store") and seen["repository"] == "from-cfg"
+    assert seen["codes"] == {"show dag manual__1": 0, "diff dag manual__1 manual__1": 0, "fsck": 0, "gc": 0,
+                             f"show dag manual__1 --home {tmp_path / 'elsewhere'}": EXIT_USER_ERROR}

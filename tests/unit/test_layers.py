@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import airflow_repro
+from tests.unit.test_import_cycles import cycles, import_graph
 
 HEAVY = ("airflow", "mlflow", "lakefs", "lakefs_sdk", "kubernetes", "openlineage")
 
@@ -32,6 +33,30 @@ def test_core_imports_no_outside_system() -> None:
 
 def test_package_import_and_local_store_are_light() -> None:
     assert _imported_after("import airflow_repro, airflow_repro.runtime, airflow_repro.adapters.local_store") == []
+
+
+def test_the_composition_root_and_the_trackers_import_no_outside_system() -> None:
+    assert _imported_after("import airflow_repro.backends, airflow_repro.adapters.mlflow_tracker, "
+                           "airflow_repro.adapters.mlflow_common") == []
+
+
+def test_no_import_cycle_outside_the_airflow_shell_even_through_deferred_imports() -> None:
+    """The MLflow factory imports its adapters, which import only the shared rules (never the factory)."""
+    graph = import_graph(nested=True)
+    assert "airflow_repro.adapters.mlflow_tracker" not in graph["airflow_repro.adapters.mlflow_rest"]
+    assert "airflow_repro.adapters.mlflow_tracker" not in graph["airflow_repro.adapters.mlflow_sdk"]
+    assert [c for c in cycles(graph) if any(not m.startswith("airflow_repro.airflow.") for m in c)] == []
+
+
+def test_only_the_shell_and_the_composition_root_reach_the_shell() -> None:
+    """core, adapters and config never import ``airflow_repro.airflow``; ``backends`` (the
+    composition root) only inside a function, never at module level."""
+    deferred, module_level = import_graph(nested=True), import_graph(nested=False)
+    shell = {m for m in deferred if m.startswith("airflow_repro.airflow")}
+    for name, imported in deferred.items():
+        if name.startswith(("airflow_repro.core", "airflow_repro.adapters")) or name == "airflow_repro.config":
+            assert not imported & shell, name
+    assert not module_level["airflow_repro.backends"] & shell
 
 
 def test_public_api() -> None:

@@ -21,17 +21,17 @@ from typing import Any
 
 import pytest
 
-from airflow_repro.adapters.mlflow_rest import MlflowRestTracker, artifact_proxy_path
-from airflow_repro.adapters.mlflow_sdk import MlflowSdkTracker
-from airflow_repro.adapters.mlflow_tracker import (
+from airflow_repro.adapters.mlflow_common import (
     InvalidRunRecord,
     TrackerMisconfigured,
     TrackerNotFound,
     TrackerRequestRejected,
     encode_json_artifact,
-    make_tracker,
     redact_uri,
 )
+from airflow_repro.adapters.mlflow_rest import MlflowRestTracker, artifact_proxy_path
+from airflow_repro.adapters.mlflow_sdk import MlflowSdkTracker
+from airflow_repro.adapters.mlflow_tracker import make_tracker
 from airflow_repro.core.ports import ExperimentTracker, RunRecord
 from airflow_repro.embedded import free_port
 from airflow_repro.errors import (

@@ -1,0 +1,369 @@
+"""The record path every recorded operator shares, and the state of one task attempt.
+
+A recorded operator (``ReproPythonOperator``, ``ReproKubernetesPodOperator``) mixes in
+:class:`ReproTaskMixin` and supplies what :class:`RecordedOperator` states: its
+:class:`~airflow_repro.core.spec.TaskSpec`, its environment pin and its source hash. Its
+``execute`` then runs:
+
+1. :func:`start_attempt`: a fresh :class:`Attempt`, the one place the attempt's state lives (the
+   operator, the lineage facets and the pod's build read it there);
+2. :func:`prepare`: settings, recorder, the facts of the attempt, replay pins; inputs pinned and
+   the workspace laid out (user errors fail the task without retry);
+3. the operator runs the task;
+4. :func:`finish`: outputs committed with the manifest, MLflow linked (``recorder.abort`` on any
+   failure).
+
+An operator object can outlive one attempt (retries in ``dag.test()``), so nothing an earlier
+attempt left may be reported for a later one: each attempt starts from an empty :class:`Attempt`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import inspect
+import json
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_repro import runtime
+from airflow_repro.core.environment import hardware, versions
+from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters, ReplayInfo
+from airflow_repro.core.recorder import PreparedTask, RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.redaction import Redactor
+from airflow_repro.core.replay import ReplayMarker, ReplayPlan, load_plan
+from airflow_repro.core.spec import TaskSpec
+from airflow_repro.errors import ManifestError, ReproError, ReproUserError
+
+if TYPE_CHECKING:
+    from airflow_repro.config import ReproSettings
+
+XCOM_KEY = "repro"
+
+
+@dataclasses.dataclass
+class Attempt:
+    """What one task attempt has set up and done so far; a fresh one per ``execute``.
+
+    Filled in by the record path as the attempt goes: ``settings`` and ``recorder`` first, the
+    ``replay_plan`` in a replay run, ``prepared`` once inputs are pinned, ``recorded`` once the
+    outputs are committed. Pod tasks extend it (``PodAttempt``) with what their pod needs.
+    """
+
+    settings: ReproSettings | None = None
+    recorder: TaskRecorder | None = None
+    replay_plan: ReplayPlan | None = None  # loaded once: a pod task requests the hardware it recorded
+    prepared: PreparedTask | None = None
+    recorded: RecordedTask | None = None
+
+
+class RecordedOperator(Protocol):
+    """What the record path needs from the operator it serves (besides Airflow's own ``task_id``,
+    ``dag``/``has_dag()`` and ``log``; a ``python_callable`` and ``op_kwargs`` where it has them)."""
+
+    task_id: str
+    repro_spec: TaskSpec
+    repro_attempt: Attempt | None
+
+    @property
+    def log(self) -> Any: ...
+
+    @property
+    def dag(self) -> Any: ...
+
+    def has_dag(self) -> bool: ...
+
+    def repro_environment_pin(self) -> EnvironmentPin:
+        """The environment this attempt runs in: a lockfile's hash, a fingerprint, an image digest."""
+        ...
+
+    def repro_source_hash(self) -> str:
+        """sha256 of the task's code, as recorded in manifests (used for drift checks)."""
+        ...
+
+
+class ReproTaskMixin:
+    """Makes an operator a recorded one: the attempt it runs, and its OpenLineage methods.
+
+    The operator calls :func:`start_attempt`, :func:`prepare` and :func:`finish` around its task
+    and implements :meth:`repro_environment_pin` (see :class:`RecordedOperator`).
+    """
+
+    repro_spec: TaskSpec
+    repro_attempt: Attempt | None = None  # the running (or last) attempt; see start_attempt()
+
+    def repro_new_attempt(self) -> Attempt:
+        """An empty attempt of the kind this operator keeps (pod tasks keep more)."""
+        return Attempt()
+
+    def repro_environment_pin(self) -> EnvironmentPin:  # pragma: no cover - each operator has its own
+        raise NotImplementedError
+
+    def repro_source_hash(self) -> str:
+        """sha256 of the callable's own source, as recorded in manifests (used for drift checks)."""
+        return source_hash(self.python_callable)  # type: ignore[attr-defined]
+
+    def repro_code_version(self, task_instance: Any = None) -> CodeVersion:
+        """Where the task's code comes from (``task_instance``, where known, names its bundle)."""
+        return code_version(self, task_instance)  # type: ignore[arg-type]
+
+    # -- OpenLineage (called by the provider's listener; never raises into the task) ------------
+    def get_openlineage_facets_on_start(self) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_start
+
+        return facets_on_start(self)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_complete
+
+        return facets_on_complete(self, task_instance)
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
+        from airflow_repro.airflow.lineage import facets_on_failure
+
+        return facets_on_failure(self, task_instance)
+
+
+# -- the record path -----------------------------------------------------------------------------
+def start_attempt(operator: ReproTaskMixin) -> Attempt:
+    """Give ``operator`` a fresh, empty attempt (its ``repro_new_attempt()``) and return it.
+
+    First thing in ``execute``: the lineage facets read the attempt, and a stale value from an
+    earlier attempt must never be reported.
+    """
+    attempt = operator.repro_new_attempt()
+    operator.repro_attempt = attempt
+    return attempt
+
+
+def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple[TaskRecorder, PreparedTask]:
+    """Settings, recorder and the attempt's facts; inputs pinned and the workspace laid out."""
+    from airflow_repro.airflow.secrets import build_redactor
+    from airflow_repro.backends import Backends
+
+    try:
+        backends = Backends.from_airflow_conf()
+        settings = backends.settings
+        recorder = TaskRecorder(
+            backends.store, backends.tracker(),
+            default_repository=settings.repository, default_branch=settings.default_branch,
+            work_root=settings.work_dir,
+        )
+        attempt.settings, attempt.recorder = settings, recorder
+        environment = task_environment(operator, context, build_redactor(settings))
+        environment = _apply_replay_pins(operator, context, attempt, recorder, environment)
+        prepared = recorder.prepare(_spec_with_seed(operator.repro_spec, environment), environment)
+    except ReproError as exc:
+        raise_if_final(exc)
+        raise
+    attempt.prepared = prepared
+    return recorder, prepared
+
+
+def finish(operator: RecordedOperator, context: Any, attempt: Attempt, recorder: TaskRecorder,
+           prepared: PreparedTask) -> RecordedTask:
+    """Commit the outputs with the manifest (or abort the attempt), then report it in XCom."""
+    try:
+        recorded = recorder.finish(prepared)
+    except BaseException as exc:
+        recorder.abort(prepared, exc)
+        raise_if_final(exc)
+        raise
+    attempt.recorded = recorded
+    _report(operator, context, recorded)
+    return recorded
+
+
+def raise_if_final(exc: BaseException) -> None:
+    """Raise Airflow's no-retry failure where a retry of ``exc`` cannot succeed: a user error,
+    damaged stored data, a task misusing the runtime. Otherwise return (the caller re-raises)."""
+    if isinstance(exc, AirflowFailException):
+        return
+    if (isinstance(exc, ReproError) and not exc.retryable) or isinstance(exc, runtime.RuntimeContextError):
+        raise AirflowFailException(str(exc)) from exc
+
+
+# -- facts for the manifest ----------------------------------------------------------------------
+def _spec_with_seed(spec: TaskSpec, environment: TaskEnvironment) -> TaskSpec:
+    seed = environment.parameters.seed
+    return spec if spec.seed == seed else TaskSpec(**{**spec.__dict__, "seed": seed})
+
+
+def _apply_replay_pins(operator: RecordedOperator, context: Mapping[str, Any], attempt: Attempt,
+                       recorder: TaskRecorder, environment: TaskEnvironment) -> TaskEnvironment:
+    """In a replay run, use the recorded seed and input commits, and check code and environment."""
+    marker = ReplayMarker.from_conf(getattr(context["dag_run"], "conf", None))
+    if marker is None:
+        return environment
+    ident = environment.identity
+    repository = marker.repository or operator.repro_spec.repository or recorder.default_repository
+    plan = load_plan(recorder.store, repository, ident.dag_id, ident.run_id)
+    attempt.replay_plan = plan
+    if plan.digest != marker.plan_digest:
+        raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
+    pins = plan.pins_for(ident.task_id, ident.map_index)
+    replay = ReplayInfo(of_run_id=plan.original_run_id, mode=plan.mode, plan_digest=plan.digest,
+                        original_manifest_digest=pins.original_manifest_digest if pins else None)
+    if pins is None:
+        if plan.mode == "pinned":
+            raise ReproUserError(f"task {ident.task_id} was not in the replayed run {plan.original_run_id!r}")
+        return dataclasses.replace(environment, replay=replay)
+    if plan.mode == "pinned":
+        _check_pinned(ident.task_id, "source code", pins.source_hash, environment.code.source_hash)
+        _check_pinned(ident.task_id, "environment", pins.environment_digest, environment.environment.digest)
+    parameters = environment.parameters.model_copy(update={"seed": pins.seed})
+    return dataclasses.replace(
+        environment, parameters=parameters, replay=replay, pinned_inputs={i.name: i for i in pins.inputs}
+    )
+
+
+def task_environment(operator: RecordedOperator, context: Mapping[str, Any], redactor: Redactor) -> TaskEnvironment:
+    """The facts of this attempt only Airflow knows, as the recorder takes them.
+
+    ``parameters`` holds what is recorded (secrets replaced by keyed markers); ``runtime_params``
+    and ``runtime_kwargs`` the real values the task itself is given.
+    """
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    spec = operator.repro_spec
+    seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
+    params = _plain(ReplayMarker.strip(_as_dict(context.get("params") or {})))
+    conf = _plain(ReplayMarker.strip(_as_dict(getattr(dag_run, "conf", None) or {})))
+    op_kwargs = _plain({k: v for k, v in (getattr(operator, "op_kwargs", None) or {}).items() if k != XCOM_KEY})
+    logical_date = getattr(dag_run, "logical_date", None)
+    return TaskEnvironment(
+        identity=AirflowIdentity(
+            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+            map_index=ti.map_index if ti.map_index is not None else -1,
+            try_number=ti.try_number, run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+            logical_date=logical_date.isoformat() if logical_date else None,
+        ),
+        code=code_version(operator, ti),
+        environment=operator.repro_environment_pin(),
+        parameters=Parameters(
+            task_params=redactor.redact(params),
+            dag_run_conf=redactor.redact(conf),
+            op_kwargs=redactor.redact(op_kwargs),
+            seed=seed,
+            secret_names=sorted(spec.secret_names),
+        ),
+        runtime_params=params,
+        runtime_kwargs=op_kwargs,
+        versions=versions(_repro_version()),
+        hardware=hardware(),
+    )
+
+
+def code_version(operator: RecordedOperator, ti: Any) -> CodeVersion:
+    """Where the task's code comes from and its hashes (``ti`` may be ``None``: no bundle known)."""
+    bundle = getattr(ti, "bundle_instance", None)
+    fn = getattr(operator, "python_callable", None)
+    fileloc = operator.dag.fileloc if operator.has_dag() else None
+    return CodeVersion(
+        bundle_name=getattr(bundle, "name", None),
+        bundle_version=getattr(bundle, "version", None),
+        dag_file=_relative_dag_file(fileloc, getattr(bundle, "path", None)),
+        callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}" if fn is not None else None,
+        source_hash=operator.repro_source_hash(),
+        module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else fileloc),
+    )
+
+
+def source_hash(fn: Callable[..., Any]) -> str:
+    """sha256 of a callable's own source (without decorators), as recorded in manifests."""
+    from airflow_repro.adapters.local_venv import callable_source
+
+    try:
+        source = callable_source(fn)
+    except (OSError, TypeError, ReproUserError):
+        source = repr(fn)
+    return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
+
+
+def _report(operator: RecordedOperator, context: Any, recorded: RecordedTask) -> None:
+    run = recorded.tracked_run
+    summary = {
+        "repository": recorded.manifest.output_repository,
+        "branch": recorded.manifest.output_branch,
+        "commit_id": recorded.commit.id,
+        "manifest_digest": recorded.manifest.digest,
+        "environment_pin": recorded.manifest.environment.digest,
+        "mlflow_run_id": run.run_id if run else None,
+        "reused_commit": recorded.reused_commit,
+    }
+    operator.log.info("airflow-repro recorded %s", json.dumps(summary, sort_keys=True))
+    context["ti"].xcom_push(key=XCOM_KEY, value=summary)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _as_dict(values: Any) -> dict[str, Any]:
+    """Params (Airflow's ``ParamsDict``, dumped to their values) or conf as a plain dict."""
+    return values.dump() if hasattr(values, "dump") else dict(values)
+
+
+def _check_pinned(task_id: str, what: str, pinned: str, current: str) -> None:
+    if pinned != current:
+        raise ReproUserError(
+            f"task {task_id}: its {what} changed since the replay was planned (recorded {pinned}, now {current}); "
+            "replay with mode latest-code to accept it"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of params/conf; values that are not JSON are left for the recorder to reject."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return value
+
+
+def _relative_dag_file(fileloc: str | None, bundle_path: Any) -> str | None:
+    """The DAG file as recorded: relative to its bundle (or the DAG folder), never the server's path."""
+    if not fileloc:
+        return None
+    roots = [bundle_path] if bundle_path is not None else []
+    with contextlib.suppress(Exception):
+        from airflow.configuration import conf
+
+        roots.append(conf.get("core", "dags_folder"))
+    for root in roots:
+        with contextlib.suppress(ValueError, TypeError):
+            return Path(fileloc).resolve().relative_to(Path(root).resolve()).as_posix()
+    return Path(fileloc).name
+
+
+def _dag_module_name(module: str) -> str:
+    """The DAG file's own module name: Airflow imports DAG files as ``unusual_prefix_<sha1 of
+    the path>_<name>``, which would tie the recorded name to where the bundle was checked out."""
+    return re.sub(r"^unusual_prefix_[0-9a-f]{40}_", "", module)
+
+
+@functools.cache
+def _module_hash(path: str | None) -> str | None:
+    if not path or not os.path.isfile(path):
+        return None
+    return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@functools.cache
+def _repro_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("airflow-repro")
+    except PackageNotFoundError:
+        return None
+
+
+__all__ = [
+    "XCOM_KEY", "Attempt", "RecordedOperator", "ReproTaskMixin", "code_version", "finish", "prepare",
+    "raise_if_final", "source_hash", "start_attempt", "task_environment",
+]

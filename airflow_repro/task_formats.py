@@ -1,0 +1,291 @@
+"""The formats that cross between the worker and a task's own process; this module owns each of them.
+
+* :class:`ContextFile`, the task context file ``$AIRFLOW_REPRO_CONTEXT`` names: written by the
+  recorder before a local task runs, read by the runtime (in the worker's process or a lockfile
+  virtualenv);
+* :class:`PodEnv`, the ``AIRFLOW_REPRO_*`` variables of a pod task's container (:data:`POD_ENV`):
+  written by the pod operator, read by the runtime in the pod;
+* :class:`PodReport`, the pod task's termination message: written by the runtime when the task's
+  process exits, read by the pod operator from the container's status.
+
+Each is a frozen dataclass with its ``to_*`` / ``from_*`` pair, so writer and reader cannot drift
+apart. (The fourth format that crosses a process, the replay marker in a DAG run's conf, is
+:class:`airflow_repro.core.replay.ReplayMarker`: only Airflow-side code reads it.) Standard library
+only: the runtime ships with this module into images and virtualenvs that have neither Airflow nor
+pydantic. Readers raise ``KeyError``, ``ValueError`` or ``TypeError`` on a malformed value; the
+runtime turns them into its ``RuntimeContextError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+CONTEXT_ENV = "AIRFLOW_REPRO_CONTEXT"
+REPORT_KIND = "airflow-repro/pod-report"
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # where the kubelet reads a container's message
+TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+
+
+@dataclass(frozen=True)
+class PinnedInput:
+    """An input as the task reads it: a local, read-only copy of a path at a commit."""
+
+    name: str
+    path: Path
+    repository: str
+    commit_id: str
+    store_path: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": str(self.path), "repository": self.repository, "commit_id": self.commit_id,
+                "store_path": self.store_path}
+
+    @classmethod
+    def from_json(cls, name: str, raw: Mapping[str, Any]) -> PinnedInput:
+        return cls(name=name, path=Path(raw["path"]), repository=raw["repository"], commit_id=raw["commit_id"],
+                   store_path=raw["store_path"])
+
+
+def _inputs_to_json(inputs: Mapping[str, PinnedInput]) -> dict[str, dict[str, str]]:
+    return {name: pinned.to_json() for name, pinned in inputs.items()}
+
+
+def _inputs_from_json(raw: Any) -> dict[str, PinnedInput]:
+    if not isinstance(raw, Mapping):
+        raise TypeError(f"inputs must be a JSON object (name -> pinned input), not {type(raw).__name__}")
+    return {name: PinnedInput.from_json(name, spec) for name, spec in raw.items()}
+
+
+# -- the task context file -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ContextFile:
+    """The pins of a local task attempt and where it writes, in the file ``$AIRFLOW_REPRO_CONTEXT`` names."""
+
+    task: str  # dag_id.task_id
+    seed: int | None
+    output_dir: Path
+    declared_outputs: tuple[str, ...]
+    inputs: Mapping[str, PinnedInput]
+    params: Mapping[str, Any] = field(default_factory=dict)  # the real values the task gets (not redacted)
+    metrics_file: Path | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "seed": self.seed,
+            "output_dir": str(self.output_dir),
+            "declared_outputs": list(self.declared_outputs),
+            "inputs": _inputs_to_json(self.inputs),
+            "params": dict(self.params),
+            "metrics_file": None if self.metrics_file is None else str(self.metrics_file),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ContextFile:
+        return cls(
+            task=raw["task"],
+            seed=raw.get("seed"),
+            output_dir=Path(raw["output_dir"]),
+            declared_outputs=tuple(raw["declared_outputs"]),
+            inputs=_inputs_from_json(raw["inputs"]),
+            params=raw.get("params", {}),
+            metrics_file=Path(raw["metrics_file"]) if raw.get("metrics_file") else None,
+        )
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> ContextFile:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+# -- the environment of a pod's task ----------------------------------------------------------------
+def _env(name: str, doc: str, default: Any = None, factory: Any = MISSING) -> Any:
+    """A field of :class:`PodEnv`: the variable it is read from, and what :data:`POD_ENV` says of it."""
+    return field(default=MISSING if factory is not MISSING else default, default_factory=factory,
+                 metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class PodEnv:
+    """The pins of a task attempt in a pod, as the ``AIRFLOW_REPRO_*`` variables of its container.
+
+    Values are pins, never secrets (the task's params and keyword arguments are what it is given;
+    Kubernetes secrets reach the pod as ``secretKeyRef`` variables of their own).
+    """
+
+    task: str = _env("AIRFLOW_REPRO_TASK", "dag_id.task_id", default=MISSING)
+    seed: int | None = _env("AIRFLOW_REPRO_SEED", "the recorded random seed")
+    inputs: Mapping[str, PinnedInput] = _env(
+        "AIRFLOW_REPRO_INPUTS", "JSON: input name -> {path, repository, commit_id, store_path}", factory=dict)
+    declared_outputs: tuple[str, ...] = _env("AIRFLOW_REPRO_OUTPUTS", "JSON list of the declared outputs",
+                                             default=())
+    output_dir: str | None = _env("AIRFLOW_REPRO_OUTPUT_DIR", "pod-local folder the task writes its outputs to")
+    output_uri: str | None = _env("AIRFLOW_REPRO_OUTPUT_URI",
+                                  "where outputs are handed to the worker (file:///<shared volume>/...)")
+    output_repository: str | None = _env("AIRFLOW_REPRO_OUTPUT_REPOSITORY", "repository the outputs are committed to")
+    output_branch: str | None = _env("AIRFLOW_REPRO_OUTPUT_BRANCH", "the DAG run's branch they are committed on")
+    params: Mapping[str, Any] = _env("AIRFLOW_REPRO_PARAMS", "JSON of the task's params", factory=dict)
+    kwargs: Mapping[str, Any] = _env("AIRFLOW_REPRO_KWARGS", "JSON of a decorated task's keyword arguments",
+                                     factory=dict)
+    metrics_file: str | None = _env("AIRFLOW_REPRO_METRICS_FILE", "where logged metrics are written")
+    mlflow_run_id: str | None = _env("AIRFLOW_REPRO_MLFLOW_RUN_ID", "the task attempt's MLflow run")
+    mlflow_tracking_uri: str | None = _env("AIRFLOW_REPRO_MLFLOW_TRACKING_URI", "the MLflow tracking server")
+    report_file: str | None = _env("AIRFLOW_REPRO_REPORT_FILE",
+                                   "where the hardware report goes (the pod's termination message file)")
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        """The variable a field is read from: ``PodEnv.env_name("kwargs") == "AIRFLOW_REPRO_KWARGS"``."""
+        return str(next(spec.metadata["env"] for spec in fields(cls) if spec.name == field_name))
+
+    @classmethod
+    def for_context(cls, context: ContextFile, **pod_only: Any) -> PodEnv:
+        """The pod's pins for the attempt the recorder laid out in ``context`` (plus what only a pod needs)."""
+        return cls(task=context.task, seed=context.seed, inputs=context.inputs,
+                   declared_outputs=tuple(context.declared_outputs), params=context.params,
+                   metrics_file=None if context.metrics_file is None else str(context.metrics_file), **pod_only)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables, in :data:`POD_ENV`'s order; unset (``None``) values are left out."""
+        env: dict[str, str] = {}
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            if spec.name == "inputs":
+                env[spec.metadata["env"]] = json.dumps(_inputs_to_json(value), sort_keys=True)
+            elif spec.name == "declared_outputs":
+                env[spec.metadata["env"]] = json.dumps(list(value))
+            elif spec.name in ("params", "kwargs"):
+                env[spec.metadata["env"]] = json.dumps(dict(value), sort_keys=True)
+            elif value is not None:
+                env[spec.metadata["env"]] = str(value)
+        return env
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PodEnv:
+        """Read the variables; ``AIRFLOW_REPRO_TASK`` is required, the rest default to empty."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            text = environ.get(spec.metadata["env"])
+            if spec.name == "task":
+                values["task"] = environ[spec.metadata["env"]]
+            elif spec.name == "seed":
+                values["seed"] = int(text) if text else None
+            elif spec.name == "inputs":
+                values["inputs"] = _inputs_from_json(json.loads(text or "{}"))
+            elif spec.name == "declared_outputs":
+                values["declared_outputs"] = tuple(_json_of(text or "[]", list, spec.metadata["env"]))
+            elif spec.name in ("params", "kwargs"):
+                values[spec.name] = _json_of(text or "{}", dict, spec.metadata["env"])
+            elif spec.name in ("output_dir", "metrics_file", "report_file"):
+                values[spec.name] = text or None  # a path: empty means unset
+            else:
+                values[spec.name] = text
+        return cls(**values)
+
+
+def _json_of(text: str, kind: type, name: str) -> Any:
+    value = json.loads(text)
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must hold a JSON {'list' if kind is list else 'object'}, not {type(value).__name__}")
+    return value
+
+
+#: The environment variables a pod's task reads its pins from (names -> what they hold).
+POD_ENV: dict[str, str] = {spec.metadata["env"]: spec.metadata["doc"] for spec in fields(PodEnv)}
+TASK_ENV = PodEnv.env_name("task")
+
+
+# -- the report of a pod's task -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PodReport:
+    """What a pod's task reports at exit (in its termination message): outputs handed over, metrics,
+    and the hardware and Python it saw. Every field is optional on reading: a report may have been
+    cut to fit the kubelet's 4 KiB (``gpus_truncated``), or come from another version of the runtime."""
+
+    outputs: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    python: str | None = None
+    hostname: str | None = None
+    platform: str | None = None
+    machine: str | None = None
+    cpu_count: int | None = None
+    memory_bytes: int | None = None
+    gpus: tuple[Mapping[str, str], ...] = ()
+    libraries: Mapping[str, str] = field(default_factory=dict)
+    gpus_truncated: bool = False
+
+    kind: ClassVar[str] = REPORT_KIND
+
+    def to_dict(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "kind": REPORT_KIND, "outputs": self.outputs, "metrics": dict(self.metrics), "python": self.python,
+            "hostname": self.hostname, "platform": self.platform, "machine": self.machine,
+            "cpu_count": self.cpu_count, "memory_bytes": self.memory_bytes,
+            "gpus": [dict(gpu) for gpu in self.gpus], "libraries": dict(self.libraries),
+        }
+        if self.gpus_truncated:
+            report["gpus_truncated"] = True
+        return report
+
+    def to_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
+        """The report as a termination message within ``limit`` bytes: GPUs beyond what fits are
+        dropped (they are of one model), then, if still too long, all but kind, Python and outputs."""
+        report = self.to_dict()
+        text = json.dumps(report, sort_keys=True, separators=(",", ":"))
+        while len(text.encode()) > limit and report.get("gpus"):
+            report["gpus"] = report["gpus"][:-1]
+            report["gpus_truncated"] = True
+            text = json.dumps(report, sort_keys=True, separators=(",", ":"))
+        if len(text.encode()) > limit:
+            text = json.dumps({k: report[k] for k in ("kind", "python", "gpus", "outputs") if k in report})
+        return text
+
+    @classmethod
+    def from_message(cls, message: str | None) -> PodReport | None:
+        """The report in a termination message; ``None`` where there is none (or it is another's)."""
+        if not message:
+            return None
+        try:
+            raw = json.loads(message)
+        except ValueError:
+            return None
+        if not isinstance(raw, dict) or raw.get("kind") != REPORT_KIND:
+            return None
+        return cls.from_dict(raw)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> PodReport:
+        """Lenient: a value of the wrong type reads as absent."""
+        def typed(name: str, kind: type | tuple[type, ...]) -> Any:
+            value = raw.get(name)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else None
+
+        metrics = raw.get("metrics")
+        metrics = metrics if isinstance(metrics, dict) else {}
+        libraries = raw.get("libraries")
+        libraries = libraries if isinstance(libraries, dict) else {}
+        gpus = raw.get("gpus")
+        gpus = gpus if isinstance(gpus, list) else []
+        return cls(
+            outputs=typed("outputs", int) or 0,
+            metrics={str(k): float(v) for k, v in metrics.items()
+                     if isinstance(v, int | float) and not isinstance(v, bool)},
+            python=typed("python", str), hostname=typed("hostname", str), platform=typed("platform", str),
+            machine=typed("machine", str), cpu_count=typed("cpu_count", int),
+            memory_bytes=typed("memory_bytes", int),
+            gpus=tuple({str(k): str(v) for k, v in gpu.items()} for gpu in gpus if isinstance(gpu, dict)),
+            libraries={str(k): str(v) for k, v in libraries.items()},
+            gpus_truncated=raw.get("gpus_truncated") is True,
+        )
+
+
+__all__ = [
+    "CONTEXT_ENV", "POD_ENV", "REPORT_KIND", "TASK_ENV", "TERMINATION_MESSAGE_LIMIT", "TERMINATION_MESSAGE_PATH",
+    "ContextFile", "PinnedInput", "PodEnv", "PodReport",
+]
