@@ -47,8 +47,9 @@ def airflow_connections() -> Connections:
 TrackerFactory = Callable[[ReproSettings], ExperimentTracker]
 
 
-def build_store(settings: ReproSettings, *, create: bool = True,
-                connections: Connections | None = None) -> VersionedDataStore:
+def build_store(
+    settings: ReproSettings, *, create: bool = True, connections: Connections | None = None
+) -> VersionedDataStore:
     """The configured store; ``create=False`` (commands that only read) never creates a local
     store's folders and raises ``StoreNotFound`` where there is none."""
     if settings.store_kind == "lakefs":
@@ -58,8 +59,9 @@ def build_store(settings: ReproSettings, *, create: bool = True,
     return LocalStore(settings.store_root, create=create)
 
 
-def build_lakefs_store(settings: ReproSettings, environ: Mapping[str, str] | None = None, *,
-                       connections: Connections | None = None) -> VersionedDataStore:
+def build_lakefs_store(
+    settings: ReproSettings, environ: Mapping[str, str] | None = None, *, connections: Connections | None = None
+) -> VersionedDataStore:
     from airflow_repro.adapters.lakefs_store import LakeFSStore
 
     connection = lakefs_connection(settings, os.environ if environ is None else environ, connections=connections)
@@ -68,8 +70,9 @@ def build_lakefs_store(settings: ReproSettings, environ: Mapping[str, str] | Non
     )
 
 
-def lakefs_connection(settings: ReproSettings, environ: Mapping[str, str], *,
-                      connections: Connections | None = None) -> LakeFSConnection:
+def lakefs_connection(
+    settings: ReproSettings, environ: Mapping[str, str], *, connections: Connections | None = None
+) -> LakeFSConnection:
     """The connection named by the settings; else the ``LAKEFS_*`` variables; else a clear error."""
     from airflow_repro.adapters.lakefs_store import LakeFSConnection
 
@@ -82,8 +85,8 @@ def lakefs_connection(settings: ReproSettings, environ: Mapping[str, str], *,
     raise ConfigError(
         f"[repro] store_uri {settings.store_uri!r} selects lakeFS, but there is no Airflow connection {conn_id!r}: "
         f"add one of type lakefs (host = endpoint, login = access key id, password = secret), e.g. "
-        f"AIRFLOW_CONN_{conn_id.upper()}='{{\"conn_type\": \"lakefs\", \"host\": \"http://lakefs:8000\", "
-        f"\"login\": \"...\", \"password\": \"...\"}}', or set {', '.join(LAKEFS_ENV)}"
+        f'AIRFLOW_CONN_{conn_id.upper()}=\'{{"conn_type": "lakefs", "host": "http://lakefs:8000", '
+        f'"login": "...", "password": "..."}}\', or set {", ".join(LAKEFS_ENV)}'
     )
 
 
@@ -117,16 +120,23 @@ class Backends:
     tracker_factory: TrackerFactory = field(default=build_tracker, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: ReproSettings, *, create: bool = True,
-                      connections: Connections | None = None) -> Backends:
+    def from_settings(
+        cls, settings: ReproSettings, *, create: bool = True, connections: Connections | None = None
+    ) -> Backends:
         """``create=False``: for commands that only read (a missing local store is not created)."""
-        tracker_factory = build_tracker if connections is None else functools.partial(
-            build_tracker, connections=connections)
+        tracker_factory = (
+            build_tracker if connections is None else functools.partial(build_tracker, connections=connections)
+        )
         return cls(settings, build_store(settings, create=create, connections=connections), tracker_factory)
 
     @classmethod
-    def from_airflow_conf(cls, overrides: Mapping[str, str | None] | None = None, *, create: bool = True,
-                          connections: Connections | None = None) -> Backends:
+    def from_airflow_conf(
+        cls,
+        overrides: Mapping[str, str | None] | None = None,
+        *,
+        create: bool = True,
+        connections: Connections | None = None,
+    ) -> Backends:
         """From Airflow's ``[repro]`` config (:meth:`ReproSettings.from_airflow_conf`), ``overrides`` first."""
         return cls.from_settings(ReproSettings.from_airflow_conf(overrides), create=create, connections=connections)
 
@@ -135,6 +145,14 @@ class Backends:
 
 
 __all__ = [
-    "LAKEFS_ENV", "Backends", "Connections", "TrackerFactory", "airflow_connections", "build_lakefs_store",
-    "build_store", "build_tracker", "lakefs_connection", "tracking_uri",
+    "LAKEFS_ENV",
+    "Backends",
+    "Connections",
+    "TrackerFactory",
+    "airflow_connections",
+    "build_lakefs_store",
+    "build_store",
+    "build_tracker",
+    "lakefs_connection",
+    "tracking_uri",
 ]

@@ -53,8 +53,9 @@ def _check_home(ctx: click.Context, param: click.Parameter, value: str | None) -
         raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from exc
 
 
-_home_option = click.option("--home", envvar="AIRFLOW__REPRO__HOME", callback=_check_home,
-                            help="airflow-repro home ([repro] home).")
+_home_option = click.option(
+    "--home", envvar="AIRFLOW__REPRO__HOME", callback=_check_home, help="airflow-repro home ([repro] home)."
+)
 
 
 def _read_store(home: str | None) -> Any:
@@ -83,8 +84,11 @@ class _ReproGroup(click.Group):
             where = f" ({exc.filename})" if exc.filename else ""
             _fail(exc, f"error (OSError, retry may help): {exc.strerror or exc}{where}", EXIT_INFRA_ERROR)
         except Exception as exc:
-            _fail(exc, f"error (unexpected {type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 for details "
-                       "and please report it", EXIT_INFRA_ERROR)
+            _fail(
+                exc,
+                f"error (unexpected {type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 for details and please report it",
+                EXIT_INFRA_ERROR,
+            )
 
 
 def _fail(exc: BaseException, message: str, code: int) -> None:
@@ -111,15 +115,30 @@ def show(dag_id: str, run_id: str, home: str | None, as_json: bool) -> None:
 
     run = load_run(_read_store(home), dag_id, run_id)
     if as_json:
-        click.echo(json.dumps({
-            "dag_id": run.dag_id, "run_id": run.run_id, "repository": run.repository,
-            "branch": run.branch, "ref": run.ref, "head_commit": run.head_commit, "closed": run.closed,
-            "tasks": [
-                {"commit_id": t.commit_id, "manifest_path": t.manifest_path, "manifest_digest": t.manifest.digest,
-                 "manifest": t.manifest.model_dump(mode="json")}
-                for t in run.tasks
-            ],
-        }, indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(
+                {
+                    "dag_id": run.dag_id,
+                    "run_id": run.run_id,
+                    "repository": run.repository,
+                    "branch": run.branch,
+                    "ref": run.ref,
+                    "head_commit": run.head_commit,
+                    "closed": run.closed,
+                    "tasks": [
+                        {
+                            "commit_id": t.commit_id,
+                            "manifest_path": t.manifest_path,
+                            "manifest_digest": t.manifest.digest,
+                            "manifest": t.manifest.model_dump(mode="json"),
+                        }
+                        for t in run.tasks
+                    ],
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return
     _print_run_table(run)
 
@@ -186,18 +205,41 @@ def _backends() -> Any:
 @main.command()
 @click.argument("dag_id")
 @click.argument("run_id")
-@click.option("--mode", type=click.Choice(["pinned", "latest-code"]), default="pinned", show_default=True,
-              help="pinned: refuse on any drift. latest-code: current code and environment, pinned data/params/seed.")
+@click.option(
+    "--mode",
+    type=click.Choice(["pinned", "latest-code"]),
+    default="pinned",
+    show_default=True,
+    help="pinned: refuse on any drift. latest-code: current code and environment, pinned data/params/seed.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the replay run to finish.")
 @click.option("--verify", "then_verify", is_flag=True, help="Wait, then verify the replay against the original.")
-@click.option("--timeout", type=Seconds(), default=3600, show_default=True,
-              help="Seconds to wait at most (above 0, at most a week).")
-@click.option("--secret", "secret_sources", multiple=True, metavar="KEY=env:VAR|variable:NAME",
-              help="Value of a redacted DAG-run conf entry (dotted KEY), read from an environment variable "
-                   "or an Airflow Variable; never from the command line. Repeat for each.")
+@click.option(
+    "--timeout",
+    type=Seconds(),
+    default=3600,
+    show_default=True,
+    help="Seconds to wait at most (above 0, at most a week).",
+)
+@click.option(
+    "--secret",
+    "secret_sources",
+    multiple=True,
+    metavar="KEY=env:VAR|variable:NAME",
+    help="Value of a redacted DAG-run conf entry (dotted KEY), read from an environment variable "
+    "or an Airflow Variable; never from the command line. Repeat for each.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and report) as JSON.")
-def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, timeout: float,
-           secret_sources: tuple[str, ...], as_json: bool) -> None:
+def replay(
+    dag_id: str,
+    run_id: str,
+    mode: str,
+    wait: bool,
+    then_verify: bool,
+    timeout: float,
+    secret_sources: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Replay a recorded DAG run with its exact pins (a new run of the same DAG)."""
     from airflow_repro.airflow import replay as service
 
@@ -227,11 +269,15 @@ def replay(dag_id: str, run_id: str, mode: str, wait: bool, then_verify: bool, t
 @click.option("--abs-tol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
 @click.option("--rel-tol", type=float, default=0.0, show_default=True, help="Relative tolerance for metrics.")
 @click.option("--stored", is_flag=True, help="Print the report stored by an earlier verification; compute nothing.")
-@click.option("--deep", is_flag=True, help="Also re-read both runs' outputs from the store and re-hash them: "
-                                           "a damaged object makes the verdict differ.")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also re-read both runs' outputs from the store and re-hash them: a damaged object makes the verdict differ.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify(dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, deep: bool,
-           as_json: bool) -> None:
+def verify(
+    dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, deep: bool, as_json: bool
+) -> None:
     """Prove whether a replay reproduced the original, output by output. Exit 0 identical, 1 differs."""
     from airflow_repro.airflow import replay as service
     from airflow_repro.core.verify import Tolerance
@@ -282,6 +328,7 @@ def _wait_with_progress(service: Any, dag_id: str, run_id: str, timeout: float) 
 
     console = Console(stderr=True)
     with console.status(f"waiting for {run_id} ...") as status:
+
         def show(state: str | None) -> None:
             status.update(f"waiting for {run_id}: {state or 'queued'}")
 
@@ -302,8 +349,10 @@ def _print_report(report: Any, as_json: bool) -> None:
     from rich.markup import escape
 
     console = Console(width=200)
-    console.print(f"verify {escape(report.replay_run_id)} against {escape(report.original_run_id)}: "
-                  f"[bold]{report.verdict.upper()}[/]  {report.summary()}")
+    console.print(
+        f"verify {escape(report.replay_run_id)} against {escape(report.original_run_id)}: "
+        f"[bold]{report.verdict.upper()}[/]  {report.summary()}"
+    )
     for task in report.tasks:
         console.print(f"  {escape(task.task_id)}: {task.status} ({task.objects_compared} objects compared)")
         for obj in task.objects:
@@ -329,7 +378,9 @@ def _print_diff(result: Any) -> None:
     for task_id in result.only_in_b:
         console.print(f"{escape(task_id)}: only in {escape(result.run_b)}")
     for field in result.fields:
-        console.print(f"{escape(field.task_id)}: {field.field}\n  a: {escape(str(field.a))}\n  b: {escape(str(field.b))}")
+        console.print(
+            f"{escape(field.task_id)}: {field.field}\n  a: {escape(str(field.a))}\n  b: {escape(str(field.b))}"
+        )
     for task_id, objects in result.objects.items():
         for obj in objects:
             console.print(f"{escape(task_id)}: output {escape(obj.path)} {obj.change}")
@@ -352,14 +403,21 @@ def schema(out: str | None) -> None:
             (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
             click.echo(folder / f"{name}.schema.json")
     except OSError as exc:
-        raise ReproUserError(f"cannot write the schemas to {out}: {exc.strerror or exc}"
-                             f"{f' ({exc.filename})' if exc.filename else ''}; choose a folder you can write") from exc
+        raise ReproUserError(
+            f"cannot write the schemas to {out}: {exc.strerror or exc}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; choose a folder you can write"
+        ) from exc
 
 
 @main.command()
 @_home_option
-@click.option("--repository", "repositories", multiple=True, metavar="NAME",
-              help="Check only this repository (repeat for more); default: all of them.")
+@click.option(
+    "--repository",
+    "repositories",
+    multiple=True,
+    metavar="NAME",
+    help="Check only this repository (repeat for more); default: all of them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def fsck(home: str | None, repositories: tuple[str, ...], as_json: bool) -> None:
     """Check the store: re-hash every object a ref reaches, parse refs and manifests. Reads only.
@@ -387,19 +445,28 @@ def _print_fsck(report: Any) -> None:
     console = Console(width=200, highlight=False)
     for problem in report.problems:
         where = [f"repository {problem.repository}"] + [
-            f"{label} {value}" for label, value in (("ref", problem.ref), ("commit", problem.commit_id),
-                                                   ("path", problem.path)) if value]
+            f"{label} {value}"
+            for label, value in (("ref", problem.ref), ("commit", problem.commit_id), ("path", problem.path))
+            if value
+        ]
         console.print(f"[bold red]damaged {problem.kind}[/]: {escape(', '.join(where))}\n  {escape(problem.detail)}")
     state = "no damage found" if report.clean else f"[bold red]{len(report.problems)} problem(s) found[/]"
-    console.print(f"checked {len(report.repositories)} repositories, {report.refs} refs, {report.commits} commits, "
-                  f"{report.objects} objects ({report.bytes} bytes), {report.manifests} manifests: {state}")
+    console.print(
+        f"checked {len(report.repositories)} repositories, {report.refs} refs, {report.commits} commits, "
+        f"{report.objects} objects ({report.bytes} bytes), {report.manifests} manifests: {state}"
+    )
 
 
 @main.command()
 @_home_option
-@click.option("--grace", type=Duration(), default="1h", show_default=True,
-              help="Keep unreferenced data changed more recently than this (90s, 30m, 1h, 2d): what running "
-                   "tasks staged but have not committed yet. 0 also removes that.")
+@click.option(
+    "--grace",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="Keep unreferenced data changed more recently than this (90s, 30m, 1h, 2d): what running "
+    "tasks staged but have not committed yet. 0 also removes that.",
+)
 @click.option("--delete", is_flag=True, help="Delete what is found; without it, only report (a dry run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def gc(home: str | None, grace: float, delete: bool, as_json: bool) -> None:
@@ -408,17 +475,21 @@ def gc(home: str | None, grace: float, delete: bool, as_json: bool) -> None:
 
     store = _read_store(home)
     if not isinstance(store, CollectsGarbage):
-        raise ReproUserError(f"{type(store).__name__} collects its garbage itself: configure lakeFS garbage "
-                             "collection rules on the server (and keep the commits that replays need)")
+        raise ReproUserError(
+            f"{type(store).__name__} collects its garbage itself: configure lakeFS garbage "
+            "collection rules on the server (and keep the commits that replays need)"
+        )
     report = store.collect_garbage(grace_s=grace, delete=delete)
     if as_json:
         click.echo(json.dumps(_as_dict(report, freed_bytes=report.freed_bytes), indent=2, sort_keys=True))
         return
     verb = "freed" if report.deleted else "would free (dry run; --delete to act)"
-    click.echo(f"{verb} {report.freed_bytes} bytes: {report.objects} unreferenced objects ({report.object_bytes} B), "
-               f"{report.temp_entries} temp files ({report.temp_bytes} B), {report.metadata_files} orphan commit/tree "
-               f"files ({report.metadata_bytes} B); kept {report.recent_unreferenced_objects} unreferenced objects "
-               f"younger than {grace:g}s; referenced: {report.referenced_objects} objects ({report.referenced_bytes} B)")
+    click.echo(
+        f"{verb} {report.freed_bytes} bytes: {report.objects} unreferenced objects ({report.object_bytes} B), "
+        f"{report.temp_entries} temp files ({report.temp_bytes} B), {report.metadata_files} orphan commit/tree "
+        f"files ({report.metadata_bytes} B); kept {report.recent_unreferenced_objects} unreferenced objects "
+        f"younger than {grace:g}s; referenced: {report.referenced_objects} objects ({report.referenced_bytes} B)"
+    )
 
 
 def _register_lineage_commands() -> None:

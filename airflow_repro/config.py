@@ -227,83 +227,108 @@ class Option:
 
 
 #: Every ``[repro]`` option, in the order they are resolved and documented.
-OPTIONS: dict[str, Option] = {option.name: option for option in (
-    Option(
-        "home", "Folder of the embedded store, MLflow DB and task workspaces.",
-        shown="$AIRFLOW_HOME/repro", derive=_default_home, check=_absolute,
-    ),
-    Option(
-        "store_uri",
-        "Versioned data store: file:///abs/folder for the embedded store; lakefs:// for lakeFS through the "
-        "Airflow connection named by lakefs_conn_id, or lakefs://<conn_id> to name the connection here.",
-        shown="file://<home>/store", derive=_under_home("store", scheme="file://"), check=_store_uri,
-    ),
-    Option(
-        "lakefs_conn_id",
-        "Airflow connection (type lakefs) with the lakeFS endpoint as host, the access key id as login and "
-        "the secret access key as password. Outside Airflow, LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and "
-        "LAKEFS_SECRET_ACCESS_KEY are used when the connection does not exist.",
-        default="lakefs_default", check=_conn_id,
-    ),
-    Option(
-        "lakefs_storage_namespace",
-        "Where lakeFS repositories created by airflow-repro keep their data: <namespace>/<repository> "
-        "(local://... for lakeFS's local blockstore, s3://bucket/prefix, gs://..., https://<account>.blob...).",
-        default="local://repro", check=_storage_namespace,
-    ),
-    Option(
-        "airflow_ui_url",
-        "Base URL of the Airflow UI, for the lakeFS UI button on each commit that links back to the Airflow run.",
-        shown="[api] base_url", fallback=_api_base_url, check=_ui_url,
-    ),
-    Option(
-        "mlflow_conn_id",
-        "Airflow connection (type mlflow) whose host/port give the MLflow tracking server; when set it "
-        "replaces mlflow_tracking_uri.",
-        check=_conn_id,
-    ),
-    Option(
-        "repository", "Repository that tasks write their outputs to unless they name one.",
-        default="repro", check=_name(validate_repository_name),
-    ),
-    Option(
-        "default_branch", "Branch that run branches are created from.",
-        default="main", check=_name(validate_branch_name),
-    ),
-    Option(
-        "mlflow_tracking_uri",
-        "MLflow tracking URI: http(s)://host:port for a tracking server (fast: tasks never import "
-        "mlflow), or sqlite:////abs/path.db (tasks import mlflow, a few seconds each).",
-        shown="sqlite:///<home>/mlflow.db", derive=_under_home("mlflow.db", scheme="sqlite:///"),
-        check=_tracking_uri,
-    ),
-    Option(
-        "execution",
-        "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
-        "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
-        default="local", check=_execution,
-    ),
-    Option(
-        "k8s_work_volume_claim",
-        "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
-        "through which pods hand their outputs to the worker that records them.",
-    ),
-    Option(
-        "secret_digest_key",
-        "Key of the HMAC that stands for each secret in what is recorded (params, conf), so a replay can "
-        "check a secret is unchanged without storing it. Set the same value on every component "
-        "(workers, API server, CLI); sensitive: use AIRFLOW__REPRO__SECRET_DIGEST_KEY_SECRET or _CMD.",
-        shown="a key file <home>/secret_digest.key, created on first use", sensitive=True,
-    ),
-    Option(
-        "venv_cache", "Where virtualenvs built from task lockfiles are cached.",
-        shown="<home>/venvs", derive=_under_home("venvs"), check=_absolute,
-    ),
-    Option(
-        "work_dir", "Scratch space of running task attempts (inputs, staged outputs).",
-        shown="<home>/work", derive=_under_home("work"), check=_absolute,
-    ),
-)}
+OPTIONS: dict[str, Option] = {
+    option.name: option
+    for option in (
+        Option(
+            "home",
+            "Folder of the embedded store, MLflow DB and task workspaces.",
+            shown="$AIRFLOW_HOME/repro",
+            derive=_default_home,
+            check=_absolute,
+        ),
+        Option(
+            "store_uri",
+            "Versioned data store: file:///abs/folder for the embedded store; lakefs:// for lakeFS through the "
+            "Airflow connection named by lakefs_conn_id, or lakefs://<conn_id> to name the connection here.",
+            shown="file://<home>/store",
+            derive=_under_home("store", scheme="file://"),
+            check=_store_uri,
+        ),
+        Option(
+            "lakefs_conn_id",
+            "Airflow connection (type lakefs) with the lakeFS endpoint as host, the access key id as login and "
+            "the secret access key as password. Outside Airflow, LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and "
+            "LAKEFS_SECRET_ACCESS_KEY are used when the connection does not exist.",
+            default="lakefs_default",
+            check=_conn_id,
+        ),
+        Option(
+            "lakefs_storage_namespace",
+            "Where lakeFS repositories created by airflow-repro keep their data: <namespace>/<repository> "
+            "(local://... for lakeFS's local blockstore, s3://bucket/prefix, gs://..., https://<account>.blob...).",
+            default="local://repro",
+            check=_storage_namespace,
+        ),
+        Option(
+            "airflow_ui_url",
+            "Base URL of the Airflow UI, for the lakeFS UI button on each commit that links back to the Airflow run.",
+            shown="[api] base_url",
+            fallback=_api_base_url,
+            check=_ui_url,
+        ),
+        Option(
+            "mlflow_conn_id",
+            "Airflow connection (type mlflow) whose host/port give the MLflow tracking server; when set it "
+            "replaces mlflow_tracking_uri.",
+            check=_conn_id,
+        ),
+        Option(
+            "repository",
+            "Repository that tasks write their outputs to unless they name one.",
+            default="repro",
+            check=_name(validate_repository_name),
+        ),
+        Option(
+            "default_branch",
+            "Branch that run branches are created from.",
+            default="main",
+            check=_name(validate_branch_name),
+        ),
+        Option(
+            "mlflow_tracking_uri",
+            "MLflow tracking URI: http(s)://host:port for a tracking server (fast: tasks never import "
+            "mlflow), or sqlite:////abs/path.db (tasks import mlflow, a few seconds each).",
+            shown="sqlite:///<home>/mlflow.db",
+            derive=_under_home("mlflow.db", scheme="sqlite:///"),
+            check=_tracking_uri,
+        ),
+        Option(
+            "execution",
+            "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
+            "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
+            default="local",
+            check=_execution,
+        ),
+        Option(
+            "k8s_work_volume_claim",
+            "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
+            "through which pods hand their outputs to the worker that records them.",
+        ),
+        Option(
+            "secret_digest_key",
+            "Key of the HMAC that stands for each secret in what is recorded (params, conf), so a replay can "
+            "check a secret is unchanged without storing it. Set the same value on every component "
+            "(workers, API server, CLI); sensitive: use AIRFLOW__REPRO__SECRET_DIGEST_KEY_SECRET or _CMD.",
+            shown="a key file <home>/secret_digest.key, created on first use",
+            sensitive=True,
+        ),
+        Option(
+            "venv_cache",
+            "Where virtualenvs built from task lockfiles are cached.",
+            shown="<home>/venvs",
+            derive=_under_home("venvs"),
+            check=_absolute,
+        ),
+        Option(
+            "work_dir",
+            "Scratch space of running task attempts (inputs, staged outputs).",
+            shown="<home>/work",
+            derive=_under_home("work"),
+            check=_absolute,
+        ),
+    )
+}
 
 #: Options whose values are secrets (Airflow then allows ``_cmd``/``_secret`` variants and hides them).
 SENSITIVE_OPTIONS = frozenset(name for name, option in OPTIONS.items() if option.sensitive)
@@ -368,8 +393,9 @@ class ReproSettings:
         return cls.resolve(_overridden(_airflow_getter(), overrides), os.environ)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None,
-                 overrides: Mapping[str, str | None] | None = None) -> ReproSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
+    ) -> ReproSettings:
         """The settings from ``AIRFLOW__<SECTION>__<OPTION>`` variables alone, without Airflow
         (``airflow.cfg`` is not read): tests and processes where Airflow is not configured."""
         env = os.environ if environ is None else environ

@@ -51,8 +51,15 @@ class Service:
     def spawn(cls, name: str, command: list[str], *, env: Mapping[str, str], cwd: Path, log_path: Path) -> Service:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
-            process = subprocess.Popen(command, env=dict(env), stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True, cwd=cwd)
+            process = subprocess.Popen(
+                command,
+                env=dict(env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=cwd,
+            )
         return cls(name, process, log_path)
 
     def check_alive(self) -> None:
@@ -97,10 +104,20 @@ def wait_until_healthy(url: str, services: list[Service], deadline: float) -> No
 def mlflow_server_command(folder: Path, port: int) -> list[str]:
     """A real MLflow tracking server: SQLite store and proxied artifacts, both in ``folder``."""
     return [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-        "--artifacts-destination", str(folder / "mlartifacts"),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "mlartifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
 
 
@@ -110,8 +127,9 @@ def running_mlflow_server(folder: Path, *, startup_timeout: float = 180) -> Iter
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    service = Service.spawn("mlflow", mlflow_server_command(folder, port), env=os.environ, cwd=folder,
-                            log_path=folder / "mlflow-server.log")
+    service = Service.spawn(
+        "mlflow", mlflow_server_command(folder, port), env=os.environ, cwd=folder, log_path=folder / "mlflow-server.log"
+    )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}/health", [service], time.monotonic() + startup_timeout)
         yield f"http://127.0.0.1:{port}"
@@ -180,7 +198,9 @@ class EmbeddedStack:
         if not os.environ.get("AIRFLOW__OPENLINEAGE__TRANSPORT"):
             # Lineage works out of the box: events land in a JSON Lines file that
             # `airflow-repro lineage` reads; a real consumer (Marquez) is set the same way.
-            env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps({"type": "file", "log_file_path": str(self.openlineage_events), "append": True})
+            env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
+                {"type": "file", "log_file_path": str(self.openlineage_events), "append": True}
+            )
             env.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
         env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)  # derived from the URL above
         env.update(self.extra_env)
@@ -224,14 +244,16 @@ class EmbeddedStack:
     def _migrate(self) -> None:
         log = self.home / "logs" / "db-migrate.log"
         with open(log, "wb") as out:
-            result = subprocess.run([_bin("airflow"), "db", "migrate"], env=self.env(), stdout=out,
-                                    stderr=subprocess.STDOUT, check=False)
+            result = subprocess.run(
+                [_bin("airflow"), "db", "migrate"], env=self.env(), stdout=out, stderr=subprocess.STDOUT, check=False
+            )
         if result.returncode != 0:
             raise ReproInfraError(f"'airflow db migrate' failed; see {log}")
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        self.services.append(Service.spawn(name, command, env=self.env(), cwd=self.home,
-                                           log_path=self.home / "logs" / f"{name}.log"))
+        self.services.append(
+            Service.spawn(name, command, env=self.env(), cwd=self.home, log_path=self.home / "logs" / f"{name}.log")
+        )
 
     def _check_alive(self) -> None:
         for service in self.services:
@@ -241,8 +263,9 @@ class EmbeddedStack:
     @contextlib.contextmanager
     def client(self) -> Iterator[httpx.Client]:
         token = httpx.get(f"{self.api_url}/auth/token", timeout=30).json()["access_token"]
-        with httpx.Client(base_url=f"{self.api_url}/api/v2", timeout=30,
-                          headers={"Authorization": f"Bearer {token}"}) as client:
+        with httpx.Client(
+            base_url=f"{self.api_url}/api/v2", timeout=30, headers={"Authorization": f"Bearer {token}"}
+        ) as client:
             yield client
 
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> None:

@@ -32,12 +32,24 @@ def lineage() -> None:
 
 _source = click.argument("events_source", metavar="EVENTS_SOURCE")
 _dataset = click.argument("dataset_name", metavar="DATASET_NAME")
-_namespace = click.option("--namespace", help="Dataset namespace, e.g. lakefs://lakefs:8000 or "
-                                              "repro+file://host/path/to/store (default: any).")
-_header = click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
-                       help="HTTP header for an http(s) EVENTS_SOURCE (e.g. 'Authorization: Bearer ...').")
-_timeout = click.option("--timeout", type=Seconds(), default=30.0, show_default=True,
-                        help="HTTP timeout in seconds (above 0, at most a week).")
+_namespace = click.option(
+    "--namespace",
+    help="Dataset namespace, e.g. lakefs://lakefs:8000 or repro+file://host/path/to/store (default: any).",
+)
+_header = click.option(
+    "--header",
+    "headers",
+    multiple=True,
+    metavar="'NAME: VALUE'",
+    help="HTTP header for an http(s) EVENTS_SOURCE (e.g. 'Authorization: Bearer ...').",
+)
+_timeout = click.option(
+    "--timeout",
+    type=Seconds(),
+    default=30.0,
+    show_default=True,
+    help="HTTP timeout in seconds (above 0, at most a week).",
+)
 _json = click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
 
 
@@ -49,8 +61,15 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print the answer a
 @_header
 @_timeout
 @_json
-def produced_by(events_source: str, dataset_name: str, namespace: str | None, version: str | None,
-                headers: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def produced_by(
+    events_source: str,
+    dataset_name: str,
+    namespace: str | None,
+    version: str | None,
+    headers: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Which run wrote DATASET_NAME (<repository>/<path>): its commit, the data commits it read,
     its environment (image) and its code."""
     from airflow_repro.core import lineage_query
@@ -58,8 +77,9 @@ def produced_by(events_source: str, dataset_name: str, namespace: str | None, ve
     events = load_events(events_source, headers, timeout)
     answers = lineage_query.produced_by(events, dataset_name, namespace=namespace, version=version)
     if not answers:
-        raise NotFoundError(_nothing_found(events, "no completed run in the events wrote", dataset_name,
-                                           namespace, version))
+        raise NotFoundError(
+            _nothing_found(events, "no completed run in the events wrote", dataset_name, namespace, version)
+        )
     if as_json:
         click.echo(json.dumps(answers, indent=2, sort_keys=True))
         return
@@ -74,8 +94,15 @@ def produced_by(events_source: str, dataset_name: str, namespace: str | None, ve
 @_header
 @_timeout
 @_json
-def readers(events_source: str, dataset_name: str, version: str, namespace: str | None,
-            headers: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def readers(
+    events_source: str,
+    dataset_name: str,
+    version: str,
+    namespace: str | None,
+    headers: tuple[str, ...],
+    timeout: float,
+    as_json: bool,
+) -> None:
     """Which runs read DATASET_NAME at commit VERSION, and what they wrote."""
     from airflow_repro.core import lineage_query
 
@@ -163,8 +190,9 @@ def _check_url(url: str) -> None:
     except httpx.InvalidURL as exc:
         raise ReproUserError(f"EVENTS_SOURCE {url!r} is not a valid URL: {exc}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ReproUserError(f"EVENTS_SOURCE {url!r} is not an http(s) URL with a host, e.g. "
-                             "http://marquez:5000/api/v1/events/lineage")
+        raise ReproUserError(
+            f"EVENTS_SOURCE {url!r} is not an http(s) URL with a host, e.g. http://marquez:5000/api/v1/events/lineage"
+        )
 
 
 def _check(url: str, response: Any) -> None:
@@ -191,22 +219,29 @@ def _parse_headers(headers: tuple[str, ...]) -> dict[str, str]:
         name, sep, value = header.partition(":")
         name, value = name.strip(), value.strip()
         if not sep or not _HEADER_NAME_RE.fullmatch(name) or not _HEADER_VALUE_RE.fullmatch(value):
-            raise click.BadParameter(f"{header!r} is not 'NAME: VALUE' (a token name, a printable ASCII value)",
-                                     param_hint="--header")
+            raise click.BadParameter(
+                f"{header!r} is not 'NAME: VALUE' (a token name, a printable ASCII value)", param_hint="--header"
+            )
         parsed[name] = value
     return parsed
 
 
-def _nothing_found(events: list[dict[str, Any]], what: str, name: str, namespace: str | None,
-                   version: str | None) -> str:
+def _nothing_found(
+    events: list[dict[str, Any]], what: str, name: str, namespace: str | None, version: str | None
+) -> str:
     from airflow_repro.core.lineage_query import dataset_versions
 
     at = f" at {version}" if version else ""
     where = f" in namespace {namespace}" if namespace else ""
     known = [d for d in dataset_versions(events) if d["name"] == name]
-    hint = ("; versions the events know: " + ", ".join(
-        f"{d['version'] or '(unversioned)'} in {d['namespace']}" for d in known[:10])) if known else (
-        f"; the events ({len(events)}) never mention it (see 'airflow-repro lineage datasets')")
+    hint = (
+        (
+            "; versions the events know: "
+            + ", ".join(f"{d['version'] or '(unversioned)'} in {d['namespace']}" for d in known[:10])
+        )
+        if known
+        else (f"; the events ({len(events)}) never mention it (see 'airflow-repro lineage datasets')")
+    )
     return f"{what} {name}{at}{where}{hint}"
 
 
@@ -230,13 +265,19 @@ def _print_productions(answers: list[dict[str, Any]]) -> None:
     for answer in answers:
         dataset, run = answer["dataset"], answer["run"]
         same = "  (the same object, unchanged since)" if answer.get("matchedBy") == "content" else ""
-        console.print(f"[bold]{escape(dataset['name'])}[/] @ {escape(str(dataset['version']))}  "
-                      f"[dim]{escape(dataset['namespace'])}[/]{same}")
-        console.print(f"  produced by  {escape(run['job']['name'])}  run {run['runId']}{escape(_airflow(run))}  "
-                      f"{run['state']} {run['endedAt'] or ''}")
+        console.print(
+            f"[bold]{escape(dataset['name'])}[/] @ {escape(str(dataset['version']))}  "
+            f"[dim]{escape(dataset['namespace'])}[/]{same}"
+        )
+        console.print(
+            f"  produced by  {escape(run['job']['name'])}  run {run['runId']}{escape(_airflow(run))}  "
+            f"{run['state']} {run['endedAt'] or ''}"
+        )
         commit = answer["commit"]
-        console.print(f"  commit       {escape(str(commit['id']))}"
-                      + (f" on {escape(commit['repository'])}/{escape(commit['branch'])}" if commit["branch"] else ""))
+        console.print(
+            f"  commit       {escape(str(commit['id']))}"
+            + (f" on {escape(commit['repository'])}/{escape(commit['branch'])}" if commit["branch"] else "")
+        )
         for read in answer["inputs"] or [{"name": "(no inputs)", "version": None, "namespace": ""}]:
             console.print(f"  read         {escape(read['name'])} @ {escape(str(read['version'] or '-'))}")
         env = answer["environment"] or {}
@@ -245,13 +286,20 @@ def _print_productions(answers: list[dict[str, Any]]) -> None:
             console.print(f"  environment  {env.get('kind')} {escape(str(env.get('digest')))}{escape(image)}")
         code = answer["code"] or {}
         location = code.get("location") or {}
-        console.print(f"  code         {escape(str(code.get('callable') or '-'))}  source {_short(code.get('sourceHash'), 19)}"
-                      + (f"  bundle {escape(str(code.get('bundleName')))}@{escape(str(code.get('bundleVersion')))}"
-                         if code.get("bundleVersion") else "")
-                      + (f"\n               at {escape(location['url'])}" if location.get("url") else ""))
+        console.print(
+            f"  code         {escape(str(code.get('callable') or '-'))}  source {_short(code.get('sourceHash'), 19)}"
+            + (
+                f"  bundle {escape(str(code.get('bundleName')))}@{escape(str(code.get('bundleVersion')))}"
+                if code.get("bundleVersion")
+                else ""
+            )
+            + (f"\n               at {escape(location['url'])}" if location.get("url") else "")
+        )
         mlflow = answer["mlflow"] or {}
-        console.print(f"  seed {answer['seed']}  mlflow run {mlflow.get('runId') or '-'}  "
-                      f"manifest {escape(str(run.get('manifestDigest') or '-'))}")
+        console.print(
+            f"  seed {answer['seed']}  mlflow run {mlflow.get('runId') or '-'}  "
+            f"manifest {escape(str(run.get('manifestDigest') or '-'))}"
+        )
         replay = answer["replay"]
         if replay:
             verdict = f", verdict {replay['verdict']}" if replay.get("verdict") else ""
@@ -268,8 +316,10 @@ def _print_readers(answers: list[dict[str, Any]]) -> None:
     console.print(f"[bold]{escape(first['name'])}[/] @ {escape(str(first['version']))}: read by {len(answers)} run(s)")
     for answer in answers:
         run = answer["run"]
-        console.print(f"  {escape(run['job']['name'])}  run {run['runId']}{escape(_airflow(run))}  {run['state']} "
-                      f"{run['startedAt'] or run['endedAt'] or ''}")
+        console.print(
+            f"  {escape(run['job']['name'])}  run {run['runId']}{escape(_airflow(run))}  {run['state']} "
+            f"{run['startedAt'] or run['endedAt'] or ''}"
+        )
         if answer.get("matchedBy") == "content":
             console.print(f"      read the same object at commit {escape(str(answer['dataset']['version']))}")
         for output in answer["outputs"]:

@@ -22,8 +22,22 @@ from typing import Any
 
 #: Libraries whose versions are recorded next to a task (normalized distribution names).
 KEY_LIBRARIES = (
-    "numpy", "pandas", "scikit-learn", "scipy", "torch", "tensorflow", "jax", "xgboost", "lightgbm",
-    "transformers", "mlflow", "pydantic", "pyarrow", "openlineage-python", "lakefs", "kubernetes",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "scipy",
+    "torch",
+    "tensorflow",
+    "jax",
+    "xgboost",
+    "lightgbm",
+    "transformers",
+    "mlflow",
+    "pydantic",
+    "pyarrow",
+    "openlineage-python",
+    "lakefs",
+    "kubernetes",
 )
 #: What ``nvidia-smi`` is asked for, and the names each column is recorded under.
 GPU_QUERY = ("name", "driver_version", "memory.total", "uuid")
@@ -82,7 +96,10 @@ def nvidia_gpus() -> list[dict[str, str]]:
     try:
         out = subprocess.run(
             [smi, f"--query-gpu={','.join(GPU_QUERY)}", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -146,6 +163,17 @@ def host() -> Host:
 
 
 __all__ = [
-    "GPU_FIELDS", "GPU_QUERY", "KEY_LIBRARIES", "Host", "cpu_model", "host", "installed_distributions",
-    "library_versions", "memory_bytes", "normalize_name", "nvidia_gpus", "parse_nvidia_smi", "python_version",
+    "GPU_FIELDS",
+    "GPU_QUERY",
+    "KEY_LIBRARIES",
+    "Host",
+    "cpu_model",
+    "host",
+    "installed_distributions",
+    "library_versions",
+    "memory_bytes",
+    "normalize_name",
+    "nvidia_gpus",
+    "parse_nvidia_smi",
+    "python_version",
 ]

@@ -60,9 +60,22 @@ XCOM_RETURN_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's 
 RUNTIME_FILES = ("__init__.py", "runtime.py", "task_formats.py", "probes.py")
 
 __all__ = [
-    "CONTEXT_ENV", "POD_ENV", "REPORT_KIND", "RUNTIME_FILES", "TERMINATION_MESSAGE_LIMIT", "OutputTransport",
-    "PinnedInput", "PodReport", "RuntimeContextError", "TaskContext", "current", "hardware_report",
-    "install_runtime", "run_callable", "seed_everything", "write_report",
+    "CONTEXT_ENV",
+    "POD_ENV",
+    "REPORT_KIND",
+    "RUNTIME_FILES",
+    "TERMINATION_MESSAGE_LIMIT",
+    "OutputTransport",
+    "PinnedInput",
+    "PodReport",
+    "RuntimeContextError",
+    "TaskContext",
+    "current",
+    "hardware_report",
+    "install_runtime",
+    "run_callable",
+    "seed_everything",
+    "write_report",
 ]
 
 
@@ -286,8 +299,9 @@ def transport_for(uri: str) -> OutputTransport:
     )
 
 
-def run_callable(function: Callable[..., Any], *, kwargs_file: str | Path | None = None,
-                 return_file: str | Path | None = None) -> Any:
+def run_callable(
+    function: Callable[..., Any], *, kwargs_file: str | Path | None = None, return_file: str | Path | None = None
+) -> Any:
     """Run a decorated task's function as the main program of its own process (a pod, a lockfile
     virtualenv): seeded, given its keyword arguments, its return value written for the worker.
 

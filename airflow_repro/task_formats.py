@@ -41,13 +41,22 @@ class PinnedInput:
     store_path: str
 
     def to_json(self) -> dict[str, str]:
-        return {"path": str(self.path), "repository": self.repository, "commit_id": self.commit_id,
-                "store_path": self.store_path}
+        return {
+            "path": str(self.path),
+            "repository": self.repository,
+            "commit_id": self.commit_id,
+            "store_path": self.store_path,
+        }
 
     @classmethod
     def from_json(cls, name: str, raw: Mapping[str, Any]) -> PinnedInput:
-        return cls(name=name, path=Path(raw["path"]), repository=raw["repository"], commit_id=raw["commit_id"],
-                   store_path=raw["store_path"])
+        return cls(
+            name=name,
+            path=Path(raw["path"]),
+            repository=raw["repository"],
+            commit_id=raw["commit_id"],
+            store_path=raw["store_path"],
+        )
 
 
 def _inputs_to_json(inputs: Mapping[str, PinnedInput]) -> dict[str, dict[str, str]]:
@@ -107,8 +116,11 @@ class ContextFile:
 # -- the environment of a pod's task ----------------------------------------------------------------
 def _env(name: str, doc: str, default: Any = None, factory: Any = MISSING) -> Any:
     """A field of :class:`PodEnv`: the variable it is read from, and what :data:`POD_ENV` says of it."""
-    return field(default=MISSING if factory is not MISSING else default, default_factory=factory,
-                 metadata={"env": name, "doc": doc})
+    return field(
+        default=MISSING if factory is not MISSING else default,
+        default_factory=factory,
+        metadata={"env": name, "doc": doc},
+    )
 
 
 @dataclass(frozen=True)
@@ -122,22 +134,25 @@ class PodEnv:
     task: str = _env("AIRFLOW_REPRO_TASK", "dag_id.task_id", default=MISSING)
     seed: int | None = _env("AIRFLOW_REPRO_SEED", "the recorded random seed")
     inputs: Mapping[str, PinnedInput] = _env(
-        "AIRFLOW_REPRO_INPUTS", "JSON: input name -> {path, repository, commit_id, store_path}", factory=dict)
-    declared_outputs: tuple[str, ...] = _env("AIRFLOW_REPRO_OUTPUTS", "JSON list of the declared outputs",
-                                             default=())
+        "AIRFLOW_REPRO_INPUTS", "JSON: input name -> {path, repository, commit_id, store_path}", factory=dict
+    )
+    declared_outputs: tuple[str, ...] = _env("AIRFLOW_REPRO_OUTPUTS", "JSON list of the declared outputs", default=())
     output_dir: str | None = _env("AIRFLOW_REPRO_OUTPUT_DIR", "pod-local folder the task writes its outputs to")
-    output_uri: str | None = _env("AIRFLOW_REPRO_OUTPUT_URI",
-                                  "where outputs are handed to the worker (file:///<shared volume>/...)")
+    output_uri: str | None = _env(
+        "AIRFLOW_REPRO_OUTPUT_URI", "where outputs are handed to the worker (file:///<shared volume>/...)"
+    )
     output_repository: str | None = _env("AIRFLOW_REPRO_OUTPUT_REPOSITORY", "repository the outputs are committed to")
     output_branch: str | None = _env("AIRFLOW_REPRO_OUTPUT_BRANCH", "the DAG run's branch they are committed on")
     params: Mapping[str, Any] = _env("AIRFLOW_REPRO_PARAMS", "JSON of the task's params", factory=dict)
-    kwargs: Mapping[str, Any] = _env("AIRFLOW_REPRO_KWARGS", "JSON of a decorated task's keyword arguments",
-                                     factory=dict)
+    kwargs: Mapping[str, Any] = _env(
+        "AIRFLOW_REPRO_KWARGS", "JSON of a decorated task's keyword arguments", factory=dict
+    )
     metrics_file: str | None = _env("AIRFLOW_REPRO_METRICS_FILE", "where logged metrics are written")
     mlflow_run_id: str | None = _env("AIRFLOW_REPRO_MLFLOW_RUN_ID", "the task attempt's MLflow run")
     mlflow_tracking_uri: str | None = _env("AIRFLOW_REPRO_MLFLOW_TRACKING_URI", "the MLflow tracking server")
-    report_file: str | None = _env("AIRFLOW_REPRO_REPORT_FILE",
-                                   "where the hardware report goes (the pod's termination message file)")
+    report_file: str | None = _env(
+        "AIRFLOW_REPRO_REPORT_FILE", "where the hardware report goes (the pod's termination message file)"
+    )
 
     @classmethod
     def env_name(cls, field_name: str) -> str:
@@ -147,9 +162,15 @@ class PodEnv:
     @classmethod
     def for_context(cls, context: ContextFile, **pod_only: Any) -> PodEnv:
         """The pod's pins for the attempt the recorder laid out in ``context`` (plus what only a pod needs)."""
-        return cls(task=context.task, seed=context.seed, inputs=context.inputs,
-                   declared_outputs=tuple(context.declared_outputs), params=context.params,
-                   metrics_file=None if context.metrics_file is None else str(context.metrics_file), **pod_only)
+        return cls(
+            task=context.task,
+            seed=context.seed,
+            inputs=context.inputs,
+            declared_outputs=tuple(context.declared_outputs),
+            params=context.params,
+            metrics_file=None if context.metrics_file is None else str(context.metrics_file),
+            **pod_only,
+        )
 
     def to_env(self) -> dict[str, str]:
         """The variables, in :data:`POD_ENV`'s order; unset (``None``) values are left out."""
@@ -224,10 +245,17 @@ class PodReport:
 
     def to_dict(self) -> dict[str, Any]:
         report: dict[str, Any] = {
-            "kind": REPORT_KIND, "outputs": self.outputs, "metrics": dict(self.metrics), "python": self.python,
-            "hostname": self.hostname, "platform": self.platform, "machine": self.machine,
-            "cpu_count": self.cpu_count, "memory_bytes": self.memory_bytes,
-            "gpus": [dict(gpu) for gpu in self.gpus], "libraries": dict(self.libraries),
+            "kind": REPORT_KIND,
+            "outputs": self.outputs,
+            "metrics": dict(self.metrics),
+            "python": self.python,
+            "hostname": self.hostname,
+            "platform": self.platform,
+            "machine": self.machine,
+            "cpu_count": self.cpu_count,
+            "memory_bytes": self.memory_bytes,
+            "gpus": [dict(gpu) for gpu in self.gpus],
+            "libraries": dict(self.libraries),
         }
         if self.gpus_truncated:
             report["gpus_truncated"] = True
@@ -262,6 +290,7 @@ class PodReport:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> PodReport:
         """Lenient: a value of the wrong type reads as absent."""
+
         def typed(name: str, kind: type | tuple[type, ...]) -> Any:
             value = raw.get(name)
             return value if isinstance(value, kind) and not isinstance(value, bool) else None
@@ -274,10 +303,14 @@ class PodReport:
         gpus = gpus if isinstance(gpus, list) else []
         return cls(
             outputs=typed("outputs", int) or 0,
-            metrics={str(k): float(v) for k, v in metrics.items()
-                     if isinstance(v, int | float) and not isinstance(v, bool)},
-            python=typed("python", str), hostname=typed("hostname", str), platform=typed("platform", str),
-            machine=typed("machine", str), cpu_count=typed("cpu_count", int),
+            metrics={
+                str(k): float(v) for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+            python=typed("python", str),
+            hostname=typed("hostname", str),
+            platform=typed("platform", str),
+            machine=typed("machine", str),
+            cpu_count=typed("cpu_count", int),
             memory_bytes=typed("memory_bytes", int),
             gpus=tuple({str(k): str(v) for k, v in gpu.items()} for gpu in gpus if isinstance(gpu, dict)),
             libraries={str(k): str(v) for k, v in libraries.items()},
@@ -286,6 +319,14 @@ class PodReport:
 
 
 __all__ = [
-    "CONTEXT_ENV", "POD_ENV", "REPORT_KIND", "TASK_ENV", "TERMINATION_MESSAGE_LIMIT", "TERMINATION_MESSAGE_PATH",
-    "ContextFile", "PinnedInput", "PodEnv", "PodReport",
+    "CONTEXT_ENV",
+    "POD_ENV",
+    "REPORT_KIND",
+    "TASK_ENV",
+    "TERMINATION_MESSAGE_LIMIT",
+    "TERMINATION_MESSAGE_PATH",
+    "ContextFile",
+    "PinnedInput",
+    "PodEnv",
+    "PodReport",
 ]

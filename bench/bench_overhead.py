@@ -53,8 +53,9 @@ def main() -> None:
     home = Path(args.home).resolve()
     shutil.rmtree(home, ignore_errors=True)
     (home / "data").mkdir(parents=True)
-    stack = EmbeddedStack(home=home, dags_folder=REPO_ROOT / "bench" / "dags",
-                          extra_env={"REPRO_BENCH_DATA": str(home / "data")})
+    stack = EmbeddedStack(
+        home=home, dags_folder=REPO_ROOT / "bench" / "dags", extra_env={"REPRO_BENCH_DATA": str(home / "data")}
+    )
     results: dict[str, list[tuple[float, float, float]]] = {"bench_plain": [], "bench_repro": []}
     with stack:
         for dag_id in results:
@@ -64,8 +65,11 @@ def main() -> None:
             for dag_id in results:
                 results[dag_id].append(run_once(stack, dag_id))
                 wall, airflow_s, task_s = results[dag_id][-1]
-                print(f"round {round_no + 1} {dag_id:12s} wall {wall:6.2f} s   airflow {airflow_s:6.2f} s   "
-                      f"mean task {task_s:5.2f} s", flush=True)
+                print(
+                    f"round {round_no + 1} {dag_id:12s} wall {wall:6.2f} s   airflow {airflow_s:6.2f} s   "
+                    f"mean task {task_s:5.2f} s",
+                    flush=True,
+                )
 
     def median(dag_id: str, column: int) -> float:
         return statistics.median(row[column] for row in results[dag_id])
@@ -74,23 +78,31 @@ def main() -> None:
     plain_af, repro_af = median("bench_plain", 1), median("bench_repro", 1)
     plain_task, repro_task = median("bench_plain", 2), median("bench_repro", 2)
     summary = {
-        "tasks": TASKS, "rounds": args.rounds,
-        "plain_wall_s": round(plain_wall, 2), "repro_wall_s": round(repro_wall, 2),
+        "tasks": TASKS,
+        "rounds": args.rounds,
+        "plain_wall_s": round(plain_wall, 2),
+        "repro_wall_s": round(repro_wall, 2),
         "ratio_wall": round(repro_wall / plain_wall, 3),
         "added_s_per_task_wall": round((repro_wall - plain_wall) / TASKS, 3),
-        "plain_airflow_s": round(plain_af, 2), "repro_airflow_s": round(repro_af, 2),
+        "plain_airflow_s": round(plain_af, 2),
+        "repro_airflow_s": round(repro_af, 2),
         "ratio_airflow": round(repro_af / plain_af, 3),
         "added_s_per_task_airflow": round((repro_af - plain_af) / TASKS, 3),
-        "plain_mean_task_s": round(plain_task, 3), "repro_mean_task_s": round(repro_task, 3),
+        "plain_mean_task_s": round(plain_task, 3),
+        "repro_mean_task_s": round(repro_task, 3),
         "added_s_per_task_in_process": round(repro_task - plain_task, 3),
     }
     print(f"\nmedian of {args.rounds} rounds, {TASKS} tasks each, one process per task (LocalExecutor):")
     print(f"  plain : {plain_wall:6.2f} s wall ({plain_af:6.2f} s by Airflow's clock)")
     print(f"  repro : {repro_wall:6.2f} s wall ({repro_af:6.2f} s by Airflow's clock)")
-    print(f"  ratio : {summary['ratio_wall']:.3f} (target <= 1.10); added per task "
-          f"{summary['added_s_per_task_wall']:+.3f} s of DAG wall time")
-    print(f"  task  : {plain_task:.3f} s plain vs {repro_task:.3f} s repro per task instance (Airflow's duration): "
-          f"{summary['added_s_per_task_in_process']:+.3f} s inside each task process")
+    print(
+        f"  ratio : {summary['ratio_wall']:.3f} (target <= 1.10); added per task "
+        f"{summary['added_s_per_task_wall']:+.3f} s of DAG wall time"
+    )
+    print(
+        f"  task  : {plain_task:.3f} s plain vs {repro_task:.3f} s repro per task instance (Airflow's duration): "
+        f"{summary['added_s_per_task_in_process']:+.3f} s inside each task process"
+    )
     print(json.dumps(summary))
 
 

@@ -113,6 +113,7 @@ def counting_reads() -> Iterator[Counter[str]]:
             else:
                 counts[name] += 1
             return method(self, *args, **kwargs)
+
         return counted
 
     for name, method in originals.items():
@@ -137,9 +138,13 @@ def data_reads(counts: Counter[str]) -> int:
     """Reads of anything but a manifest. ``open_object`` calls ``_open_object_file`` and
     ``materialize`` calls ``_link_or_copy_verified``: those inner calls are not counted twice."""
     opened = counts["open_object(manifest)"] + counts["open_object(data)"]
-    return (counts["open_object(data)"] + counts["materialize"] + counts["verify_object"]
-            + max(counts["_open_object_file"] - opened, 0)
-            + max(counts["_link_or_copy_verified"] - counts["materialize"], 0))
+    return (
+        counts["open_object(data)"]
+        + counts["materialize"]
+        + counts["verify_object"]
+        + max(counts["_open_object_file"] - opened, 0)
+        + max(counts["_link_or_copy_verified"] - counts["materialize"], 0)
+    )
 
 
 # -- (a) plan ---------------------------------------------------------------------------------------
@@ -163,15 +168,19 @@ def build_plan_store(root: Path, tasks: int) -> float:
     store.create_repository("reference-data")
     seed = root / "seed.csv"
     seed.write_bytes(b"seed data\n")
-    commit = store.commit("reference-data", "main", {"seed.csv": store.stage_file("reference-data", seed)},
-                          message="seed")
+    commit = store.commit(
+        "reference-data", "main", {"seed.csv": store.stage_file("reference-data", seed)}, message="seed"
+    )
     store.create_tag("reference-data", "v1", commit.id)
     recorder = TaskRecorder(store, None, default_repository="repro", default_branch="main", work_root=root / "work")
     with fsync_off():
         for i in range(tasks):
             task_id = f"task_{i:04d}"
-            source = (Input("seed.csv", repository="reference-data", ref="v1") if i == 0
-                      else Input(f"data/task_{i - 1:04d}.txt"))
+            source = (
+                Input("seed.csv", repository="reference-data", ref="v1")
+                if i == 0
+                else Input(f"data/task_{i - 1:04d}.txt")
+            )
             spec = TaskSpec(task_id=task_id, inputs={"upstream": source}, outputs=(f"data/{task_id}.txt",))
             prepared = recorder.prepare(spec, task_env(task_id, RUN, i))
             (prepared.output_dir / "data").mkdir()
@@ -218,9 +227,11 @@ def bench_plan(root: Path, tasks: int, repeats: int) -> dict[str, Any]:
             t1 = time.perf_counter()
             current = {
                 t.manifest.identity.task_id: CurrentTask(
-                    task_id=t.manifest.identity.task_id, source_hash=t.manifest.code.source_hash,
+                    task_id=t.manifest.identity.task_id,
+                    source_hash=t.manifest.code.source_hash,
                     environment_digest=t.manifest.environment.digest,
-                    bundle_version=t.manifest.code.bundle_version, task_params=t.manifest.parameters.task_params,
+                    bundle_version=t.manifest.code.bundle_version,
+                    task_params=t.manifest.parameters.task_params,
                 )
                 for t in recorded.tasks
             }
@@ -291,8 +302,9 @@ def real_object(store: LocalStore, repository: str, label: str, size: int) -> St
     return store.stage_bytes(repository, data[:size])
 
 
-def commit_task(store: LocalStore, repository: str, run_id: str, index: int,
-                outputs: dict[str, StagedObject], replay_of: str | None) -> None:
+def commit_task(
+    store: LocalStore, repository: str, run_id: str, index: int, outputs: dict[str, StagedObject], replay_of: str | None
+) -> None:
     """The commit TaskRecorder.finish makes: outputs + manifest, with the recorder's metadata."""
     task_id = f"task_{index:03d}"
     branch = run_branch_name(DAG, run_id)
@@ -308,17 +320,29 @@ def commit_task(store: LocalStore, repository: str, run_id: str, index: int,
         hardware=hardware(),
         versions=versions("bench"),
         timing=Timing(started_at=f"2025-01-01T00:00:{index // 1000:02d}.{index % 1000:03d}Z"),
-        replay=(ReplayInfo(of_run_id=replay_of, mode="pinned", plan_digest="sha256:" + "0" * 64)
-                if replay_of else None),
+        replay=(
+            ReplayInfo(of_run_id=replay_of, mode="pinned", plan_digest="sha256:" + "0" * 64) if replay_of else None
+        ),
     )
     mpath = manifest_path(task_id, -1)
     changes = {**outputs, mpath: store.stage_bytes(repository, manifest.canonical_json())}
-    store.commit(repository, branch, changes, message=f"{DAG}.{task_id}: outputs of {run_id} (try 1)", metadata={
-        keys.TASK_KEY: task_key(ident), keys.TRY_NUMBER: "1", keys.MANIFEST_DIGEST: manifest.digest,
-        keys.MANIFEST_PATH: mpath, keys.ENV_PIN: manifest.environment.digest,
-        keys.OUTPUTS_DIGEST: _outputs_digest(manifest.outputs),
-        keys.LAKEFS_AIRFLOW_DAG_ID: DAG, keys.LAKEFS_AIRFLOW_RUN_ID: run_id, keys.AIRFLOW_TASK_ID: task_id,
-    })
+    store.commit(
+        repository,
+        branch,
+        changes,
+        message=f"{DAG}.{task_id}: outputs of {run_id} (try 1)",
+        metadata={
+            keys.TASK_KEY: task_key(ident),
+            keys.TRY_NUMBER: "1",
+            keys.MANIFEST_DIGEST: manifest.digest,
+            keys.MANIFEST_PATH: mpath,
+            keys.ENV_PIN: manifest.environment.digest,
+            keys.OUTPUTS_DIGEST: _outputs_digest(manifest.outputs),
+            keys.LAKEFS_AIRFLOW_DAG_ID: DAG,
+            keys.LAKEFS_AIRFLOW_RUN_ID: run_id,
+            keys.AIRFLOW_TASK_ID: task_id,
+        },
+    )
 
 
 def build_verify_runs(store: LocalStore, repository: str, n: int, size: int, tasks: int) -> tuple[str, str]:
@@ -327,8 +351,11 @@ def build_verify_runs(store: LocalStore, repository: str, n: int, size: int, tas
     replay = replay_run_id(original)
     per_task = n // tasks
     objects = [
-        (real_object(store, repository, f"{repository}/obj-{k}", size) if size <= 64 * KIB
-         else placeholder_object(store, f"{repository}/obj-{k}", size))
+        (
+            real_object(store, repository, f"{repository}/obj-{k}", size)
+            if size <= 64 * KIB
+            else placeholder_object(store, f"{repository}/obj-{k}", size)
+        )
         for k in range(n)
     ]
     for run_id, replay_of in ((original, None), (replay, original)):
@@ -370,9 +397,19 @@ def bench_verify(root: Path, tasks: int, repeats: int) -> list[dict[str, Any]]:
                 original_id, replay_id = build_verify_runs(LocalStore(store_root), repository, n, size, tasks)
             original, replay = load_both(store_root, original_id, replay_id)
             verify_replay(original, replay)  # warm-up, untimed
-            configs.append({"n": n, "size": size, "size_label": size_label, "repository": repository,
-                            "ids": (original_id, replay_id), "runs": (original, replay),
-                            "setup_s": time.perf_counter() - started, "load": [], "verify": []})
+            configs.append(
+                {
+                    "n": n,
+                    "size": size,
+                    "size_label": size_label,
+                    "repository": repository,
+                    "ids": (original_id, replay_id),
+                    "runs": (original, replay),
+                    "setup_s": time.perf_counter() - started,
+                    "load": [],
+                    "verify": [],
+                }
+            )
 
     load_rounds, verify_rounds = max(repeats, 5), max(repeats, 10)
     for c in configs:
@@ -397,16 +434,22 @@ def bench_verify(root: Path, tasks: int, repeats: int) -> list[dict[str, Any]]:
         report = c["report"]
         compared = sum(t.objects_compared for t in report.tasks)
         assert report.verdict == "identical" and compared == c["n"], (report.verdict, compared)
-        rows.append({
-            "n": c["n"], "size": c["size"], "size_label": c["size_label"], "tasks": tasks,
-            "objects_compared": compared, "verdict": report.verdict,
-            "verify_replay_s": round(min(c["verify"]), 5),
-            "load_both_runs_s": round(min(c["load"]), 4),
-            "setup_s": round(c["setup_s"], 2),
-            "store_reads_in_verify": sum(c["verify_counts"].values()) // verify_rounds,
-            "object_reads_in_load": data_reads(c["load_counts"]) // load_rounds,
-            "manifest_reads_in_load": c["load_counts"]["open_object(manifest)"] // load_rounds,
-        })
+        rows.append(
+            {
+                "n": c["n"],
+                "size": c["size"],
+                "size_label": c["size_label"],
+                "tasks": tasks,
+                "objects_compared": compared,
+                "verdict": report.verdict,
+                "verify_replay_s": round(min(c["verify"]), 5),
+                "load_both_runs_s": round(min(c["load"]), 4),
+                "setup_s": round(c["setup_s"], 2),
+                "store_reads_in_verify": sum(c["verify_counts"].values()) // verify_rounds,
+                "object_reads_in_load": data_reads(c["load_counts"]) // load_rounds,
+                "manifest_reads_in_load": c["load_counts"]["open_object(manifest)"] // load_rounds,
+            }
+        )
     first = configs[0]
     rows[0]["counter_self_check"] = counter_self_check(store_root, first["repository"], first["runs"][0])
     return rows
@@ -434,36 +477,54 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
 
 
 def print_plan(plan: dict[str, Any], repeats: int) -> None:
-    print(f"(a) replay plan of a {plan['tasks']}-task run, each task 1 input pinned to a commit "
-          f"({plan['distinct_input_commits']} distinct commits), best of {repeats}, fresh LocalStore each")
+    print(
+        f"(a) replay plan of a {plan['tasks']}-task run, each task 1 input pinned to a commit "
+        f"({plan['distinct_input_commits']} distinct commits), best of {repeats}, fresh LocalStore each"
+    )
     print(f"    setup (TaskRecorder, {plan['tasks']} commits, fsync off): {plan['setup_s']:.1f} s")
-    print(f"    load_run      {plan['load_run_s'] * 1e3:9.1f} ms   (of which log walk of {plan['commits_walked']} "
-          f"commits: {plan['log_walk_s'] * 1e3:.1f} ms)")
+    print(
+        f"    load_run      {plan['load_run_s'] * 1e3:9.1f} ms   (of which log walk of {plan['commits_walked']} "
+        f"commits: {plan['log_walk_s'] * 1e3:.1f} ms)"
+    )
     print(f"    plan_replay   {plan['plan_replay_s'] * 1e3:9.1f} ms   (drift check of every pin, no drift found)")
-    print(f"    (not used: stat_object of the {plan['tasks']} pinned inputs at their own commits "
-          f"{plan['input_stat_s'] * 1e3:.1f} ms, {plan['tree_bytes_behind_pins'] / MIB:.0f} MiB of tree JSON; "
-          f"{plan['same_commit_stats']} stats at one commit {plan['same_commit_stat_s'] * 1e3:.1f} ms)")
-    print(f"    total         {plan['total_s'] * 1e3:9.1f} ms   target < {PLAN_TARGET_S * 1e3:.0f} ms: "
-          f"{'met' if plan['meets_target'] else 'MISSED'}")
-    print(f"    baseline      {plan['baseline_read_manifests_s'] * 1e3:9.1f} ms   (list + read the {plan['tasks']} "
-          f"manifests, {plan['baseline_manifest_bytes'] / MIB:.1f} MiB)  ->  total/baseline = "
-          f"{plan['ratio_total_to_baseline']:.2f}x")
+    print(
+        f"    (not used: stat_object of the {plan['tasks']} pinned inputs at their own commits "
+        f"{plan['input_stat_s'] * 1e3:.1f} ms, {plan['tree_bytes_behind_pins'] / MIB:.0f} MiB of tree JSON; "
+        f"{plan['same_commit_stats']} stats at one commit {plan['same_commit_stat_s'] * 1e3:.1f} ms)"
+    )
+    print(
+        f"    total         {plan['total_s'] * 1e3:9.1f} ms   target < {PLAN_TARGET_S * 1e3:.0f} ms: "
+        f"{'met' if plan['meets_target'] else 'MISSED'}"
+    )
+    print(
+        f"    baseline      {plan['baseline_read_manifests_s'] * 1e3:9.1f} ms   (list + read the {plan['tasks']} "
+        f"manifests, {plan['baseline_manifest_bytes'] / MIB:.1f} MiB)  ->  total/baseline = "
+        f"{plan['ratio_total_to_baseline']:.2f}x"
+    )
     print(f"    store reads per load_run + plan_replay: {plan['store_reads_per_load_and_plan']}")
-    print(f"    data objects read: {plan['data_object_reads_per_load_and_plan']} "
-          "(plan_replay only stats each pinned input)")
+    print(
+        f"    data objects read: {plan['data_object_reads_per_load_and_plan']} "
+        "(plan_replay only stats each pinned input)"
+    )
     print()
 
 
 def print_verify(rows: list[dict[str, Any]], tasks: int, repeats: int) -> dict[str, Any]:
-    print(f"(b) verify_replay of a replay against its original, {tasks} tasks per run, best of "
-          f"{max(repeats, 10)} rounds (load: {max(repeats, 5)}), configurations timed round-robin; object bytes are never read (1 MiB objects are placeholders that would fail "
-          "their hash check if read)")
-    print(f"    {'N objects':>9} {'size':>6} {'verify_replay':>14} {'per object':>11} {'load both runs':>15} "
-          f"{'reads in verify':>16} {'object reads in load':>21} {'manifests read':>15}")
+    print(
+        f"(b) verify_replay of a replay against its original, {tasks} tasks per run, best of "
+        f"{max(repeats, 10)} rounds (load: {max(repeats, 5)}), configurations timed round-robin; object bytes are never read (1 MiB objects are placeholders that would fail "
+        "their hash check if read)"
+    )
+    print(
+        f"    {'N objects':>9} {'size':>6} {'verify_replay':>14} {'per object':>11} {'load both runs':>15} "
+        f"{'reads in verify':>16} {'object reads in load':>21} {'manifests read':>15}"
+    )
     for r in rows:
-        print(f"    {r['n']:>9,} {r['size_label']:>6} {r['verify_replay_s'] * 1e3:>11.2f} ms "
-              f"{r['verify_replay_s'] / r['n'] * 1e6:>8.2f} us {r['load_both_runs_s'] * 1e3:>12.1f} ms "
-              f"{r['store_reads_in_verify']:>16} {r['object_reads_in_load']:>21} {r['manifest_reads_in_load']:>15}")
+        print(
+            f"    {r['n']:>9,} {r['size_label']:>6} {r['verify_replay_s'] * 1e3:>11.2f} ms "
+            f"{r['verify_replay_s'] / r['n'] * 1e6:>8.2f} us {r['load_both_runs_s'] * 1e3:>12.1f} ms "
+            f"{r['store_reads_in_verify']:>16} {r['object_reads_in_load']:>21} {r['manifest_reads_in_load']:>15}"
+        )
     checks = [r["counter_self_check"] for r in rows if "counter_self_check" in r]
     print(f"    counter self-check: reading 1 output with open_object and materializing it counted {checks} data reads")
     ratios = {
@@ -473,15 +534,22 @@ def print_verify(rows: list[dict[str, Any]], tasks: int, repeats: int) -> dict[s
         "load_10k_over_1k_1KiB": ratio(rows, "load_both_runs_s", (10_000, KIB), (1_000, KIB)),
         "load_1MiB_over_1KiB_at_10k": ratio(rows, "load_both_runs_s", (10_000, MIB), (10_000, KIB)),
     }
-    print(f"    t(N=10k)/t(N=1k): verify {ratios['verify_10k_over_1k_1KiB']:.2f}x (1 KiB), "
-          f"{ratios['verify_10k_over_1k_1MiB']:.2f}x (1 MiB); load both runs {ratios['load_10k_over_1k_1KiB']:.2f}x")
-    print(f"    t(1 MiB)/t(1 KiB) at N=10k: verify {ratios['verify_1MiB_over_1KiB_at_10k']:.2f}x; "
-          f"load both runs {ratios['load_1MiB_over_1KiB_at_10k']:.2f}x")
+    print(
+        f"    t(N=10k)/t(N=1k): verify {ratios['verify_10k_over_1k_1KiB']:.2f}x (1 KiB), "
+        f"{ratios['verify_10k_over_1k_1MiB']:.2f}x (1 MiB); load both runs {ratios['load_10k_over_1k_1KiB']:.2f}x"
+    )
+    print(
+        f"    t(1 MiB)/t(1 KiB) at N=10k: verify {ratios['verify_1MiB_over_1KiB_at_10k']:.2f}x; "
+        f"load both runs {ratios['load_1MiB_over_1KiB_at_10k']:.2f}x"
+    )
     for size, label in VERIFY_SIZES:
         pts = [r for r in rows if r["size"] == size]
         a, b, r2 = linear_fit([r["n"] for r in pts], [r["verify_replay_s"] for r in pts])
-        ratios[f"verify_fit_{label.replace(' ', '')}"] = {"fixed_ms": round(a * 1e3, 2),
-                                                          "per_object_us": round(b * 1e6, 3), "r2": round(r2, 4)}
+        ratios[f"verify_fit_{label.replace(' ', '')}"] = {
+            "fixed_ms": round(a * 1e3, 2),
+            "per_object_us": round(b * 1e6, 3),
+            "r2": round(r2, 4),
+        }
         print(f"    linear fit ({label}): verify_replay = {a * 1e3:.1f} ms + {b * 1e6:.2f} us x N   (r^2 {r2:.3f})")
     return ratios
 
@@ -509,11 +577,24 @@ def main() -> None:
         ratios = print_verify(rows, args.verify_tasks, args.repeats)
     total_s = time.perf_counter() - began
     load = os.getloadavg()
-    print(f"benchmark wall time {total_s:.0f} s on {os.cpu_count()} CPUs; load average at the end "
-          f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min: other processes share the CPUs)")
-    print(json.dumps({"bench": "replay", "plan": plan, "verify": rows, "ratios": ratios,
-                      "wall_s": round(total_s, 1),
-                      "cpus": os.cpu_count(), "loadavg": [round(x, 2) for x in load]}, sort_keys=True))
+    print(
+        f"benchmark wall time {total_s:.0f} s on {os.cpu_count()} CPUs; load average at the end "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min: other processes share the CPUs)"
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "replay",
+                "plan": plan,
+                "verify": rows,
+                "ratios": ratios,
+                "wall_s": round(total_s, 1),
+                "cpus": os.cpu_count(),
+                "loadavg": [round(x, 2) for x in load],
+            },
+            sort_keys=True,
+        )
+    )
 
 
 if __name__ == "__main__":

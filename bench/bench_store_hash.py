@@ -147,9 +147,7 @@ def measure_rss(workdir: Path, sizes_mib: tuple[int, ...]) -> list[dict]:
             ]
             if move:
                 command.append("--move")
-            result = json.loads(
-                subprocess.run(command, check=True, capture_output=True, text=True).stdout
-            )
+            result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
             path.unlink(missing_ok=True)
             rows.append(
                 {
@@ -157,9 +155,7 @@ def measure_rss(workdir: Path, sizes_mib: tuple[int, ...]) -> list[dict]:
                     "mode": "move" if move else "copy",
                     "rss_before_mib": round(result["before_kib"] / 1024, 1),
                     "peak_rss_mib": round(result["peak_kib"] / 1024, 1),
-                    "peak_rss_growth_mib": round(
-                        (result["peak_kib"] - result["before_kib"]) / 1024, 1
-                    ),
+                    "peak_rss_growth_mib": round((result["peak_kib"] - result["before_kib"]) / 1024, 1),
                 }
             )
     return rows
@@ -188,9 +184,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument(
-        "--dir", type=Path, default=None, help="where to put temp files and the store"
-    )
+    parser.add_argument("--dir", type=Path, default=None, help="where to put temp files and the store")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)

@@ -39,8 +39,13 @@ POD = {"namespace": os.environ.get("REPRO_EXAMPLE_NAMESPACE", "default"), "get_l
     doc_md=__doc__,
 )
 def example_k8s_gpu_pipeline():
-    @repro_task(image=TRAIN_IMAGE, kubernetes=POD, outputs=["data/points.csv"], seed=SEED,
-                resources={"cpu": "500m", "memory": "512Mi"})
+    @repro_task(
+        image=TRAIN_IMAGE,
+        kubernetes=POD,
+        outputs=["data/points.csv"],
+        seed=SEED,
+        resources={"cpu": "500m", "memory": "512Mi"},
+    )
     def make_dataset():
         import csv
         import random
@@ -88,11 +93,17 @@ def example_k8s_gpu_pipeline():
             optimizer.step()
         accuracy = float(((model(features) > 0).float() == labels).float().mean())
         torch.save(model.state_dict(), ctx.output_path("models/model.pt"))
-        report = {"device": device, "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-                  "loss": round(float(loss), 6), "accuracy": round(accuracy, 6), "torch": torch.__version__}
+        report = {
+            "device": device,
+            "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+            "loss": round(float(loss), 6),
+            "accuracy": round(accuracy, 6),
+            "torch": torch.__version__,
+        }
         with ctx.open_output("reports/train.json", "w") as handle:
             json.dump(report, handle, sort_keys=True)
         ctx.log_metrics({"loss": float(loss), "accuracy": accuracy})
+
     # [END k8s_gpu_task]
 
     make_dataset() >> train()

@@ -43,8 +43,10 @@ def main() -> int:
     console.rule("airflow-repro demo: record")
     console.print(f"starting Airflow 3 (api-server, scheduler, dag-processor) and MLflow in {home} ...")
     with stack:
-        console.print(f"  Airflow API {stack.api_url}   MLflow {stack.mlflow_url}   "
-                      f"[dim](ready after {time.monotonic() - started:.0f} s)[/]")
+        console.print(
+            f"  Airflow API {stack.api_url}   MLflow {stack.mlflow_url}   "
+            f"[dim](ready after {time.monotonic() - started:.0f} s)[/]"
+        )
         stack.wait_for_dag(DAG_ID)
         run_id = stack.trigger(DAG_ID)
         console.print(f"triggered {DAG_ID} run [bold]{run_id}[/]; waiting for it to finish ...")
@@ -100,18 +102,24 @@ def print_next_steps(stack: EmbeddedStack, run_id: str, replay_id: str | None) -
     venv_bin = Path(sys.executable).parent
     env = f"AIRFLOW_HOME={stack.airflow_home} AIRFLOW__REPRO__HOME={repro_home}"
     console.rule("look further")
-    console.print(f"""\
+    console.print(
+        f"""\
   manifests as a table : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro show {DAG_ID} '{run_id}'
   ... as JSON          : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro show {DAG_ID} '{run_id}' --json
   original vs replay   : AIRFLOW__REPRO__HOME={repro_home} {venv_bin}/airflow-repro diff {DAG_ID} '{run_id}' '{replay_id}'
-  the stored verdict   : {env} {venv_bin}/airflow-repro verify {DAG_ID} '{replay_id}' --stored""", soft_wrap=True)
-    console.print(f"""\
+  the stored verdict   : {env} {venv_bin}/airflow-repro verify {DAG_ID} '{replay_id}' --stored""",
+        soft_wrap=True,
+    )
+    console.print(
+        f"""\
   MLflow UI            : {venv_bin}/mlflow server --backend-store-uri sqlite:///{repro_home}/mlflow.db \\
                            --artifacts-destination {repro_home}/mlartifacts --port 5000   (then open http://127.0.0.1:5000)
   Airflow task logs    : {stack.airflow_home}/logs
   data store on disk   : {repro_home}/store
   OpenLineage events   : {stack.openlineage_events}
-  who wrote the model  : {venv_bin}/airflow-repro lineage produced-by {stack.openlineage_events} repro/models/model.json""", soft_wrap=True)
+  who wrote the model  : {venv_bin}/airflow-repro lineage produced-by {stack.openlineage_events} repro/models/model.json""",
+        soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":

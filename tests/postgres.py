@@ -65,12 +65,24 @@ class PostgresServer:
         return self.url(name)
 
     def start(self) -> None:
-        self._run("initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "--auth=trust",
-                  "--encoding=UTF8", "--locale=C", "--no-sync")
-        options = (f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
-                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off")
-        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w", "-t", "60",
-                  "start")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data_dir),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_path), "-o", options, "-w", "-t", "60", "start"
+        )
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended); kill it if that does not work."""
@@ -90,11 +102,12 @@ class PostgresServer:
 
     def _run(self, tool: str, *args: str, check: bool = True) -> None:
         command = [*_as_os_user(), str(self.bin_dir / tool), *args]
-        result = subprocess.run(command, cwd=self.folder, capture_output=True, text=True, timeout=120,
-                                check=False)
+        result = subprocess.run(command, cwd=self.folder, capture_output=True, text=True, timeout=120, check=False)
         if check and result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
-                               f"\n--- server log ---\n{self.log_tail()}")
+            raise RuntimeError(
+                f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}{result.stderr}"
+                f"\n--- server log ---\n{self.log_tail()}"
+            )
 
 
 def _as_os_user() -> list[str]:

@@ -170,6 +170,16 @@ def to_model(data: Any, model: str) -> Any:
 
 
 __all__ = [
-    "TERMINATION_MESSAGE_PATH", "PodPins", "gpu_node_selector", "gpu_tolerations", "label_value", "pin_env",
-    "pod_annotations", "pod_labels", "resource_requirements", "secret_ref_names", "to_model", "work_volume",
+    "TERMINATION_MESSAGE_PATH",
+    "PodPins",
+    "gpu_node_selector",
+    "gpu_tolerations",
+    "label_value",
+    "pin_env",
+    "pod_annotations",
+    "pod_labels",
+    "resource_requirements",
+    "secret_ref_names",
+    "to_model",
+    "work_volume",
 ]

@@ -78,7 +78,9 @@ def resolve_digest(
 def _bearer_token(http: httpx.Client, challenge: httpx.Response, auth: tuple[str, str] | None) -> str:
     header = challenge.headers.get("WWW-Authenticate", "")
     if not header.lower().startswith("bearer "):
-        raise RegistryError(f"registry wants {header.split(' ')[0] or 'an unknown'} authentication; only Bearer is supported")
+        raise RegistryError(
+            f"registry wants {header.split(' ')[0] or 'an unknown'} authentication; only Bearer is supported"
+        )
     params = dict(_CHALLENGE_RE.findall(header))
     realm = params.pop("realm", None)
     if not realm:

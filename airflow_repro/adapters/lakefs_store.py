@@ -400,12 +400,20 @@ class LakeFSStore:
 
     @classmethod
     def from_connection(
-        cls, connection: LakeFSConnection, *, storage_namespace: str, airflow_ui_url: str | None = None,
-        spool_dir: Path | None = None, sleep: Callable[[float], None] = time.sleep,
+        cls,
+        connection: LakeFSConnection,
+        *,
+        storage_namespace: str,
+        airflow_ui_url: str | None = None,
+        spool_dir: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> LakeFSStore:
         return cls(
-            connection.client(), storage_namespace=storage_namespace, airflow_ui_url=airflow_ui_url,
-            spool_dir=spool_dir, sleep=sleep,
+            connection.client(),
+            storage_namespace=storage_namespace,
+            airflow_ui_url=airflow_ui_url,
+            spool_dir=spool_dir,
+            sleep=sleep,
         )
 
     def __repr__(self) -> str:
@@ -433,9 +441,9 @@ class LakeFSStore:
 
         return build
 
-    def _ref_or_repo_missing(self, repository: str, ref: str, kind: str = "branch, tag or commit") -> Callable[
-        [str], ReproError
-    ]:
+    def _ref_or_repo_missing(
+        self, repository: str, ref: str, kind: str = "branch, tag or commit"
+    ) -> Callable[[str], ReproError]:
         def build(text: str) -> ReproError:
             self._require_repository(repository)
             return RefNotFound(self._missing_ref_message(repository, ref, kind=kind))
@@ -504,7 +512,9 @@ class LakeFSStore:
             with self._errors(
                 f"creating branch {name!r} in repository {repository!r}",
                 not_found=self._ref_or_repo_missing(repository, source_ref),
-                conflict=lambda text: AlreadyExistsError(f"branch {name!r} already exists in repository {repository!r}"),
+                conflict=lambda text: AlreadyExistsError(
+                    f"branch {name!r} already exists in repository {repository!r}"
+                ),
             ):
                 self.client.sdk_client.branches_api.create_branch(repository, body)
         except AlreadyExistsError:
@@ -514,8 +524,11 @@ class LakeFSStore:
         return commit_id
 
     def list_branches(self, repository: str) -> dict[str, str]:
-        return {name: head for name, head in self._branches(repository).items()
-                if not name.startswith(INTERNAL_BRANCH_PREFIXES)}
+        return {
+            name: head
+            for name, head in self._branches(repository).items()
+            if not name.startswith(INTERNAL_BRANCH_PREFIXES)
+        }
 
     def _branches(self, repository: str) -> dict[str, str]:
         """Every branch of ``repository``, internal ones included: name -> head commit id, sorted by name."""
@@ -730,8 +743,15 @@ class LakeFSStore:
                 shutil.copyfileobj(source, out, READ_CHUNK)
 
     def _commit_and_merge(
-        self, repository: str, branch: str, tx: str, base: str, message: str, metadata: dict[str, str],
-        *, changed: bool,
+        self,
+        repository: str,
+        branch: str,
+        tx: str,
+        base: str,
+        message: str,
+        metadata: dict[str, str],
+        *,
+        changed: bool,
     ) -> Commit:
         """Commit on ``tx`` and squash-merge it into ``branch``, retrying when lakeFS is busy or unreachable.
 
@@ -838,11 +858,16 @@ class LakeFSStore:
         with self._errors(f"listing objects of {repository!r} at {ref!r}"):
             stats = list(
                 self._pages(
-                    self.client.sdk_client.objects_api.list_objects, repository, commit_id,
-                    user_metadata=True, prefix=prefix or None,
+                    self.client.sdk_client.objects_api.list_objects,
+                    repository,
+                    commit_id,
+                    user_metadata=True,
+                    prefix=prefix or None,
                 )
             )
-        return [self._info(repository, commit_id, s) for s in sorted(stats, key=lambda s: s.path) if s.path_type == "object"]
+        return [
+            self._info(repository, commit_id, s) for s in sorted(stats, key=lambda s: s.path) if s.path_type == "object"
+        ]
 
     def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo:
         validate_object_path(path)
@@ -855,7 +880,9 @@ class LakeFSStore:
             )
         return info
 
-    def _stat_or_none(self, repository: str, commit_id: str, path: str, ref_name: str | None = None) -> ObjectInfo | None:
+    def _stat_or_none(
+        self, repository: str, commit_id: str, path: str, ref_name: str | None = None
+    ) -> ObjectInfo | None:
         what = f"reading {path!r} in repository {repository!r} at {ref_name or commit_id}"
         try:
             with self._errors(what, not_found=ObjectNotFound):
@@ -873,7 +900,10 @@ class LakeFSStore:
         # Written by another tool: no BLAKE3 in its metadata, so hash it by reading it once.
         hasher, size = new_hasher(), 0
         what = f"reading {stats.path!r} in repository {repository!r} at {commit_id} to hash it"
-        with self._errors(what, not_found=ObjectNotFound), self._raw_reader(repository, commit_id, stats.path) as source:
+        with (
+            self._errors(what, not_found=ObjectNotFound),
+            self._raw_reader(repository, commit_id, stats.path) as source,
+        ):
             while chunk := source.read(READ_CHUNK):
                 hasher.update(chunk)
                 size += len(chunk)
@@ -909,7 +939,9 @@ class LakeFSStore:
             )
         what = f"object {path!r} of repository {repository!r} at ref {ref!r}"
         reader = _VerifyingReader(
-            self._raw_reader(repository, commit_id, path), info, what,
+            self._raw_reader(repository, commit_id, path),
+            info,
+            what,
             lambda: self._errors(f"reading {what}", not_found=ObjectNotFound),
         )
         return io.BufferedReader(reader, buffer_size=READ_CHUNK), info
@@ -937,8 +969,12 @@ class LakeFSStore:
         with self._errors(f"diffing {left_ref!r} and {right_ref!r} in {repository!r}"):
             changes = list(
                 self._pages(
-                    self.client.sdk_client.refs_api.diff_refs, repository, left, right,
-                    type="two_dot", prefix=prefix or None,
+                    self.client.sdk_client.refs_api.diff_refs,
+                    repository,
+                    left,
+                    right,
+                    type="two_dot",
+                    prefix=prefix or None,
                 )
             )
         entries = []
@@ -961,8 +997,11 @@ class LakeFSStore:
 
     def retention_branches(self, repository: str) -> dict[str, str]:
         """The branches that keep tagged commits' data safe from lakeFS GC: branch -> commit id."""
-        return {name: head for name, head in self._branches(repository).items()
-                if name.startswith(INTERNAL_BRANCH_PREFIXES[1])}
+        return {
+            name: head
+            for name, head in self._branches(repository).items()
+            if name.startswith(INTERNAL_BRANCH_PREFIXES[1])
+        }
 
     # ---- paging ------------------------------------------------------------------------------
 

@@ -220,9 +220,7 @@ def _validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
-        raise ReproUserError(
-            f"commit metadata must be a mapping of str to str, got {type(metadata).__name__}"
-        )
+        raise ReproUserError(f"commit metadata must be a mapping of str to str, got {type(metadata).__name__}")
     for key, value in metadata.items():
         if not isinstance(key, str) or not key:
             raise ReproUserError(f"commit metadata keys must be non-empty strings, got {key!r}")
@@ -447,10 +445,17 @@ def _garbage_report(
     temps, temp_bytes = total("temp")
     metadata, metadata_bytes = total("commit", "tree")
     return GarbageReport(
-        deleted=deleted, grace_s=grace_s,
-        objects=objects, object_bytes=object_bytes, temp_entries=temps, temp_bytes=temp_bytes,
-        metadata_files=metadata, metadata_bytes=metadata_bytes, recent_unreferenced_objects=recent,
-        referenced_objects=len(marks.objects), referenced_bytes=sum(marks.objects.values()),
+        deleted=deleted,
+        grace_s=grace_s,
+        objects=objects,
+        object_bytes=object_bytes,
+        temp_entries=temps,
+        temp_bytes=temp_bytes,
+        metadata_files=metadata,
+        metadata_bytes=metadata_bytes,
+        recent_unreferenced_objects=recent,
+        referenced_objects=len(marks.objects),
+        referenced_bytes=sum(marks.objects.values()),
     )
 
 
@@ -603,8 +608,7 @@ class LocalStore:
             file = next((p for p in (self.root, *self.root.parents) if p.is_file()), None)
             what = f"{file} is a file, not a folder" if file else f"there is no store at {self.root}"
             raise StoreNotFound(
-                f"{what}; check --home / [repro] home (or store_uri): the store is created by the "
-                "first recorded task"
+                f"{what}; check --home / [repro] home (or store_uri): the store is created by the first recorded task"
             )
 
     def _layout_error(self, exc: OSError) -> ReproError:
@@ -621,9 +625,7 @@ class LocalStore:
     # ---- repositories ------------------------------------------------------------------------
 
     @_os_errors_translated
-    def create_repository(
-        self, name: str, *, default_branch: str = "main", exist_ok: bool = False
-    ) -> Repository:
+    def create_repository(self, name: str, *, default_branch: str = "main", exist_ok: bool = False) -> Repository:
         """Create a repository; its default branch starts at one empty "Repository created" commit.
 
         The whole repository is built in ``tmp/`` and published by one directory rename.
@@ -676,9 +678,7 @@ class LocalStore:
     # ---- refs --------------------------------------------------------------------------------
 
     @_os_errors_translated
-    def create_branch(
-        self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False
-    ) -> str:
+    def create_branch(self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False) -> str:
         """Create ``name`` at ``source_ref``; ``exist_ok`` returns an existing branch's head."""
         repo_dir = self._repo_dir(repository)
         _checked(validate_branch_name, name)
@@ -688,9 +688,7 @@ class LocalStore:
             if head is not None:
                 if exist_ok:
                     return head
-                raise AlreadyExistsError(
-                    f"branch {name!r} already exists in repository {repository!r} (at {head})"
-                )
+                raise AlreadyExistsError(f"branch {name!r} already exists in repository {repository!r} (at {head})")
             commit_id = self._resolve(repository, repo_dir, source_ref)
             self._set_ref(repo_dir, _BRANCHES, name, commit_id)
             return commit_id
@@ -811,12 +809,8 @@ class LocalStore:
             if parent_id is None:
                 raise RefNotFound(self._missing_ref_message(repository, branch, kind="branch"))
             parent = self._cached_commit(repository, parent_id)
-            tree = self._apply_changes(
-                repository, branch, self._cached_tree(repository, parent.tree), clean_changes
-            )
-            tree_bytes = _canonical_json(
-                {path: {"hash": h, "size": s} for path, (h, s) in tree.items()}
-            )
+            tree = self._apply_changes(repository, branch, self._cached_tree(repository, parent.tree), clean_changes)
+            tree_bytes = _canonical_json({path: {"hash": h, "size": s} for path, (h, s) in tree.items()})
             tree_id = _sha256_hex(tree_bytes)
             if tree_id == parent.tree and not allow_empty:
                 raise ReproUserError(
@@ -857,11 +851,7 @@ class LocalStore:
     @_os_errors_translated
     def list_objects(self, repository: str, ref: str, prefix: str = "") -> list[ObjectInfo]:
         tree = self._tree_at(repository, ref)
-        return [
-            ObjectInfo(path, h, s)
-            for path, (h, s) in sorted(tree.items())
-            if path.startswith(prefix)
-        ]
+        return [ObjectInfo(path, h, s) for path, (h, s) in sorted(tree.items()) if path.startswith(prefix)]
 
     @_os_errors_translated
     def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo:
@@ -902,15 +892,11 @@ class LocalStore:
         info = self.stat_object(repository, ref, path)
         raw = self._open_object_file(info.content_hash)
         what = f"object {path!r} of repository {repository!r} at ref {ref!r}"
-        reader = _VerifyingReader(
-            raw, info.content_hash, info.size, what, functools.partial(store_os_error, self.root)
-        )
+        reader = _VerifyingReader(raw, info.content_hash, info.size, what, functools.partial(store_os_error, self.root))
         return io.BufferedReader(reader, buffer_size=1024 * 1024)
 
     @_os_errors_translated
-    def materialize(
-        self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False
-    ) -> ObjectInfo:
+    def materialize(self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False) -> ObjectInfo:
         """Place the verified content of ``path`` at ``destination``, read-only.
 
         A copy by default: task code (root ignores read-only bits) can then never alter what was
@@ -933,13 +919,9 @@ class LocalStore:
         return info
 
     @_os_errors_translated
-    def diff(
-        self, repository: str, left_ref: str, right_ref: str, prefix: str = ""
-    ) -> list[DiffEntry]:
+    def diff(self, repository: str, left_ref: str, right_ref: str, prefix: str = "") -> list[DiffEntry]:
         """Two-dot diff: the paths whose content differs between the two trees, sorted."""
-        return _diff_trees(
-            self._tree_at(repository, left_ref), self._tree_at(repository, right_ref), prefix
-        )
+        return _diff_trees(self._tree_at(repository, left_ref), self._tree_at(repository, right_ref), prefix)
 
     # ---- objects -----------------------------------------------------------------------------
 
@@ -958,9 +940,7 @@ class LocalStore:
         except FileNotFoundError:
             raise ObjectNotFound(f"no object {content_hash} in the store at {self.root}") from None
         if actual != content_hash:
-            raise StoreCorruption(
-                f"object file {path} holds {actual}, not {content_hash}: it was modified or damaged"
-            )
+            raise StoreCorruption(f"object file {path} holds {actual}, not {content_hash}: it was modified or damaged")
         return size
 
     # ---- maintenance: layout check, garbage collection ---------------------------------------
@@ -1073,7 +1053,9 @@ class LocalStore:
             yield _Garbage("temp", path, _size_or_zero(path), None)
         for repo_dir in sorted(p for p in self._repos.iterdir() if p.is_dir()):
             garbage_kinds: tuple[tuple[Literal["commit", "tree"], set[tuple[str, str]]], ...] = (
-                ("commit", marks.commits), ("tree", marks.trees))
+                ("commit", marks.commits),
+                ("tree", marks.trees),
+            )
             for kind, seen in garbage_kinds:
                 for path in sorted((repo_dir / f"{kind}s").glob("*.json")):
                     if is_commit_id(path.stem) and (repo_dir.name, path.stem) not in seen:
@@ -1159,9 +1141,7 @@ class LocalStore:
         path = repo_dir / _REPOSITORY_FILE
         try:
             data = json.loads(path.read_bytes())
-            info = Repository(
-                name=data["name"], default_branch=data["default_branch"], created_at=data["created_at"]
-            )
+            info = Repository(name=data["name"], default_branch=data["default_branch"], created_at=data["created_at"])
             if not all(isinstance(v, str) for v in (info.name, info.default_branch, info.created_at)):
                 raise TypeError("name, default_branch and created_at must be strings")
         except (ValueError, KeyError, TypeError) as exc:
@@ -1188,17 +1168,13 @@ class LocalStore:
         info = {"name": name, "default_branch": default_branch, "created_at": created_at}
         empty_tree = _canonical_json({})
         empty_tree_id = _sha256_hex(empty_tree)
-        record = _CommitRecord(
-            empty_tree_id, (), INITIAL_COMMIT_MESSAGE, {}, created_at, self.committer
-        )
+        record = _CommitRecord(empty_tree_id, (), INITIAL_COMMIT_MESSAGE, {}, created_at, self.committer)
         commit_bytes = record.canonical_bytes()
         commit_id = _sha256_hex(commit_bytes)
         _write_new_file_durably(staging / _REPOSITORY_FILE, _canonical_json(info))
         _write_new_file_durably(staging / "trees" / f"{empty_tree_id}.json", empty_tree)
         _write_new_file_durably(staging / "commits" / f"{commit_id}.json", commit_bytes)
-        _write_new_file_durably(
-            staging / "refs" / _BRANCHES / default_branch, f"{commit_id}\n".encode()
-        )
+        _write_new_file_durably(staging / "refs" / _BRANCHES / default_branch, f"{commit_id}\n".encode())
         for directory in ("trees", "commits", f"refs/{_BRANCHES}", f"refs/{_TAGS}", "refs", "."):
             _fsync_dir(staging / directory)
         return staging
@@ -1328,9 +1304,7 @@ class LocalStore:
     def _tree_at(self, repository: str, ref: str) -> _Tree:
         return self._tree_of_commit(repository, self.resolve_ref(repository, ref))
 
-    def _first_parent_chain(
-        self, repository: str, commit_id: str, limit: int | None
-    ) -> Iterator[Commit]:
+    def _first_parent_chain(self, repository: str, commit_id: str, limit: int | None) -> Iterator[Commit]:
         count = 0
         next_id: str | None = commit_id
         while next_id is not None and (limit is None or count < limit):
@@ -1342,14 +1316,11 @@ class LocalStore:
             count += 1
             next_id = record.parents[0] if record.parents else None
 
-    def _validate_changes(
-        self, changes: Mapping[str, StagedObject | None]
-    ) -> dict[str, tuple[str, int] | None]:
+    def _validate_changes(self, changes: Mapping[str, StagedObject | None]) -> dict[str, tuple[str, int] | None]:
         """Check paths and staged objects before taking the lock: path -> (hash, size) | None."""
         if not isinstance(changes, Mapping):
             raise ReproUserError(
-                "changes must be a mapping of path to StagedObject or None, "
-                f"got {type(changes).__name__}"
+                f"changes must be a mapping of path to StagedObject or None, got {type(changes).__name__}"
             )
         clean: dict[str, tuple[str, int] | None] = {}
         for path, staged in changes.items():
@@ -1358,9 +1329,7 @@ class LocalStore:
                 clean[path] = None
                 continue
             if not isinstance(staged, StagedObject):
-                raise ReproUserError(
-                    f"change for {path!r} must be a StagedObject (from stage_file) or None"
-                )
+                raise ReproUserError(f"change for {path!r} must be a StagedObject (from stage_file) or None")
             clean[path] = (staged.content_hash, self._stored_size(path, staged))
         return clean
 
@@ -1392,8 +1361,7 @@ class LocalStore:
                 new_tree[path] = entry
             elif new_tree.pop(path, None) is None:
                 raise ObjectNotFound(
-                    f"cannot delete {path!r}: it does not exist on branch {branch!r} "
-                    f"of repository {repository!r}"
+                    f"cannot delete {path!r}: it does not exist on branch {branch!r} of repository {repository!r}"
                 )
         return new_tree
 
@@ -1438,9 +1406,7 @@ class LocalStore:
         # Only a plain file with no other name can become an object: through a symlink or a
         # second hard link someone could still change the stored content.
         return (
-            stat.S_ISREG(source_stat.st_mode)
-            and source_stat.st_nlink == 1
-            and source_stat.st_dev == self._tmp_device
+            stat.S_ISREG(source_stat.st_mode) and source_stat.st_nlink == 1 and source_stat.st_dev == self._tmp_device
         )
 
     def _take_file(self, source: Path) -> Path | None:
@@ -1519,9 +1485,7 @@ class LocalStore:
         try:
             return open(path, "rb", buffering=0)
         except FileNotFoundError:
-            raise StoreCorruption(
-                f"object file {path} for {content_hash} is missing from the store"
-            ) from None
+            raise StoreCorruption(f"object file {path} for {content_hash} is missing from the store") from None
 
     def _link_or_copy_verified(self, info: ObjectInfo, target: Path, what: str, *, link: bool) -> None:
         """Copy (or hard-link) the object to ``target``, checking its hash in one read."""

@@ -104,8 +104,13 @@ def callable_source(function: Callable[..., Any]) -> str:
     return ast.unparse(node) + "\n"
 
 
-def launcher_script(function: Callable[..., Any], *, runtime_path: Path | None = None,
-                    kwargs_file: Path | None = None, return_file: Path | None = None) -> str:
+def launcher_script(
+    function: Callable[..., Any],
+    *,
+    runtime_path: Path | None = None,
+    kwargs_file: Path | None = None,
+    return_file: Path | None = None,
+) -> str:
     """The program a task's own interpreter runs: the function's source, then
     :func:`airflow_repro.runtime.run_callable` around it.
 
@@ -141,8 +146,9 @@ def run_in_venv(
     result_file = workdir / "result.json"
     kwargs_file = workdir / "kwargs.json"
     kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
-    script.write_text(launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file),
-                      encoding="utf-8")
+    script.write_text(
+        launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file), encoding="utf-8"
+    )
     env = {
         "PATH": os.environ.get("PATH", ""),
         "HOME": os.environ.get("HOME", str(workdir)),

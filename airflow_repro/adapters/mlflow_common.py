@@ -266,10 +266,7 @@ def decode_json_artifact(path: str, content: bytes) -> object:
 
 def checked_experiment_name(name: str) -> str:
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_EXPERIMENT_NAME_LENGTH:
-        raise ConfigError(
-            f"invalid MLflow experiment name {name!r}: give 1-{MAX_EXPERIMENT_NAME_LENGTH} "
-            "characters"
-        )
+        raise ConfigError(f"invalid MLflow experiment name {name!r}: give 1-{MAX_EXPERIMENT_NAME_LENGTH} characters")
     return name
 
 
@@ -286,9 +283,7 @@ def now_ms() -> int:
 # --- MLflow errors -> the project's error tree ---------------------------------------------------
 
 
-def error_from_mlflow(
-    status_code: int | None, error_code: str, message: str, *, doing: str, where: str
-) -> ReproError:
+def error_from_mlflow(status_code: int | None, error_code: str, message: str, *, doing: str, where: str) -> ReproError:
     """Map an MLflow failure (HTTP status and MLflow ``error_code``) onto our error tree.
 
     ``doing`` names the operation, ``where`` the redacted tracking URI.
@@ -301,11 +296,8 @@ def error_from_mlflow(
         return TrackerNotFound(text)
     if status_code == 404:
         return TrackerMisconfigured(
-            f"{text} (no such endpoint: is {where} an MLflow tracking server, with the right "
-            "path prefix?)"
+            f"{text} (no such endpoint: is {where} an MLflow tracking server, with the right path prefix?)"
         )
     if status_code in (401, 403):
-        text += (
-            " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
-        )
+        text += " (check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)"
     return TrackerRequestRejected(text, status_code=status_code, error_code=error_code)

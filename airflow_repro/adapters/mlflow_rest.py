@@ -164,9 +164,7 @@ class MlflowRestTracker:
     def _create_experiment(self, name: str) -> str | None:
         """The new experiment's id, or None when another process created it first."""
         try:
-            answer = self._post(
-                "experiments/create", {"name": name}, doing=f"create experiment {name!r}"
-            )
+            answer = self._post("experiments/create", {"name": name}, doing=f"create experiment {name!r}")
         except TrackerRequestRejected as exc:
             if exc.error_code == "RESOURCE_ALREADY_EXISTS":
                 return None
@@ -221,9 +219,7 @@ class MlflowRestTracker:
     def _call(self, method: str, url: str, *, doing: str, **kwargs: Any) -> httpx.Response:
         auth = self._auth if self._auth is not None else httpx.USE_CLIENT_DEFAULT
         try:
-            response = self._client.request(
-                method, url, auth=auth, timeout=self._timeout, **kwargs
-            )
+            response = self._client.request(method, url, auth=auth, timeout=self._timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise TrackerUnavailable(
                 f"MLflow at {self.tracking_uri} cannot be reached to {doing}: "
@@ -232,17 +228,14 @@ class MlflowRestTracker:
         if response.is_success:
             return response
         error_code, message = _mlflow_error(response)
-        raise error_from_mlflow(
-            response.status_code, error_code, message, doing=doing, where=self.tracking_uri
-        )
+        raise error_from_mlflow(response.status_code, error_code, message, doing=doing, where=self.tracking_uri)
 
     def _json(self, response: httpx.Response, doing: str) -> dict[str, Any]:
         try:
             return response.json()
         except ValueError:
             raise TrackerMisconfigured(
-                f"{self.tracking_uri} did not answer with JSON when asked to {doing}: is it an "
-                "MLflow tracking server?"
+                f"{self.tracking_uri} did not answer with JSON when asked to {doing}: is it an MLflow tracking server?"
             ) from None
 
 

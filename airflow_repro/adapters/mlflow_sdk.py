@@ -72,12 +72,8 @@ class MlflowSdkTracker:
         run_tags = dict(checked_tags(tags))
         experiment_id = self.get_or_create_experiment(experiment)
         with self._mlflow_errors(f"create run {run_name!r}"):
-            run = self._mlflow.create_run(
-                experiment_id, start_time=now_ms(), tags=run_tags, run_name=run_name
-            )
-        return TrackedRun(
-            run_id=run.info.run_id, experiment_id=experiment_id, tracking_uri=self.tracking_uri
-        )
+            run = self._mlflow.create_run(experiment_id, start_time=now_ms(), tags=run_tags, run_name=run_name)
+        return TrackedRun(run_id=run.info.run_id, experiment_id=experiment_id, tracking_uri=self.tracking_uri)
 
     def log(self, run: TrackedRun, record: RunRecord) -> None:
         """Log ``record`` in the same batches as the REST adapter; JSON artifacts last."""
@@ -130,9 +126,7 @@ class MlflowSdkTracker:
         if experiment is None:
             try:
                 with self._mlflow_errors(f"create experiment {name!r}"):
-                    return self._mlflow.create_experiment(
-                        name, artifact_location=self._artifact_location
-                    )
+                    return self._mlflow.create_experiment(name, artifact_location=self._artifact_location)
             except TrackerRequestRejected as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -170,9 +164,7 @@ class MlflowSdkTracker:
             yield
         except MlflowException as exc:
             if config_error:
-                raise ConfigError(
-                    f"cannot open the MLflow store {self.tracking_uri}: {exc.message}"
-                ) from exc
+                raise ConfigError(f"cannot open the MLflow store {self.tracking_uri}: {exc.message}") from exc
             raise error_from_mlflow(
                 exc.get_http_status_code(),
                 exc.error_code,
@@ -193,4 +185,3 @@ def sqlite_artifact_location(tracking_uri: str) -> str | None:
         return None
     database = Path(unquote(parts.path[1:]))  # sqlite:////abs/x.db -> path "//abs/x.db"
     return (database.parent / ARTIFACTS_DIR_NAME).as_uri()
-

@@ -243,50 +243,89 @@ def _datasource(namespace: str) -> datasource_dataset.DatasourceDatasetFacet:
     return datasource_dataset.DatasourceDatasetFacet(name=namespace, uri=namespace, producer=PRODUCER)
 
 
-def _dataset_facets(namespace: str, commit_id: str | None, content_hash: str | None, size: int | None,
-                    ref: str | None) -> dict[str, Any]:
+def _dataset_facets(
+    namespace: str, commit_id: str | None, content_hash: str | None, size: int | None, ref: str | None
+) -> dict[str, Any]:
     facets: dict[str, Any] = {"dataSource": _datasource(namespace)}
     if commit_id:
-        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(datasetVersion=commit_id,
-                                                                              producer=PRODUCER)
+        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+            datasetVersion=commit_id, producer=PRODUCER
+        )
     if content_hash:
         facets[OBJECT_FACET] = ReproObjectDatasetFacet(contentHash=content_hash, size=size, ref=ref, producer=PRODUCER)
     return facets
 
 
-def input_dataset(namespace: str, repository: str, path: str, *, commit_id: str | None = None,
-                  content_hash: str | None = None, size: int | None = None, ref: str | None = None) -> InputDataset:
+def input_dataset(
+    namespace: str,
+    repository: str,
+    path: str,
+    *,
+    commit_id: str | None = None,
+    content_hash: str | None = None,
+    size: int | None = None,
+    ref: str | None = None,
+) -> InputDataset:
     """An input; ``commit_id`` (its ``version``) and content once the input is resolved."""
     input_facets: dict[str, Any] = {}
     if size is not None:
         input_facets["inputStatistics"] = input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
-            size=size, fileCount=1, producer=PRODUCER)
-    return InputDataset(namespace=namespace, name=dataset_name(repository, path),
-                        facets=_dataset_facets(namespace, commit_id, content_hash, size, ref),
-                        inputFacets=input_facets)
+            size=size, fileCount=1, producer=PRODUCER
+        )
+    return InputDataset(
+        namespace=namespace,
+        name=dataset_name(repository, path),
+        facets=_dataset_facets(namespace, commit_id, content_hash, size, ref),
+        inputFacets=input_facets,
+    )
 
 
 def resolved_input(namespace: str, pinned: DataInput) -> InputDataset:
-    return input_dataset(namespace, pinned.repository, pinned.path, commit_id=pinned.commit_id,
-                         content_hash=pinned.content_hash, size=pinned.size, ref=pinned.ref)
+    return input_dataset(
+        namespace,
+        pinned.repository,
+        pinned.path,
+        commit_id=pinned.commit_id,
+        content_hash=pinned.content_hash,
+        size=pinned.size,
+        ref=pinned.ref,
+    )
 
 
-def output_dataset(namespace: str, repository: str, path: str, *, commit_id: str | None = None,
-                   content_hash: str | None = None, size: int | None = None, ref: str | None = None) -> OutputDataset:
+def output_dataset(
+    namespace: str,
+    repository: str,
+    path: str,
+    *,
+    commit_id: str | None = None,
+    content_hash: str | None = None,
+    size: int | None = None,
+    ref: str | None = None,
+) -> OutputDataset:
     """An output; ``commit_id`` (its ``version``) is the commit that holds it with the manifest."""
     output_facets: dict[str, Any] = {}
     if size is not None:
         output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-            size=size, fileCount=1, producer=PRODUCER)
-    return OutputDataset(namespace=namespace, name=dataset_name(repository, path),
-                         facets=_dataset_facets(namespace, commit_id, content_hash, size, ref),
-                         outputFacets=output_facets)
+            size=size, fileCount=1, producer=PRODUCER
+        )
+    return OutputDataset(
+        namespace=namespace,
+        name=dataset_name(repository, path),
+        facets=_dataset_facets(namespace, commit_id, content_hash, size, ref),
+        outputFacets=output_facets,
+    )
 
 
-def committed_output(namespace: str, repository: str, branch: str, output: DataOutput,
-                     commit_id: str) -> OutputDataset:
-    return output_dataset(namespace, repository, output.path, commit_id=commit_id,
-                          content_hash=output.content_hash, size=output.size, ref=branch)
+def committed_output(namespace: str, repository: str, branch: str, output: DataOutput, commit_id: str) -> OutputDataset:
+    return output_dataset(
+        namespace,
+        repository,
+        output.path,
+        commit_id=commit_id,
+        content_hash=output.content_hash,
+        size=output.size,
+        ref=branch,
+    )
 
 
 def manifest_run_facet(
@@ -314,17 +353,34 @@ def manifest_run_facet(
     if run_id:
         mlflow = ManifestMlflow(
             runId=run_id,
-            experimentId=getattr(mlflow_run, "experiment_id", None) or getattr(mlflow_run, "mlflow_experiment_id", None),
+            experimentId=getattr(mlflow_run, "experiment_id", None)
+            or getattr(mlflow_run, "mlflow_experiment_id", None),
             trackingUri=getattr(mlflow_run, "tracking_uri", None) or getattr(mlflow_run, "mlflow_tracking_uri", None),
         )
     return ReproManifestRunFacet(
-        task=ManifestTask(dagId=identity.dag_id, runId=identity.run_id, taskId=identity.task_id,
-                          mapIndex=identity.map_index, tryNumber=identity.try_number),
-        code=ManifestCode(sourceHash=code.source_hash, moduleHash=code.module_hash, callable=code.callable,
-                          bundleName=code.bundle_name, bundleVersion=code.bundle_version, dagFile=code.dag_file),
-        environment=ManifestEnvironment(kind=environment.kind, digest=environment.digest, image=environment.image,
-                                        lockfile=environment.lockfile, python=environment.python,
-                                        distributions=environment.distributions),
+        task=ManifestTask(
+            dagId=identity.dag_id,
+            runId=identity.run_id,
+            taskId=identity.task_id,
+            mapIndex=identity.map_index,
+            tryNumber=identity.try_number,
+        ),
+        code=ManifestCode(
+            sourceHash=code.source_hash,
+            moduleHash=code.module_hash,
+            callable=code.callable,
+            bundleName=code.bundle_name,
+            bundleVersion=code.bundle_version,
+            dagFile=code.dag_file,
+        ),
+        environment=ManifestEnvironment(
+            kind=environment.kind,
+            digest=environment.digest,
+            image=environment.image,
+            lockfile=environment.lockfile,
+            python=environment.python,
+            distributions=environment.distributions,
+        ),
         repository=repository,
         branch=branch,
         manifestDigest=manifest.digest if manifest is not None else None,
@@ -333,30 +389,45 @@ def manifest_run_facet(
         commitId=commit_id,
         reusedCommit=reused_commit,
         seed=seed,
-        resources=ManifestResources(cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu,
-                                    accelerator=resources.accelerator) if resources is not None else None,
+        resources=ManifestResources(
+            cpu=resources.cpu, memory=resources.memory, gpu=resources.gpu, accelerator=resources.accelerator
+        )
+        if resources is not None
+        else None,
         mlflow=mlflow,
         producer=PRODUCER,
     )
 
 
-def replay_run_facet(replay: ReplayInfo, *, original_run: tuple[str, str, str] | None = None,
-                     verdict: str | None = None, task_status: str | None = None,
-                     verified_at: str | None = None) -> ReproReplayRunFacet:
+def replay_run_facet(
+    replay: ReplayInfo,
+    *,
+    original_run: tuple[str, str, str] | None = None,
+    verdict: str | None = None,
+    task_status: str | None = None,
+    verified_at: str | None = None,
+) -> ReproReplayRunFacet:
     """The ``repro_replay`` facet; ``original_run`` is ``(run id, job namespace, job name)``."""
     original = None
     if original_run is not None:
         run_id, namespace, name = original_run
         original = OriginalRun(runId=run_id, job=OriginalJob(namespace=namespace, name=name))
     return ReproReplayRunFacet(
-        ofRunId=replay.of_run_id, mode=replay.mode, planDigest=replay.plan_digest,
-        originalManifestDigest=replay.original_manifest_digest, originalRun=original,
-        verdict=verdict, taskStatus=task_status, verifiedAt=verified_at, producer=PRODUCER,
+        ofRunId=replay.of_run_id,
+        mode=replay.mode,
+        planDigest=replay.plan_digest,
+        originalManifestDigest=replay.original_manifest_digest,
+        originalRun=original,
+        verdict=verdict,
+        taskStatus=task_status,
+        verifiedAt=verified_at,
+        producer=PRODUCER,
     )
 
 
-def execution_parameters_facet(parameters: Parameters, replay: ReplayInfo | None = None
-                               ) -> execution_parameters_run.ExecutionParametersRunFacet:
+def execution_parameters_facet(
+    parameters: Parameters, replay: ReplayInfo | None = None
+) -> execution_parameters_run.ExecutionParametersRunFacet:
     """Seed, task params and DAG-run conf (values as JSON text); secrets appear by name only."""
     items: list[execution_parameters_run.ExecutionParameter] = []
 
@@ -364,27 +435,34 @@ def execution_parameters_facet(parameters: Parameters, replay: ReplayInfo | None
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
         if len(text) > MAX_PARAMETER_CHARS:
             text = text[: MAX_PARAMETER_CHARS - 3] + "..."
-        items.append(execution_parameters_run.ExecutionParameter(key=key, name=name, description=description,
-                                                                 value=text))
+        items.append(
+            execution_parameters_run.ExecutionParameter(key=key, name=name, description=description, value=text)
+        )
 
     if parameters.seed is not None:
         add("seed", str(parameters.seed), "Random seed", "The seed the task was given (recorded in the manifest).")
-    for prefix, values, what in (("param", parameters.task_params, "Task param"),
-                                 ("conf", parameters.dag_run_conf, "DAG-run conf entry")):
+    for prefix, values, what in (
+        ("param", parameters.task_params, "Task param"),
+        ("conf", parameters.dag_run_conf, "DAG-run conf entry"),
+    ):
         for key in sorted(values):
             add(f"{prefix}.{key}", values[key], f"{what} {key}")
     if parameters.secret_names:
-        add("secret_names", ",".join(parameters.secret_names), "Secret names",
-            "Names of the secrets the task used; values are never recorded.")
+        add(
+            "secret_names",
+            ",".join(parameters.secret_names),
+            "Secret names",
+            "Names of the secrets the task used; values are never recorded.",
+        )
     if replay is not None:
         add("replay.of_run_id", replay.of_run_id, "Replay of", "Airflow run id of the replayed DAG run.")
         add("replay.mode", replay.mode, "Replay mode")
     return execution_parameters_run.ExecutionParametersRunFacet(parameters=items, producer=PRODUCER)
 
 
-def source_code_location_facet(code: CodeVersion, *, dag_file_path: str | None, repo_url: str | None = None,
-                               hostname: str | None = None
-                               ) -> source_code_location_job.SourceCodeLocationJobFacet | None:
+def source_code_location_facet(
+    code: CodeVersion, *, dag_file_path: str | None, repo_url: str | None = None, hostname: str | None = None
+) -> source_code_location_job.SourceCodeLocationJobFacet | None:
     """Where the task's code lives, at the version that ran.
 
     A git DAG bundle (a version and a repository URL) gives ``type: git`` with the commit sha. Any
@@ -397,12 +475,17 @@ def source_code_location_facet(code: CodeVersion, *, dag_file_path: str | None, 
         url = f"{web}/blob/{code.bundle_version}/{path}" if web and path else (web or _uri_or_none(repo_url))
         if url:
             return source_code_location_job.SourceCodeLocationJobFacet(
-                type="git", url=url, repoUrl=repo_url, path=path, version=code.bundle_version, producer=PRODUCER)
+                type="git", url=url, repoUrl=repo_url, path=path, version=code.bundle_version, producer=PRODUCER
+            )
     if dag_file_path and dag_file_path.startswith("/"):
         host = hostname or socket.gethostname() or "localhost"
         return source_code_location_job.SourceCodeLocationJobFacet(
-            type="file", url=f"file://{host.lower()}{quote(dag_file_path, safe='/')}",
-            path=code.dag_file, version=code.module_hash or code.source_hash, producer=PRODUCER)
+            type="file",
+            url=f"file://{host.lower()}{quote(dag_file_path, safe='/')}",
+            path=code.dag_file,
+            version=code.module_hash or code.source_hash,
+            producer=PRODUCER,
+        )
     return None
 
 

@@ -69,13 +69,17 @@ class _Body(BaseModel):
 
 class ReplayRequest(_Body):
     mode: Literal["pinned", "latest-code"] = Field(
-        "pinned", description="pinned: refuse any drift. latest-code: current code and environment; "
-                              "data, params and seeds stay pinned.")
+        "pinned",
+        description="pinned: refuse any drift. latest-code: current code and environment; "
+        "data, params and seeds stay pinned.",
+    )
     dry_run: bool = Field(False, description="Plan only: report the drift, trigger nothing.")
     secrets: dict[str, Any] = Field(
-        default_factory=dict, repr=False,
+        default_factory=dict,
+        repr=False,
         description="Values of the recorded run's redacted DAG-run conf entries (dotted keys), given again: "
-                    "they go into the replay run's conf, never into the plan, the record or an answer.")
+        "they go into the replay run's conf, never into the plan, the record or an answer.",
+    )
 
 
 class VerificationRequest(_Body):
@@ -125,8 +129,9 @@ def _backends() -> service.Backends:
     try:
         return service.Backends.from_airflow_conf()
     except ConfigError as exc:  # the server's settings, not the request, are wrong
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            f"airflow-repro is not configured correctly on this API server: {exc}") from exc
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"airflow-repro is not configured correctly on this API server: {exc}"
+        ) from exc
 
 
 def _missing_in_airflow(dag_id: str, run_id: str | None) -> str | None:
@@ -139,11 +144,11 @@ def _missing_in_airflow(dag_id: str, run_id: str | None) -> str | None:
     with create_session() as session:
         if session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == dag_id)) is None:
             return f"DAG {dag_id!r} is not known to Airflow; check the dag_id (GET /api/v2/dags lists them)"
-        if run_id is not None and session.scalar(
-            select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
-        ) is None:
-            return (f"DAG {dag_id!r} has no run {run_id!r}; list its runs with "
-                    f"GET /api/v2/dags/{dag_id}/dagRuns")
+        if (
+            run_id is not None
+            and session.scalar(select(DagRun.id).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)) is None
+        ):
+            return f"DAG {dag_id!r} has no run {run_id!r}; list its runs with GET /api/v2/dags/{dag_id}/dagRuns"
     return None
 
 
@@ -167,11 +172,15 @@ def _drift_items(drift: list[Drift], mode: str) -> list[dict[str, Any]]:
 def _refusal_message(plan: ReplayPlan) -> str:
     blocking = plan.blocking_drift
     lines = "; ".join(f"[{d.kind}] {d.task_id}: {d.detail}" for d in blocking)
-    message = (f"cannot replay run {plan.original_run_id!r} of {plan.dag_id!r} in mode {plan.mode}: "
-               f"{len(blocking)} pin(s) no longer hold, nothing was triggered: {lines}.")
+    message = (
+        f"cannot replay run {plan.original_run_id!r} of {plan.dag_id!r} in mode {plan.mode}: "
+        f"{len(blocking)} pin(s) no longer hold, nothing was triggered: {lines}."
+    )
     if plan.mode == "pinned" and all(d.kind in CODE_DRIFT for d in blocking):
-        message += (' Send {"mode": "latest-code"} to replay with the current code and environment '
-                    "(data, params and seeds stay pinned).")
+        message += (
+            ' Send {"mode": "latest-code"} to replay with the current code and environment '
+            "(data, params and seeds stay pinned)."
+        )
     else:
         message += " No mode can replay it: data or parameters it was recorded with are gone or changed."
     return message
@@ -187,11 +196,14 @@ def _user_name(user: Any) -> str | None:
 # -- error mapping -----------------------------------------------------------------------------------
 def _error_response(exc: ReproError) -> JSONResponse:
     if isinstance(exc, ReplayRefused):
-        return JSONResponse(status_code=status.HTTP_409_CONFLICT, content={
-            "detail": public_text(_refusal_message(exc.plan)),
-            "mode": exc.plan.mode,
-            "drift": _drift_items(exc.plan.drift, exc.plan.mode),
-        })
+        return JSONResponse(
+            status_code=status.HTTP_409_CONFLICT,
+            content={
+                "detail": public_text(_refusal_message(exc.plan)),
+                "mode": exc.plan.mode,
+                "drift": _drift_items(exc.plan.drift, exc.plan.mode),
+            },
+        )
     if isinstance(exc, service.RunNotFinished):
         code = status.HTTP_409_CONFLICT
     elif isinstance(exc, NotFoundError):
@@ -201,8 +213,11 @@ def _error_response(exc: ReproError) -> JSONResponse:
     elif isinstance(exc, ReproInfraError):
         log.warning("airflow-repro API: infrastructure fault: %s", exc)
         headers = {"Retry-After": "5"} if exc.retryable else None
-        return JSONResponse(status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            content={"detail": public_text(str(exc)), "retryable": exc.retryable}, headers=headers)
+        return JSONResponse(
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            content={"detail": public_text(str(exc)), "retryable": exc.retryable},
+            headers=headers,
+        )
     else:
         log.error("airflow-repro API: unexpected error", exc_info=exc)
         code = status.HTTP_500_INTERNAL_SERVER_ERROR
@@ -222,8 +237,10 @@ async def _handle_http_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("airflow-repro API: unexpected error", exc_info=exc)
-    return JSONResponse(status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
-                        content={"detail": "internal error in airflow-repro; the API server's log has the details"})
+    return JSONResponse(
+        status_code=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        content={"detail": "internal error in airflow-repro; the API server's log has the details"},
+    )
 
 
 # -- endpoints ---------------------------------------------------------------------------------------
@@ -248,13 +265,21 @@ def _run_body(backends: service.Backends, run: RecordedRun) -> dict[str, Any]:
         except ObjectNotFound:  # tagged without its DAG-run manifest: report the tasks anyway
             log.warning("run %s of %s is closed but has no DAG-run manifest at %s", run.run_id, run.dag_id, run.ref)
     return {
-        "dag_id": run.dag_id, "run_id": run.run_id, "repository": run.repository, "branch": run.branch,
-        "ref": run.ref, "closed": run.closed, "head_commit": run.head_commit,
+        "dag_id": run.dag_id,
+        "run_id": run.run_id,
+        "repository": run.repository,
+        "branch": run.branch,
+        "ref": run.ref,
+        "closed": run.closed,
+        "head_commit": run.head_commit,
         "tasks": [
             {
-                "task_id": t.manifest.identity.task_id, "map_index": t.manifest.identity.map_index,
-                "try_number": t.manifest.identity.try_number, "commit_id": t.commit_id,
-                "manifest_path": t.manifest_path, "manifest_digest": t.manifest.digest,
+                "task_id": t.manifest.identity.task_id,
+                "map_index": t.manifest.identity.map_index,
+                "try_number": t.manifest.identity.try_number,
+                "commit_id": t.commit_id,
+                "manifest_path": t.manifest_path,
+                "manifest_digest": t.manifest.digest,
                 "manifest": t.manifest.model_dump(mode="json"),
             }
             for t in run.tasks
@@ -264,7 +289,9 @@ def _run_body(backends: service.Backends, run: RecordedRun) -> dict[str, Any]:
 
 
 @router.post(
-    "/{run_id}/replay", dependencies=[CREATE_RUN], response_model=ReplayResponse,
+    "/{run_id}/replay",
+    dependencies=[CREATE_RUN],
+    response_model=ReplayResponse,
     summary="Replay a recorded run with its pins (a new run of the same DAG)",
     responses={409: {"description": "Blocking drift (body has 'drift'), or the run has not finished"}},
 )
@@ -278,9 +305,15 @@ def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest)
         _trigger(backends, plan, _user_name(user), body.secrets)  # raises ReplayRefused (409) when blocked
         triggered = True
     return {
-        "dag_id": plan.dag_id, "original_run_id": plan.original_run_id, "replay_run_id": plan.replay_run_id,
-        "mode": plan.mode, "dry_run": body.dry_run, "triggered": triggered, "blocked": blocked,
-        "plan_digest": plan.digest, "drift": _drift_items(plan.drift, plan.mode),
+        "dag_id": plan.dag_id,
+        "original_run_id": plan.original_run_id,
+        "replay_run_id": plan.replay_run_id,
+        "mode": plan.mode,
+        "dry_run": body.dry_run,
+        "triggered": triggered,
+        "blocked": blocked,
+        "plan_digest": plan.digest,
+        "drift": _drift_items(plan.drift, plan.mode),
     }
 
 
@@ -292,28 +325,40 @@ def _trigger(backends: service.Backends, plan: ReplayPlan, user: str | None, sec
     except DagNotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"cannot trigger the replay: {exc}") from exc
     except DagRunAlreadyExists as exc:
-        raise HTTPException(status.HTTP_409_CONFLICT,
-                            f"cannot trigger the replay: run {plan.replay_run_id!r} already exists") from exc
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, f"cannot trigger the replay: run {plan.replay_run_id!r} already exists"
+        ) from exc
     except ValueError as exc:  # ParamValidationError, run types the DAG does not allow
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"Airflow refused the replay run: {exc}") from exc
 
 
-@router.get("/{run_id}/replays", dependencies=[READ_RUN], response_model=ReplaysResponse,
-            summary="The replays of a recorded run, oldest first")
+@router.get(
+    "/{run_id}/replays",
+    dependencies=[READ_RUN],
+    response_model=ReplaysResponse,
+    summary="The replays of a recorded run, oldest first",
+)
 def get_replays(dag_id: str, run_id: str) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, run_id):
         plans = service.replays_of(backends, dag_id, run_id)
     replays = [
-        {"replay_run_id": p.replay_run_id, "mode": p.mode, "created_at": p.created_at, "drift_count": len(p.drift),
-         "state": service.dag_run_state(dag_id, p.replay_run_id), "plan_digest": p.digest}
+        {
+            "replay_run_id": p.replay_run_id,
+            "mode": p.mode,
+            "created_at": p.created_at,
+            "drift_count": len(p.drift),
+            "state": service.dag_run_state(dag_id, p.replay_run_id),
+            "plan_digest": p.digest,
+        }
         for p in plans
     ]
     return {"dag_id": dag_id, "run_id": run_id, "replays": replays, "total_entries": len(replays)}
 
 
-@router.get("/{replay_run_id}/verification", dependencies=[READ_RUN],
-            summary="The stored verification report of a replay")
+@router.get(
+    "/{replay_run_id}/verification", dependencies=[READ_RUN], summary="The stored verification report of a replay"
+)
 def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, replay_run_id):
@@ -329,9 +374,12 @@ def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[
     return report.model_dump(mode="json")
 
 
-@router.post("/{replay_run_id}/verification", dependencies=[CREATE_RUN],
-             summary="Verify a finished replay against its original; store and return the report",
-             responses={409: {"description": "The replay has not finished"}})
+@router.post(
+    "/{replay_run_id}/verification",
+    dependencies=[CREATE_RUN],
+    summary="Verify a finished replay against its original; store and return the report",
+    responses={409: {"description": "The replay has not finished"}},
+)
 def post_verification(dag_id: str, replay_run_id: str, body: VerificationRequest) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, replay_run_id):
@@ -349,8 +397,10 @@ def _require_replay(backends: service.Backends, dag_id: str, run_id: str) -> Non
     try:
         load_plan(backends.store, repository, dag_id, run_id)
     except ObjectNotFound as exc:
-        raise NotFoundError(f"run {run_id!r} of {dag_id!r} is not a replay (it has no replay plan); "
-                            "verify the run that a replay created instead") from exc
+        raise NotFoundError(
+            f"run {run_id!r} of {dag_id!r} is not a replay (it has no replay plan); "
+            "verify the run that a replay created instead"
+        ) from exc
 
 
 def create_app() -> FastAPI:
@@ -362,7 +412,7 @@ def create_app() -> FastAPI:
         title="airflow-repro API",
         version="1",
         description="Recorded runs, replays and verification of airflow-repro. Authenticate as for "
-                    "Airflow's API (POST /auth/token, then 'Authorization: Bearer <token>').",
+        "Airflow's API (POST /auth/token, then 'Authorization: Bearer <token>').",
         docs_url="/docs" if swagger else None,
         redoc_url=None,
         openapi_url="/openapi.json" if swagger else None,

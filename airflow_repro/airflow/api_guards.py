@@ -38,10 +38,14 @@ def refuse_cross_site(request: Request) -> None:
         return  # without a cookie or a token, authentication answers 401
     reason = _cross_site_reason(request)
     if reason is not None:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, (
-            f"cross-site request refused: {reason}. A {request.method} authenticated by the session cookie "
-            "must come from a page of this Airflow server itself; scripts and other services "
-            "authenticate with 'Authorization: Bearer <token>' (POST /auth/token)"))
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            (
+                f"cross-site request refused: {reason}. A {request.method} authenticated by the session cookie "
+                "must come from a page of this Airflow server itself; scripts and other services "
+                "authenticate with 'Authorization: Bearer <token>' (POST /auth/token)"
+            ),
+        )
 
 
 def _has_bearer(request: Request) -> bool:
@@ -53,7 +57,9 @@ def _cross_site_reason(request: Request) -> str | None:
     """Why the request may come from another origin, or ``None`` if it comes from this one."""
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None:  # set by the browser itself; pages cannot forge it
-        return None if fetch_site == "same-origin" else f"it was sent from another origin (Sec-Fetch-Site: {fetch_site})"
+        return (
+            None if fetch_site == "same-origin" else f"it was sent from another origin (Sec-Fetch-Site: {fetch_site})"
+        )
     origin = request.headers.get("origin")
     if origin is None:
         return "it has neither a Sec-Fetch-Site nor an Origin header to show where it was sent from"
@@ -89,8 +95,9 @@ async def handle_invalid_request(request: Request, exc: Exception) -> JSONRespon
     # FastAPI's own handler echoes each input as it is: NaN, Infinity or 1e999 (which Python's JSON
     # parser accepts) and undecodable bytes cannot be rendered as JSON, and it answered 500.
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
-                        content={"detail": [_clear_error(e) for e in exc.errors()]})
+    return JSONResponse(
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT, content={"detail": [_clear_error(e) for e in exc.errors()]}
+    )
 
 
 def _clear_error(error: Any) -> dict[str, Any]:

@@ -79,8 +79,12 @@ def dag_file(dag_id: str) -> DagFile:
     if found is None or not found[0]:
         raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow; check the dag_id with 'airflow dags list'")
     fileloc, bundle_name, relative = found
-    return DagFile(dag_id=dag_id, fileloc=fileloc, bundle_name=bundle_name or "",
-                   relative_fileloc=relative or _relative_to_dags_folder(fileloc))
+    return DagFile(
+        dag_id=dag_id,
+        fileloc=fileloc,
+        bundle_name=bundle_name or "",
+        relative_fileloc=relative or _relative_to_dags_folder(fileloc),
+    )
 
 
 def _relative_to_dags_folder(fileloc: str) -> str:
@@ -121,8 +125,9 @@ def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any
     pipe open after the child exits, and reading it would then block.
     """
     with tempfile.TemporaryFile() as log:
-        child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                 text=True, start_new_session=True)
+        child = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, start_new_session=True
+        )
         try:
             out, _ = child.communicate(request, timeout=timeout)
         finally:
@@ -131,8 +136,10 @@ def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any
             return dict(json.loads(out))
         log.seek(0)
         lines = log.read()[-4000:].decode(errors="replace").strip().splitlines()
-    return {"error": f"the parsing process exited with status {child.returncode} and no answer: "
-                     f"{lines[-1] if lines else 'no output'}"}
+    return {
+        "error": f"the parsing process exited with status {child.returncode} and no answer: "
+        f"{lines[-1] if lines else 'no output'}"
+    }
 
 
 def _kill_group(child: subprocess.Popen[str]) -> None:
@@ -145,9 +152,11 @@ def _kill_group(child: subprocess.Popen[str]) -> None:
 
 
 def _timeout_message(source: DagFile, timeout: float) -> str:
-    return (f"DAG {source.dag_id!r} could not be parsed from {source.display} within {timeout:g} s "
-            "([core] dagbag_import_timeout); the parse was stopped and nothing was planned. Make the "
-            "file's top-level code fast (no network calls or sleeps at import), or raise the timeout")
+    return (
+        f"DAG {source.dag_id!r} could not be parsed from {source.display} within {timeout:g} s "
+        "([core] dagbag_import_timeout); the parse was stopped and nothing was planned. Make the "
+        "file's top-level code fast (no network calls or sleeps at import), or raise the timeout"
+    )
 
 
 def _error_from_child(source: DagFile, answer: Mapping[str, Any]) -> ReproError:
@@ -167,8 +176,7 @@ def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
     bag = DagBag(dag_folder=fileloc)
     if dag_id not in bag.dags:
         errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
-        raise DagParseError(
-            f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
+        raise DagParseError(f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
     return bag.dags[dag_id]
 
 
@@ -222,8 +230,10 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     except ReproError as exc:
         return {"error": str(exc), "error_class": type(exc).__name__}
     except BaseException as exc:  # the DAG's own code failed (or exited) while its tasks were read
-        return {"error": f"DAG {request['dag_id']!r} failed while its tasks were read: "
-                         f"{type(exc).__name__}: {exc}", "error_class": DagParseError.__name__}
+        return {
+            "error": f"DAG {request['dag_id']!r} failed while its tasks were read: {type(exc).__name__}: {exc}",
+            "error_class": DagParseError.__name__,
+        }
     return {"tasks": [dataclasses.asdict(task) for task in tasks.values()]}
 
 

@@ -130,12 +130,12 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                     f"earlier try; drop {option}= (a recorded pod task always starts a fresh pod per try)"
                 )
         # What the DAG gave KPO itself: a replay merges the recorded requests with these again.
-        self.repro_user_pod_args = {name: kwargs.get(name) for name in ("container_resources", "node_selector",
-                                                                          "tolerations")}
+        self.repro_user_pod_args = {
+            name: kwargs.get(name) for name in ("container_resources", "node_selector", "tolerations")
+        }
         # Never reattach to a pod found by label search or a stored identity: it may be another try's.
         # (KPO derives reattach_on_restart from durable.)
-        super().__init__(image=str(image_ref), durable=False,
-                         **_kpo_resources(task_id, spec_resources, kwargs))
+        super().__init__(image=str(image_ref), durable=False, **_kpo_resources(task_id, spec_resources, kwargs))
         self.repro_image = image_ref
         self.repro_resolve_tag = resolve_tag
         self.repro_work_volume_claim = work_volume_claim
@@ -147,7 +147,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                 seed=seed,
                 repository=repository,
                 resources=spec_resources,
-                secret_names=(*secret_names, *(f"k8s:{n}" for n in podspec.secret_ref_names(self.secrets, self.env_from))),
+                secret_names=(
+                    *secret_names,
+                    *(f"k8s:{n}" for n in podspec.secret_ref_names(self.secrets, self.env_from)),
+                ),
             )
         except (ReproUserError, ValueError) as exc:
             raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
@@ -235,8 +238,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         image = (attempt.image if isinstance(attempt, PodAttempt) else None) or self.repro_image
         if not image.is_pinned:  # resolve_tag: only known once execute() resolved it
             return EnvironmentPin(kind="image", digest=f"unresolved:{image}", python="unknown", image=str(image))
-        return EnvironmentPin(kind="image", digest=image.digest or "", python="unknown (read from the pod)",
-                              image=str(image))
+        return EnvironmentPin(
+            kind="image", digest=image.digest or "", python="unknown (read from the pod)", image=str(image)
+        )
 
     def repro_source_hash(self) -> str:
         """The code of an image task: the command it is started with (the image is its environment pin)."""
@@ -283,8 +287,12 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             mlflow_tracking_uri=run.tracking_uri if run else None,
             report_file=TERMINATION_MESSAGE_PATH,
         )
-        return podspec.PodPins(identity=ident, env=env, manifest_path=manifest_path(ident.task_id, ident.map_index),
-                               environment_digest=prepared.env.environment.digest)
+        return podspec.PodPins(
+            identity=ident,
+            env=env,
+            manifest_path=manifest_path(ident.task_id, ident.map_index),
+            environment_digest=prepared.env.environment.digest,
+        )
 
     def _request_recorded_hardware(self, recorder: TaskRecorder, prepared: PreparedTask) -> None:
         """A replay asks for the hardware the original task recorded, whatever the DAG says now."""
@@ -296,8 +304,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         plan = attempt.replay_plan  # the plan the record path checked and used
         if plan is None:
             plan = load_plan(recorder.store, prepared.repository, ident.dag_id, ident.run_id)
-        with recorder.store.open_object(plan.original_repository, plan.original_ref,
-                                        manifest_path(ident.task_id, ident.map_index)) as handle:
+        with recorder.store.open_object(
+            plan.original_repository, plan.original_ref, manifest_path(ident.task_id, ident.map_index)
+        ) as handle:
             original = load_task_manifest(handle.read(), expected_digest=replay.original_manifest_digest)
         if original.resources != prepared.spec.resources:
             self.log.info("airflow-repro replay: requesting the recorded resources %s", original.resources)
@@ -331,15 +340,22 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                 "airflow_repro.runtime (runtime.current() or @repro_task), which hands outputs over at exit"
             )
         if report is None:
-            self.log.warning("airflow-repro: pod %s left no hardware report (did the task use airflow_repro.runtime?)",
-                             pod.metadata.name)
+            self.log.warning(
+                "airflow-repro: pod %s left no hardware report (did the task use airflow_repro.runtime?)",
+                pod.metadata.name,
+            )
             report = PodReport()
         image_id = status.image_id if status is not None else None
         image_digest = digest_of_image_id(image_id)
         requested = self._attempt().image or self.repro_image
         if image_digest and image_digest != requested.digest:
-            self.log.warning("airflow-repro: pod %s ran %s, not the requested %s (a platform manifest of the "
-                             "index?); both are recorded", pod.metadata.name, image_digest, requested.digest)
+            self.log.warning(
+                "airflow-repro: pod %s ran %s, not the requested %s (a platform manifest of the "
+                "index?); both are recorded",
+                pod.metadata.name,
+                image_digest,
+                requested.digest,
+            )
         _check_handed_over(prepared, report.outputs)
         _keep_metrics(prepared, report.metrics)
         env = prepared.env
@@ -351,9 +367,13 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             versions=env.versions.model_copy(update={"python": python, "libraries": dict(report.libraries)}),
             hardware=_hardware(report, pod),
             kubernetes=KubernetesPod(
-                namespace=pod.metadata.namespace, pod_name=pod.metadata.name,
-                node_name=getattr(pod.spec, "node_name", None), image=str(requested), image_id=image_id,
-                image_digest=image_digest, resolved_from_tag=self._resolved_from_tag(),
+                namespace=pod.metadata.namespace,
+                pod_name=pod.metadata.name,
+                node_name=getattr(pod.spec, "node_name", None),
+                image=str(requested),
+                image_id=image_id,
+                image_digest=image_digest,
+                resolved_from_tag=self._resolved_from_tag(),
                 phase=getattr(pod.status, "phase", None),
                 secret_refs=podspec.secret_ref_names(self.secrets, self.env_from),
             ),
@@ -365,12 +385,15 @@ class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOpe
 
     custom_operator_name = "@repro_task.kubernetes"
     template_fields: Sequence[str] = (
-        "op_args", "op_kwargs", *(f for f in ReproKubernetesPodOperator.template_fields if f not in ("cmds", "arguments"))
+        "op_args",
+        "op_kwargs",
+        *(f for f in ReproKubernetesPodOperator.template_fields if f not in ("cmds", "arguments")),
     )
     shallow_copy_attrs: Sequence[str] = ("python_callable",)
 
-    def __init__(self, *, python_callable: Callable[..., Any], op_args: Any = None, op_kwargs: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *, python_callable: Callable[..., Any], op_args: Any = None, op_kwargs: Any = None, **kwargs: Any
+    ) -> None:
         if op_args:
             raise ReproUserError(
                 f"task {kwargs.get('task_id', python_callable.__name__)}: a pod task's arguments are passed by "
@@ -378,8 +401,11 @@ class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOpe
             )
         kwargs.setdefault("name", f"repro-{python_callable.__name__}")
         super().__init__(
-            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs,
-            cmds=["python", "-c", pod_script(python_callable)], **kwargs,
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            cmds=["python", "-c", pod_script(python_callable)],
+            **kwargs,
         )
 
     def repro_source_hash(self) -> str:

@@ -95,15 +95,20 @@ def _build(event: str, operator: Any, task_instance: Any, builder: Callable[[Any
     try:
         from airflow.providers.openlineage.extractors import OperatorLineage
     except Exception:  # the provider is what calls us; without it there is nothing to return
-        log.warning("airflow-repro: OpenLineage provider not importable; no lineage for %s", _task_id(operator),
-                    exc_info=True)
+        log.warning(
+            "airflow-repro: OpenLineage provider not importable; no lineage for %s", _task_id(operator), exc_info=True
+        )
         return None
     lineage = OperatorLineage()
     try:
         builder(operator, task_instance, lineage)
     except Exception:
-        log.warning("airflow-repro could not build the OpenLineage %s facets of task %s; the event is sent "
-                    "with what was built", event, _task_id(operator), exc_info=True)
+        log.warning(
+            "airflow-repro could not build the OpenLineage %s facets of task %s; the event is sent with what was built",
+            event,
+            _task_id(operator),
+            exc_info=True,
+        )
     return lineage
 
 
@@ -118,8 +123,9 @@ class _Parts:
         try:
             build()
         except Exception:
-            log.warning("airflow-repro: OpenLineage %s of task %s left out", what, _task_id(self.operator),
-                        exc_info=True)
+            log.warning(
+                "airflow-repro: OpenLineage %s of task %s left out", what, _task_id(self.operator), exc_info=True
+            )
 
 
 def _on_start(operator: Any, task_instance: Any, lineage: Any) -> None:
@@ -128,9 +134,12 @@ def _on_start(operator: Any, task_instance: Any, lineage: Any) -> None:
     part = _Parts(operator, lineage)
     namespace = _namespace(operator)
     part("inputs", lambda: lineage.inputs.extend(_declared_inputs(operator, namespace)))
-    part("outputs", lambda: lineage.outputs.extend(
-        olf.output_dataset(namespace, _output_repository(operator), path) for path in operator.repro_spec.outputs
-    ))
+    part(
+        "outputs",
+        lambda: lineage.outputs.extend(
+            olf.output_dataset(namespace, _output_repository(operator), path) for path in operator.repro_spec.outputs
+        ),
+    )
     part("job facets", lambda: lineage.job_facets.update(_job_facets(operator, _code_version(operator, None), None)))
 
 
@@ -141,8 +150,9 @@ def _on_complete(operator: Any, task_instance: Any, lineage: Any) -> None:
     attempt = _attempt(operator)
     recorded = _this_attempts(attempt.recorded if attempt else None, task_instance)
     if recorded is None:
-        log.warning("airflow-repro: task %s completed without a record of this attempt; lineage as at start",
-                    _task_id(operator))
+        log.warning(
+            "airflow-repro: task %s completed without a record of this attempt; lineage as at start", _task_id(operator)
+        )
         _on_start(operator, task_instance, lineage)
         return
     part = _Parts(operator, lineage)
@@ -150,22 +160,45 @@ def _on_complete(operator: Any, task_instance: Any, lineage: Any) -> None:
     ident = manifest.identity
     namespace = _namespace(operator)
     part("inputs", lambda: lineage.inputs.extend(olf.resolved_input(namespace, i) for i in manifest.inputs))
-    part("outputs", lambda: lineage.outputs.extend(
-        olf.committed_output(namespace, manifest.output_repository, manifest.output_branch, o, recorded.commit.id)
-        for o in manifest.outputs
-    ))
-    part(olf.MANIFEST_FACET, lambda: lineage.run_facets.update({olf.MANIFEST_FACET: olf.manifest_run_facet(
-        identity=ident, code=manifest.code, environment=manifest.environment,
-        repository=manifest.output_repository, branch=manifest.output_branch,
-        seed=manifest.parameters.seed, resources=manifest.resources, mlflow_run=manifest.tracking,
-        manifest=manifest, manifest_path=manifest_path(ident.task_id, ident.map_index),
-        commit_id=recorded.commit.id, reused_commit=recorded.reused_commit,
-    )}))
-    part("executionParameters", lambda: lineage.run_facets.update(
-        {"executionParameters": olf.execution_parameters_facet(manifest.parameters, manifest.replay)}))
+    part(
+        "outputs",
+        lambda: lineage.outputs.extend(
+            olf.committed_output(namespace, manifest.output_repository, manifest.output_branch, o, recorded.commit.id)
+            for o in manifest.outputs
+        ),
+    )
+    part(
+        olf.MANIFEST_FACET,
+        lambda: lineage.run_facets.update(
+            {
+                olf.MANIFEST_FACET: olf.manifest_run_facet(
+                    identity=ident,
+                    code=manifest.code,
+                    environment=manifest.environment,
+                    repository=manifest.output_repository,
+                    branch=manifest.output_branch,
+                    seed=manifest.parameters.seed,
+                    resources=manifest.resources,
+                    mlflow_run=manifest.tracking,
+                    manifest=manifest,
+                    manifest_path=manifest_path(ident.task_id, ident.map_index),
+                    commit_id=recorded.commit.id,
+                    reused_commit=recorded.reused_commit,
+                )
+            }
+        ),
+    )
+    part(
+        "executionParameters",
+        lambda: lineage.run_facets.update(
+            {"executionParameters": olf.execution_parameters_facet(manifest.parameters, manifest.replay)}
+        ),
+    )
     if manifest.replay is not None:
-        part(olf.REPLAY_FACET, lambda: lineage.run_facets.update(
-            {olf.REPLAY_FACET: olf.replay_run_facet(manifest.replay)}))
+        part(
+            olf.REPLAY_FACET,
+            lambda: lineage.run_facets.update({olf.REPLAY_FACET: olf.replay_run_facet(manifest.replay)}),
+        )
     part("job facets", lambda: lineage.job_facets.update(_job_facets(operator, manifest.code, task_instance)))
 
 
@@ -178,18 +211,38 @@ def _on_failure(operator: Any, task_instance: Any, lineage: Any) -> None:
     namespace = _namespace(operator)
     if prepared is None:  # failed before its inputs were pinned (e.g. an unknown input)
         part("inputs", lambda: lineage.inputs.extend(_declared_inputs(operator, namespace)))
-        part("job facets", lambda: lineage.job_facets.update(
-            _job_facets(operator, _code_version(operator, task_instance), task_instance)))
+        part(
+            "job facets",
+            lambda: lineage.job_facets.update(
+                _job_facets(operator, _code_version(operator, task_instance), task_instance)
+            ),
+        )
         return
     env = prepared.env
     part("inputs", lambda: lineage.inputs.extend(olf.resolved_input(namespace, i) for i in prepared.inputs))
-    part(olf.MANIFEST_FACET, lambda: lineage.run_facets.update({olf.MANIFEST_FACET: olf.manifest_run_facet(
-        identity=env.identity, code=env.code, environment=env.environment,
-        repository=prepared.repository, branch=prepared.branch, seed=env.parameters.seed,
-        resources=prepared.spec.resources, mlflow_run=prepared.tracked_run,
-    )}))
-    part("executionParameters", lambda: lineage.run_facets.update(
-        {"executionParameters": olf.execution_parameters_facet(env.parameters, env.replay)}))
+    part(
+        olf.MANIFEST_FACET,
+        lambda: lineage.run_facets.update(
+            {
+                olf.MANIFEST_FACET: olf.manifest_run_facet(
+                    identity=env.identity,
+                    code=env.code,
+                    environment=env.environment,
+                    repository=prepared.repository,
+                    branch=prepared.branch,
+                    seed=env.parameters.seed,
+                    resources=prepared.spec.resources,
+                    mlflow_run=prepared.tracked_run,
+                )
+            }
+        ),
+    )
+    part(
+        "executionParameters",
+        lambda: lineage.run_facets.update(
+            {"executionParameters": olf.execution_parameters_facet(env.parameters, env.replay)}
+        ),
+    )
     if env.replay is not None:
         part(olf.REPLAY_FACET, lambda: lineage.run_facets.update({olf.REPLAY_FACET: olf.replay_run_facet(env.replay)}))
     part("job facets", lambda: lineage.job_facets.update(_job_facets(operator, env.code, task_instance)))
@@ -235,8 +288,12 @@ def _declared_inputs(operator: Any, namespace: str) -> list[Any]:
 
     default_repository = _output_repository(operator)
     return [
-        input_dataset(namespace, spec.repository or default_repository, spec.path,
-                      commit_id=spec.ref if spec.ref and is_commit_id(spec.ref) else None)
+        input_dataset(
+            namespace,
+            spec.repository or default_repository,
+            spec.path,
+            commit_id=spec.ref if spec.ref and is_commit_id(spec.ref) else None,
+        )
         for _, spec in sorted(operator.repro_spec.inputs.items())
     ]
 
@@ -299,8 +356,11 @@ def emit_verdict(report: Any, original: Any, replayed: Any) -> int:
             emit(event)
         return len(events)
     except Exception:
-        log.warning("airflow-repro could not send the OpenLineage verdict of replay %s",
-                    getattr(report, "replay_run_id", "?"), exc_info=True)
+        log.warning(
+            "airflow-repro could not send the OpenLineage verdict of replay %s",
+            getattr(report, "replay_run_id", "?"),
+            exc_info=True,
+        )
         return 0
 
 
@@ -322,8 +382,11 @@ def verdict_events(report: Any, original: Any, replayed: Any) -> list[Any]:
     status = {(t.task_id, t.map_index): t.status for t in report.tasks}
     originals = {(t.manifest.identity.task_id, t.manifest.identity.map_index): t.manifest for t in original.tasks}
     now = datetime.now(UTC).isoformat()
-    parent = parent_run.ParentRunFacet(run=parent_run.Run(runId=replay_dag_run),
-                                       job=parent_run.Job(namespace=namespace, name=dag_id), producer=olf.PRODUCER)
+    parent = parent_run.ParentRunFacet(
+        run=parent_run.Run(runId=replay_dag_run),
+        job=parent_run.Job(namespace=namespace, name=dag_id),
+        producer=olf.PRODUCER,
+    )
     events, dag_replay = [], None
     for task in replayed.tasks:
         m = task.manifest
@@ -335,23 +398,53 @@ def verdict_events(report: Any, original: Any, replayed: Any) -> list[Any]:
         before = originals.get(key)
         original_run = None
         if before is not None:
-            original_run = (OpenLineageAdapter.build_task_instance_run_id(
-                dag_id, before.identity.task_id, before.identity.try_number, original_date, before.identity.map_index,
-            ), namespace, job_name)
-        facet = olf.replay_run_facet(m.replay, original_run=original_run, verdict=report.verdict,
-                                     task_status=status.get(key, "extra"), verified_at=report.verified_at)
+            original_run = (
+                OpenLineageAdapter.build_task_instance_run_id(
+                    dag_id,
+                    before.identity.task_id,
+                    before.identity.try_number,
+                    original_date,
+                    before.identity.map_index,
+                ),
+                namespace,
+                job_name,
+            )
+        facet = olf.replay_run_facet(
+            m.replay,
+            original_run=original_run,
+            verdict=report.verdict,
+            task_status=status.get(key, "extra"),
+            verified_at=report.verified_at,
+        )
         run_id = OpenLineageAdapter.build_task_instance_run_id(
-            dag_id, m.identity.task_id, m.identity.try_number, replay_date, m.identity.map_index)
-        events.append(RunEvent(eventType=RunState.OTHER, eventTime=now, producer=olf.PRODUCER,
-                               run=Run(runId=run_id, facets={olf.REPLAY_FACET: facet, "parent": parent}),
-                               job=Job(namespace=namespace, name=job_name)))
+            dag_id, m.identity.task_id, m.identity.try_number, replay_date, m.identity.map_index
+        )
+        events.append(
+            RunEvent(
+                eventType=RunState.OTHER,
+                eventTime=now,
+                producer=olf.PRODUCER,
+                run=Run(runId=run_id, facets={olf.REPLAY_FACET: facet, "parent": parent}),
+                job=Job(namespace=namespace, name=job_name),
+            )
+        )
     if dag_replay is not None:
         whole = ReplayInfo(of_run_id=report.original_run_id, mode=dag_replay.mode, plan_digest=dag_replay.plan_digest)
-        facet = olf.replay_run_facet(whole, original_run=(original_dag_run, namespace, dag_id),
-                                     verdict=report.verdict, verified_at=report.verified_at)
-        events.append(RunEvent(eventType=RunState.OTHER, eventTime=now, producer=olf.PRODUCER,
-                               run=Run(runId=replay_dag_run, facets={olf.REPLAY_FACET: facet}),
-                               job=Job(namespace=namespace, name=dag_id)))
+        facet = olf.replay_run_facet(
+            whole,
+            original_run=(original_dag_run, namespace, dag_id),
+            verdict=report.verdict,
+            verified_at=report.verified_at,
+        )
+        events.append(
+            RunEvent(
+                eventType=RunState.OTHER,
+                eventTime=now,
+                producer=olf.PRODUCER,
+                run=Run(runId=replay_dag_run, facets={olf.REPLAY_FACET: facet}),
+                job=Job(namespace=namespace, name=dag_id),
+            )
+        )
     return events
 
 
@@ -363,8 +456,9 @@ def _dag_run_date(dag_id: str, run_id: str) -> tuple[datetime, int]:
 
     with create_session() as session:
         row = session.execute(
-            select(DagRun.logical_date, DagRun.run_after, DagRun.clear_number)
-            .where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            select(DagRun.logical_date, DagRun.run_after, DagRun.clear_number).where(
+                DagRun.dag_id == dag_id, DagRun.run_id == run_id
+            )
         ).one_or_none()
     if row is None:
         raise LookupError(f"DAG run {run_id!r} of {dag_id!r} is not in the Airflow metadata DB")

@@ -137,7 +137,10 @@ class _ReproDecoratedOperator(DecoratedOperator, ReproPythonOperator):
     def __init__(self, *, python_callable: Callable[..., Any], op_args: Any, op_kwargs: Any, **kwargs: Any) -> None:
         super().__init__(
             kwargs_to_upstream={"python_callable": python_callable, "op_args": op_args, "op_kwargs": op_kwargs},
-            python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs, **kwargs,
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            **kwargs,
         )
 
 
@@ -146,8 +149,9 @@ EXECUTION_MODES = ("local", "kubernetes")
 POD_ONLY_ARGUMENTS = ("image", "resolve_tag", "kubernetes", "work_volume_claim")
 
 
-def repro_task(python_callable: Callable[..., Any] | None = None, *, execution: str | None = None,
-               **kwargs: Any) -> Any:
+def repro_task(
+    python_callable: Callable[..., Any] | None = None, *, execution: str | None = None, **kwargs: Any
+) -> Any:
     """TaskFlow decorator for recorded tasks; takes :class:`ReproPythonOperator`'s arguments.
 
     .. code-block:: python

@@ -50,10 +50,16 @@ def get_provider_info() -> dict[str, Any]:
         "on lakeFS, MLflow and OpenLineage.",
         "versions": [__version__],
         "connection-types": [
-            {"hook-class-name": "airflow_repro.airflow.hooks.LakeFSHook", "connection-type": "lakefs",
-             "hook-name": "lakeFS"},
-            {"hook-class-name": "airflow_repro.airflow.hooks.MlflowHook", "connection-type": "mlflow",
-             "hook-name": "MLflow tracking server"},
+            {
+                "hook-class-name": "airflow_repro.airflow.hooks.LakeFSHook",
+                "connection-type": "lakefs",
+                "hook-name": "lakeFS",
+            },
+            {
+                "hook-class-name": "airflow_repro.airflow.hooks.MlflowHook",
+                "connection-type": "mlflow",
+                "hook-name": "MLflow tracking server",
+            },
         ],
         "config": {SECTION: config_section()},
     }

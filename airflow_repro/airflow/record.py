@@ -153,8 +153,10 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
         backends = Backends.from_airflow_conf()
         settings = backends.settings
         recorder = TaskRecorder(
-            backends.store, backends.tracker(),
-            default_repository=settings.repository, default_branch=settings.default_branch,
+            backends.store,
+            backends.tracker(),
+            default_repository=settings.repository,
+            default_branch=settings.default_branch,
             work_root=settings.work_dir,
         )
         attempt.settings, attempt.recorder = settings, recorder
@@ -168,8 +170,9 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
     return recorder, prepared
 
 
-def finish(operator: RecordedOperator, context: Any, attempt: Attempt, recorder: TaskRecorder,
-           prepared: PreparedTask) -> RecordedTask:
+def finish(
+    operator: RecordedOperator, context: Any, attempt: Attempt, recorder: TaskRecorder, prepared: PreparedTask
+) -> RecordedTask:
     """Commit the outputs with the manifest (or abort the attempt), then report it in XCom."""
     try:
         recorded = recorder.finish(prepared)
@@ -197,8 +200,13 @@ def _spec_with_seed(spec: TaskSpec, environment: TaskEnvironment) -> TaskSpec:
     return spec if spec.seed == seed else TaskSpec(**{**spec.__dict__, "seed": seed})
 
 
-def _apply_replay_pins(operator: RecordedOperator, context: Mapping[str, Any], attempt: Attempt,
-                       recorder: TaskRecorder, environment: TaskEnvironment) -> TaskEnvironment:
+def _apply_replay_pins(
+    operator: RecordedOperator,
+    context: Mapping[str, Any],
+    attempt: Attempt,
+    recorder: TaskRecorder,
+    environment: TaskEnvironment,
+) -> TaskEnvironment:
     """In a replay run, use the recorded seed and input commits, and check code and environment."""
     marker = ReplayMarker.from_conf(getattr(context["dag_run"], "conf", None))
     if marker is None:
@@ -210,8 +218,12 @@ def _apply_replay_pins(operator: RecordedOperator, context: Mapping[str, Any], a
     if plan.digest != marker.plan_digest:
         raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
     pins = plan.pins_for(ident.task_id, ident.map_index)
-    replay = ReplayInfo(of_run_id=plan.original_run_id, mode=plan.mode, plan_digest=plan.digest,
-                        original_manifest_digest=pins.original_manifest_digest if pins else None)
+    replay = ReplayInfo(
+        of_run_id=plan.original_run_id,
+        mode=plan.mode,
+        plan_digest=plan.digest,
+        original_manifest_digest=pins.original_manifest_digest if pins else None,
+    )
     if pins is None:
         if plan.mode == "pinned":
             raise ReproUserError(f"task {ident.task_id} was not in the replayed run {plan.original_run_id!r}")
@@ -241,9 +253,12 @@ def task_environment(operator: RecordedOperator, context: Mapping[str, Any], red
     logical_date = getattr(dag_run, "logical_date", None)
     return TaskEnvironment(
         identity=AirflowIdentity(
-            dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
             map_index=ti.map_index if ti.map_index is not None else -1,
-            try_number=ti.try_number, run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+            try_number=ti.try_number,
+            run_type=str(getattr(dag_run, "run_type", "") or "") or None,
             logical_date=logical_date.isoformat() if logical_date else None,
         ),
         code=code_version(operator, ti),
@@ -364,6 +379,15 @@ def _repro_version() -> str | None:
 
 
 __all__ = [
-    "XCOM_KEY", "Attempt", "RecordedOperator", "ReproTaskMixin", "code_version", "finish", "prepare",
-    "raise_if_final", "source_hash", "start_attempt", "task_environment",
+    "XCOM_KEY",
+    "Attempt",
+    "RecordedOperator",
+    "ReproTaskMixin",
+    "code_version",
+    "finish",
+    "prepare",
+    "raise_if_final",
+    "source_hash",
+    "start_attempt",
+    "task_environment",
 ]

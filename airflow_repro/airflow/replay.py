@@ -68,8 +68,9 @@ def dag_run_state(dag_id: str, run_id: str) -> str | None:
 
 
 # -- replay --------------------------------------------------------------------------------------
-def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode, *,
-         secrets: Mapping[str, Any] | None = None) -> ReplayPlan:
+def plan(
+    backends: Backends, dag_id: str, run_id: str, mode: ReplayMode, *, secrets: Mapping[str, Any] | None = None
+) -> ReplayPlan:
     """Check every pin of a recorded run against the DAG as it is now; trigger nothing.
 
     ``secrets``: values of the run's redacted DAG-run conf entries (dotted paths), given again;
@@ -84,8 +85,14 @@ def plan(backends: Backends, dag_id: str, run_id: str, mode: ReplayMode, *,
     conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
     # Parsed last, after the cheap checks, and in a child process that a hanging file cannot block.
     current = dag_parsing.current_tasks_of(source, conf)
-    return plan_replay(recorded, current, backends.store, mode=mode, replay_run_id=replay_run_id(run_id),
-                       secret_markers=_secret_markers(backends, secrets or {}))
+    return plan_replay(
+        recorded,
+        current,
+        backends.store,
+        mode=mode,
+        replay_run_id=replay_run_id(run_id),
+        secret_markers=_secret_markers(backends, secrets or {}),
+    )
 
 
 def _secret_markers(backends: Backends, secrets: Mapping[str, Any]) -> dict[str, str]:
@@ -103,8 +110,14 @@ def replay_conf(replay: ReplayPlan, secrets: Mapping[str, Any] | None = None) ->
     return marker.add_to(conf_with_secrets(replay.dag_run_conf, secrets or {}))
 
 
-def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: str | None,
-            secrets: Mapping[str, Any] | None = None) -> str:
+def trigger(
+    backends: Backends,
+    replay: ReplayPlan,
+    *,
+    triggered_by: str,
+    user: str | None,
+    secrets: Mapping[str, Any] | None = None,
+) -> str:
     """Store the plan on the replay's branch and trigger the replay run; refuse on blocking drift.
 
     ``secrets`` go into the new run's conf (Airflow keeps DAG-run conf, as for the original run),
@@ -132,8 +145,7 @@ def trigger(backends: Backends, replay: ReplayPlan, *, triggered_by: str, user: 
     return replay.replay_run_id
 
 
-def wait(dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 2.0,
-         on_poll: Any = None) -> str:
+def wait(dag_id: str, run_id: str, *, timeout: float = 3600, poll: float = 2.0, on_poll: Any = None) -> str:
     deadline = time.monotonic() + timeout
     while True:
         state = dag_run_state(dag_id, run_id)
@@ -152,8 +164,15 @@ def replays_of(backends: Backends, dag_id: str, run_id: str) -> list[ReplayPlan]
 
 
 # -- verify --------------------------------------------------------------------------------------
-def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Tolerance | None = None,
-           *, store_report: bool = True, deep: bool = False) -> VerificationReport:
+def verify(
+    backends: Backends,
+    dag_id: str,
+    replay_run_id: str,
+    tolerance: Tolerance | None = None,
+    *,
+    store_report: bool = True,
+    deep: bool = False,
+) -> VerificationReport:
     """Compare a finished replay with the run it replays; store the report with the replay.
 
     ``deep`` also re-reads both runs' outputs from the store and re-hashes them: a damaged object
@@ -166,8 +185,11 @@ def verify(backends: Backends, dag_id: str, replay_run_id: str, tolerance: Toler
     original = load_run(backends.store, dag_id, the_plan.original_run_id)
     tracker = _tracker_or_none(backends)
     report = verify_replay(
-        original, replayed, tolerance=tolerance,
-        original_metrics=_metrics(tracker, original), replay_metrics=_metrics(tracker, replayed),
+        original,
+        replayed,
+        tolerance=tolerance,
+        original_metrics=_metrics(tracker, original),
+        replay_metrics=_metrics(tracker, replayed),
     )
     if deep:
         report = add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
@@ -229,8 +251,13 @@ def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: RecordedRun, 
         m = task.manifest
         if not m.tracking.mlflow_run_id:
             continue
-        run = TrackedRun(run_id=m.tracking.mlflow_run_id, experiment_id=m.tracking.mlflow_experiment_id or "",
-                         tracking_uri=m.tracking.mlflow_tracking_uri or "")
-        tags = {keys.MLFLOW_VERDICT: report.verdict,
-                keys.MLFLOW_TASK_VERDICT: status.get((m.identity.task_id, m.identity.map_index), "extra")}
+        run = TrackedRun(
+            run_id=m.tracking.mlflow_run_id,
+            experiment_id=m.tracking.mlflow_experiment_id or "",
+            tracking_uri=m.tracking.mlflow_tracking_uri or "",
+        )
+        tags = {
+            keys.MLFLOW_VERDICT: report.verdict,
+            keys.MLFLOW_TASK_VERDICT: status.get((m.identity.task_id, m.identity.map_index), "extra"),
+        }
         tracker.log(run, RunRecord(tags=tags, json_artifacts={"repro/verification.json": body}))

@@ -25,8 +25,12 @@ KEY_FILE = "secret_digest.key"
 
 
 def build_redactor(settings: ReproSettings) -> Redactor:
-    return Redactor(key=digest_key(settings), sensitive_fields=sensitive_fields(),
-                    is_secret_value=_masked_by_airflow, on_redact=_mask_in_airflow)
+    return Redactor(
+        key=digest_key(settings),
+        sensitive_fields=sensitive_fields(),
+        is_secret_value=_masked_by_airflow,
+        on_redact=_mask_in_airflow,
+    )
 
 
 def sensitive_fields() -> frozenset[str]:
@@ -56,8 +60,10 @@ def _key_file(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read the secret digest key {path.name} in the repro home: {exc}; "
-                          "remove it or set [repro] secret_digest_key") from exc
+        raise ConfigError(
+            f"cannot read the secret digest key {path.name} in the repro home: {exc}; "
+            "remove it or set [repro] secret_digest_key"
+        ) from exc
     key = secrets.token_bytes(32)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
@@ -71,8 +77,9 @@ def _key_file(path: Path) -> bytes:
     except FileExistsError:
         return _key_file(path)  # theirs is the key
     except OSError as exc:
-        raise ConfigError(f"cannot create the secret digest key in the repro home: {exc}; "
-                          "set [repro] secret_digest_key") from exc
+        raise ConfigError(
+            f"cannot create the secret digest key in the repro home: {exc}; set [repro] secret_digest_key"
+        ) from exc
     finally:
         tmp.unlink(missing_ok=True)
     return key

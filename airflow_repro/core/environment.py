@@ -18,8 +18,14 @@ from airflow_repro.errors import EnvironmentNotPinnedError
 from airflow_repro.probes import KEY_LIBRARIES, host, installed_distributions, library_versions, python_version
 
 __all__ = [
-    "KEY_LIBRARIES", "fingerprint_pin", "hardware", "installed_distributions", "lockfile_digest", "lockfile_pin",
-    "python_version", "versions",
+    "KEY_LIBRARIES",
+    "fingerprint_pin",
+    "hardware",
+    "installed_distributions",
+    "lockfile_digest",
+    "lockfile_pin",
+    "python_version",
+    "versions",
 ]
 
 

@@ -29,10 +29,20 @@ GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on each GPU node by NVIDIA GPU feature discovery
 
 # k8s.io/apimachinery/pkg/api/resource: <signedNumber><suffix>; requests may not be negative.
-_QUANTITY_RE = re.compile(r"^\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$")
+_QUANTITY_RE = re.compile(
+    r"^\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
+)
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10) ** 3, "M": Decimal(10) ** 6,
-            "G": Decimal(10) ** 9, "T": Decimal(10) ** 12, "P": Decimal(10) ** 15, "E": Decimal(10) ** 18}
+_DECIMAL = {
+    "m": Decimal("0.001"),
+    "": Decimal(1),
+    "k": Decimal(10) ** 3,
+    "M": Decimal(10) ** 6,
+    "G": Decimal(10) ** 9,
+    "T": Decimal(10) ** 12,
+    "P": Decimal(10) ** 15,
+    "E": Decimal(10) ** 18,
+}
 _MIG_RE = re.compile(r"^[1-7]g\.[0-9]+gb(?:\+me)?$")
 
 
@@ -76,8 +86,17 @@ V100 = Accelerator("nvidia-tesla-v100", "Tesla-V100-SXM2-16GB")
 KNOWN: dict[str, Accelerator] = {a.name: a for a in (A100_40GB, A100_80GB, A10G, H100_80GB, H200, L4, L40S, T4, V100)}
 # Short names a DAG may use instead of the constants.
 ALIASES: dict[str, Accelerator] = {
-    "a100": A100_40GB, "a100-40gb": A100_40GB, "a100-80gb": A100_80GB, "a10g": A10G, "h100": H100_80GB,
-    "h100-80gb": H100_80GB, "h200": H200, "l4": L4, "l40s": L40S, "t4": T4, "v100": V100,
+    "a100": A100_40GB,
+    "a100-40gb": A100_40GB,
+    "a100-80gb": A100_80GB,
+    "a10g": A10G,
+    "h100": H100_80GB,
+    "h100-80gb": H100_80GB,
+    "h200": H200,
+    "l4": L4,
+    "l40s": L40S,
+    "t4": T4,
+    "v100": V100,
 }
 
 
@@ -153,25 +172,43 @@ def task_resources(
         try:
             chosen = resolve_accelerator(accelerator, task_id=task_id)
         except ResourceError:  # a local task schedules nothing by it: record the name as given
-            return Resources(cpu=cpu_cores, memory=memory_text, cpu_limit=cpu_max, memory_limit=memory_max,
-                             gpu=count, accelerator=accelerator.strip(), gpu_resource=GPU_RESOURCE if count else None)
+            return Resources(
+                cpu=cpu_cores,
+                memory=memory_text,
+                cpu_limit=cpu_max,
+                memory_limit=memory_max,
+                gpu=count,
+                accelerator=accelerator.strip(),
+                gpu_resource=GPU_RESOURCE if count else None,
+            )
     else:
         chosen = resolve_accelerator(accelerator, task_id=task_id)
     if chosen is not None and count == 0 and local:
-        return Resources(cpu=cpu_cores, memory=memory_text, cpu_limit=cpu_max, memory_limit=memory_max,
-                         gpu=0, accelerator=chosen.name)
+        return Resources(
+            cpu=cpu_cores,
+            memory=memory_text,
+            cpu_limit=cpu_max,
+            memory_limit=memory_max,
+            gpu=0,
+            accelerator=chosen.name,
+        )
     if chosen is not None and count == 0:
         raise ResourceError(f"task {task_id}: accelerator {chosen.name!r} is given without gpu=; ask for gpu=1 or more")
     return Resources(
-        cpu=cpu_cores, memory=memory_text, cpu_limit=cpu_max, memory_limit=memory_max, gpu=count,
+        cpu=cpu_cores,
+        memory=memory_text,
+        cpu_limit=cpu_max,
+        memory_limit=memory_max,
+        gpu=count,
         accelerator=chosen.name if chosen else None,
         gpu_resource=chosen.resource if chosen else (GPU_RESOURCE if count else None),
         gpu_product=chosen.product if chosen else None,
     )
 
 
-def resources_from_mapping(task_id: str, values: Mapping[str, Any] | Resources | None, *,
-                           allow_zero_gpu: bool = False, local: bool = False) -> Resources:
+def resources_from_mapping(
+    task_id: str, values: Mapping[str, Any] | Resources | None, *, allow_zero_gpu: bool = False, local: bool = False
+) -> Resources:
     """``resources={...}`` as a DAG writes it (or a recorded ``Resources``), validated.
 
     ``local``: a task run in the worker, which schedules nothing by its accelerator (see :func:`task_resources`).
@@ -219,7 +256,9 @@ def _check_limit(what: str, request: Any, limit: Any) -> None:
     if request is None or limit is None:
         return
     if parse_quantity(limit, what=f"{what}_limit") < parse_quantity(request, what=what):
-        raise ResourceError(f"{what}_limit {limit!r} is below the request {request!r}; Kubernetes requires limit >= request")
+        raise ResourceError(
+            f"{what}_limit {limit!r} is below the request {request!r}; Kubernetes requires limit >= request"
+        )
 
 
 def _gpu_count(gpu: Any) -> int:
@@ -234,7 +273,24 @@ def _gpu_count(gpu: Any) -> int:
 
 
 __all__ = [
-    "A100_40GB", "A100_80GB", "A10G", "ALIASES", "Accelerator", "GPU_RESOURCE", "H100_80GB", "H200", "KNOWN",
-    "L4", "L40S", "PRODUCT_LABEL", "ResourceError", "T4", "V100", "parse_quantity", "quantity_text",
-    "resolve_accelerator", "resources_from_mapping", "task_resources",
+    "A100_40GB",
+    "A100_80GB",
+    "A10G",
+    "ALIASES",
+    "Accelerator",
+    "GPU_RESOURCE",
+    "H100_80GB",
+    "H200",
+    "KNOWN",
+    "L4",
+    "L40S",
+    "PRODUCT_LABEL",
+    "ResourceError",
+    "T4",
+    "V100",
+    "parse_quantity",
+    "quantity_text",
+    "resolve_accelerator",
+    "resources_from_mapping",
+    "task_resources",
 ]

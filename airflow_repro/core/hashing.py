@@ -69,9 +69,7 @@ def hash_stream(stream: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tu
     return format_content_hash(hasher.hexdigest()), size
 
 
-def hash_file(
-    path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE
-) -> tuple[str, int]:
+def hash_file(path: str | os.PathLike[str], *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[str, int]:
     """Hash a file as a stream: ``(content hash, size in bytes)``."""
     # buffering=0: readinto goes straight into our buffer, no second copy through io's buffer.
     with open(path, "rb", buffering=0) as stream:

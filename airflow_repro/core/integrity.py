@@ -62,8 +62,16 @@ class _Walk:
     hashes: dict[str, str | None] = field(default_factory=dict)
     reported: set[tuple[str, str, str]] = field(default_factory=set)
 
-    def problem(self, kind: ProblemKind, repository: str, detail: str, *, ref: str | None = None,
-                commit_id: str | None = None, path: str | None = None) -> None:
+    def problem(
+        self,
+        kind: ProblemKind,
+        repository: str,
+        detail: str,
+        *,
+        ref: str | None = None,
+        commit_id: str | None = None,
+        path: str | None = None,
+    ) -> None:
         self.report.problems.append(Problem(kind, repository, detail, ref=ref, commit_id=commit_id, path=path))
 
 
@@ -87,8 +95,10 @@ def check_store(store: VersionedDataStore, repositories: Sequence[str] | None = 
 
 def _check_repository(walk: _Walk, repository: str) -> None:
     try:
-        refs = {**walk.store.list_branches(repository),
-                **{f"tags/{tag}": commit for tag, commit in walk.store.list_tags(repository).items()}}
+        refs = {
+            **walk.store.list_branches(repository),
+            **{f"tags/{tag}": commit for tag, commit in walk.store.list_tags(repository).items()},
+        }
     except StoreCorruption as exc:
         walk.problem("ref", repository, str(exc))
         return
@@ -169,8 +179,14 @@ def _parse(walk: _Walk, repository: str, ref: str, commit: Commit, path: str, pa
     except StoreCorruption:
         pass  # damaged content: the object check has reported it
     except ObjectNotFound as exc:
-        walk.problem("manifest", repository, f"the manifest this commit names is missing: {exc}", ref=ref,
-                     commit_id=commit.id, path=path)
+        walk.problem(
+            "manifest",
+            repository,
+            f"the manifest this commit names is missing: {exc}",
+            ref=ref,
+            commit_id=commit.id,
+            path=path,
+        )
     else:
         walk.report.manifests += 1
 
@@ -196,8 +212,16 @@ def damaged_outputs(
         for output in manifest.outputs:
             detail = _output_problem(store, repository, commit_id, output)
             if detail is not None:
-                damaged.append(DamagedOutput(manifest.identity.task_id, manifest.identity.map_index, output.path,
-                                             output.content_hash, output.size, detail))
+                damaged.append(
+                    DamagedOutput(
+                        manifest.identity.task_id,
+                        manifest.identity.map_index,
+                        output.path,
+                        output.content_hash,
+                        output.size,
+                        detail,
+                    )
+                )
     return damaged
 
 
@@ -207,12 +231,21 @@ def _output_problem(store: VersionedDataStore, repository: str, commit_id: str, 
     except _DAMAGE as exc:
         return str(exc)
     if stored.content_hash != output.content_hash:
-        return (f"commit {commit_id} holds {stored.content_hash} at {output.path!r}, not the "
-                f"{output.content_hash} its manifest recorded")
+        return (
+            f"commit {commit_id} holds {stored.content_hash} at {output.path!r}, not the "
+            f"{output.content_hash} its manifest recorded"
+        )
     return read_problem(store, repository, commit_id, output.path)
 
 
 __all__ = [
-    "ChecksLayout", "CollectsGarbage", "DamagedOutput", "GarbageReport", "IntegrityReport", "Problem",
-    "check_store", "damaged_outputs", "read_problem",
+    "ChecksLayout",
+    "CollectsGarbage",
+    "DamagedOutput",
+    "GarbageReport",
+    "IntegrityReport",
+    "Problem",
+    "check_store",
+    "damaged_outputs",
+    "read_problem",
 ]

@@ -37,7 +37,9 @@ OBJECT_FACET_CLASS = "ReproObjectDatasetFacet"
 
 #: Immutable URLs: the v0.1.0 tag of the repository, and a file per SchemaVer version. A new
 #: schema version is a new file (the old one stays), so a URL never changes what it points to.
-SCHEMA_BASE_URL = "https://raw.githubusercontent.com/airflow-repro/airflow-repro/v0.1.0/airflow_repro/schemas/openlineage/"
+SCHEMA_BASE_URL = (
+    "https://raw.githubusercontent.com/airflow-repro/airflow-repro/v0.1.0/airflow_repro/schemas/openlineage/"
+)
 FACET_SCHEMA_FILES: dict[str, str] = {
     MANIFEST_FACET_CLASS: "ReproManifestRunFacet-1-0-0.json",
     REPLAY_FACET_CLASS: "ReproReplayRunFacet-1-0-0.json",
@@ -82,8 +84,10 @@ def parse_events(text: str, *, source: str = "<events>") -> list[dict[str, Any]]
         try:
             events.extend(_events_of(json.loads(line), f"{source}:{number}"))
         except json.JSONDecodeError as exc:
-            raise ReproUserError(f"{source}, line {number}: not a JSON event ({exc.msg}); expected "
-                                 "OpenLineage events, one JSON object per line") from exc
+            raise ReproUserError(
+                f"{source}, line {number}: not a JSON event ({exc.msg}); expected "
+                "OpenLineage events, one JSON object per line"
+            ) from exc
     return events
 
 
@@ -106,14 +110,17 @@ def load_event_files(path: Path) -> list[dict[str, Any]]:
         elif path.is_file():
             files = [path]
         else:
-            raise ReproUserError(f"{path} is neither a file nor a folder of OpenLineage events "
-                                 "(give the file transport's log_file_path, or an http(s) export URL)")
+            raise ReproUserError(
+                f"{path} is neither a file nor a folder of OpenLineage events "
+                "(give the file transport's log_file_path, or an http(s) export URL)"
+            )
         events = []
         for file in files:
             events.extend(parse_events(_read_events_text(file), source=str(file)))
     except OSError as exc:
-        raise ReproUserError(f"cannot read OpenLineage events from {exc.filename or path}: "
-                             f"{exc.strerror or exc}") from exc
+        raise ReproUserError(
+            f"cannot read OpenLineage events from {exc.filename or path}: {exc.strerror or exc}"
+        ) from exc
     return events
 
 
@@ -121,8 +128,10 @@ def _read_events_text(file: Path) -> str:
     try:
         return file.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise ReproUserError(f"{file} is not a text file of OpenLineage events (byte {exc.start} is not "
-                             "UTF-8); give the file transport's JSON Lines file") from exc
+        raise ReproUserError(
+            f"{file} is not a text file of OpenLineage events (byte {exc.start} is not "
+            "UTF-8); give the file transport's JSON Lines file"
+        ) from exc
 
 
 # -- runs, merged from their events --------------------------------------------------------------
@@ -222,8 +231,9 @@ def _matches(dataset: DatasetVersion, name: str, namespace: str | None, version:
 
 
 # -- the two questions ---------------------------------------------------------------------------
-def produced_by(events: Iterable[Mapping[str, Any]], name: str, *, namespace: str | None = None,
-                version: str | None = None) -> list[dict[str, Any]]:
+def produced_by(
+    events: Iterable[Mapping[str, Any]], name: str, *, namespace: str | None = None, version: str | None = None
+) -> list[dict[str, Any]]:
     """The completed runs that wrote dataset ``name`` (at ``version``, a commit id or a prefix of
     one): for each, the commit, the data commits it read, its environment (image) and its code.
 
@@ -232,18 +242,27 @@ def produced_by(events: Iterable[Mapping[str, Any]], name: str, *, namespace: st
     """
     every = list(merge_runs(events).values())
     runs = [r for r in every if r.state == "COMPLETE"]  # a failed attempt commits nothing
-    answers = [_production(run, _version_of(d), "version") for run in runs for d in run.outputs.values()
-               if _matches(_version_of(d), name, namespace, version)]
+    answers = [
+        _production(run, _version_of(d), "version")
+        for run in runs
+        for d in run.outputs.values()
+        if _matches(_version_of(d), name, namespace, version)
+    ]
     if not answers and version is not None:
         same = _same_objects(every, name, namespace, version)
-        answers = [_production(run, _version_of(d), "content") for run in runs for d in run.outputs.values()
-                   if _object_identity(d) in same]
+        answers = [
+            _production(run, _version_of(d), "content")
+            for run in runs
+            for d in run.outputs.values()
+            if _object_identity(d) in same
+        ]
     answers.sort(key=lambda a: str(a["run"]["endedAt"] or ""), reverse=True)
     return answers
 
 
-def readers(events: Iterable[Mapping[str, Any]], name: str, version: str, *,
-            namespace: str | None = None) -> list[dict[str, Any]]:
+def readers(
+    events: Iterable[Mapping[str, Any]], name: str, version: str, *, namespace: str | None = None
+) -> list[dict[str, Any]]:
     """The runs (any state) that read dataset ``name`` at ``version``, or the same object at a later
     commit of the same ref (``matchedBy: content``). Oldest first."""
     runs = list(merge_runs(events).values())
@@ -258,8 +277,14 @@ def readers(events: Iterable[Mapping[str, Any]], name: str, version: str, *,
                 matched = "content"
             else:
                 continue
-            answers.append({"dataset": read.as_dict(), "matchedBy": matched, "run": _run_summary(run),
-                            "outputs": [o.as_dict() for o in run.output_versions()]})
+            answers.append(
+                {
+                    "dataset": read.as_dict(),
+                    "matchedBy": matched,
+                    "run": _run_summary(run),
+                    "outputs": [o.as_dict() for o in run.output_versions()],
+                }
+            )
     answers.sort(key=lambda a: str(a["run"]["startedAt"] or a["run"]["endedAt"] or ""))
     return answers
 
@@ -272,8 +297,10 @@ def dataset_versions(events: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
             table.setdefault(output, {"writers": 0, "readers": 0})["writers"] += 1
         for read in run.input_versions():
             table.setdefault(read, {"writers": 0, "readers": 0})["readers"] += 1
-    return [{**d.as_dict(), **counts}
-            for d, counts in sorted(table.items(), key=lambda i: (i[0].namespace, i[0].name, i[0].version or ""))]
+    return [
+        {**d.as_dict(), **counts}
+        for d, counts in sorted(table.items(), key=lambda i: (i[0].namespace, i[0].name, i[0].version or ""))
+    ]
 
 
 def _run_summary(run: RunView) -> dict[str, Any]:
@@ -304,14 +331,19 @@ def _production(run: RunView, output: DatasetVersion, matched: str) -> dict[str,
         "dataset": output.as_dict(),
         "matchedBy": matched,
         "run": _run_summary(run),
-        "commit": {"id": manifest.get("commitId") or output.version, "repository": manifest.get("repository"),
-                   "branch": manifest.get("branch")},
+        "commit": {
+            "id": manifest.get("commitId") or output.version,
+            "repository": manifest.get("repository"),
+            "branch": manifest.get("branch"),
+        },
         "inputs": [d.as_dict() for d in run.input_versions()],
         "environment": manifest.get("environment"),
         "code": {
             **(manifest.get("code") or {}),
-            "location": {k: location[k] for k in ("type", "url", "repoUrl", "path", "version", "tag", "branch")
-                         if k in location} or None,
+            "location": {
+                k: location[k] for k in ("type", "url", "repoUrl", "path", "version", "tag", "branch") if k in location
+            }
+            or None,
         },
         "seed": manifest.get("seed"),
         "resources": manifest.get("resources"),

@@ -62,9 +62,7 @@ def validate_ref(ref: str) -> str:
     well_formed = isinstance(ref, str) and (is_commit_id(ref) or BRANCH_RE.match(ref) or TAG_RE.match(ref))
     if well_formed and ".." not in ref and len(ref) <= MAX_REF_LENGTH:
         return ref
-    raise InvalidNameError(
-        f"malformed ref {ref!r}: give a branch name, a tag name or a full 64-hex commit id"
-    )
+    raise InvalidNameError(f"malformed ref {ref!r}: give a branch name, a tag name or a full 64-hex commit id")
 
 
 def _slug(text: str, max_len: int) -> str:
@@ -84,7 +82,7 @@ def run_branch_name(dag_id: str, run_id: str) -> str:
 
 def run_tag_name(dag_id: str, run_id: str) -> str:
     """The immutable name of a finished DAG run's final commit."""
-    return "repro-" + run_branch_name(dag_id, run_id)[len("run_"):]
+    return "repro-" + run_branch_name(dag_id, run_id)[len("run_") :]
 
 
 #: Branches the lakeFS adapter makes for itself (left out of branch listings): per-commit

@@ -72,17 +72,13 @@ class VersionedDataStore(Protocol):
     ``StoreConflict`` / ``StoreCorruption`` for infrastructure faults.
     """
 
-    def create_repository(
-        self, name: str, *, default_branch: str = "main", exist_ok: bool = False
-    ) -> Repository: ...
+    def create_repository(self, name: str, *, default_branch: str = "main", exist_ok: bool = False) -> Repository: ...
 
     def get_repository(self, name: str) -> Repository: ...
 
     def list_repositories(self) -> list[Repository]: ...
 
-    def create_branch(
-        self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False
-    ) -> str:
+    def create_branch(self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False) -> str:
         """Create ``name`` at ``source_ref``; return the commit id it points to."""
         ...
 
@@ -145,8 +141,7 @@ class VersionedDataStore(Protocol):
         """Place the verified content of ``path`` at ``destination`` (read-only)."""
         ...
 
-    def diff(self, repository: str, left_ref: str, right_ref: str, prefix: str = "") -> list[DiffEntry]:
-        ...
+    def diff(self, repository: str, left_ref: str, right_ref: str, prefix: str = "") -> list[DiffEntry]: ...
 
 
 ProblemKind = Literal["repository", "ref", "commit", "tree", "object", "manifest"]

@@ -168,11 +168,19 @@ class TaskRecorder:
         output_dir.mkdir(parents=True)
         materialized = {}
         for pinned in inputs:
-            local = _inside(workdir, workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name,
-                            f"task {spec.task_id}: input {pinned.name!r}")
+            local = _inside(
+                workdir,
+                workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name,
+                f"task {spec.task_id}: input {pinned.name!r}",
+            )
             self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
-            materialized[pinned.name] = PinnedInput(name=pinned.name, path=local, repository=pinned.repository,
-                                                    commit_id=pinned.commit_id, store_path=pinned.path)
+            materialized[pinned.name] = PinnedInput(
+                name=pinned.name,
+                path=local,
+                repository=pinned.repository,
+                commit_id=pinned.commit_id,
+                store_path=pinned.path,
+            )
         tracked = self._start_tracked_run(ident, repository, branch, env.replay)
         context_file = workdir / CONTEXT_FILE
         context = ContextFile(
@@ -186,13 +194,22 @@ class TaskRecorder:
         )
         context.write(context_file)
         return PreparedTask(
-            spec=spec, env=env, repository=repository, branch=branch, inputs=inputs,
-            workdir=workdir, output_dir=output_dir, context_file=context_file, context=context,
-            tracked_run=tracked, started_at=_utcnow(),
+            spec=spec,
+            env=env,
+            repository=repository,
+            branch=branch,
+            inputs=inputs,
+            workdir=workdir,
+            output_dir=output_dir,
+            context_file=context_file,
+            context=context,
+            tracked_run=tracked,
+            started_at=_utcnow(),
         )
 
-    def _resolve_input(self, spec: TaskSpec, name: str, repository: str, branch: str,
-                       pinned: Mapping[str, DataInput]) -> DataInput:
+    def _resolve_input(
+        self, spec: TaskSpec, name: str, repository: str, branch: str, pinned: Mapping[str, DataInput]
+    ) -> DataInput:
         declared = spec.inputs[name]
         recorded = pinned.get(name)
         if recorded is not None and recorded.path == declared.path:
@@ -204,13 +221,19 @@ class TaskRecorder:
             info = self.store.stat_object(repo, commit_id, declared.path)
         except NotFoundError as exc:
             hint = (
-                " (it is read from this DAG run's branch: is the task that writes it upstream of "
-                f"{spec.task_id!r}?)" if declared.ref is None else ""
+                f" (it is read from this DAG run's branch: is the task that writes it upstream of {spec.task_id!r}?)"
+                if declared.ref is None
+                else ""
             )
             raise type(exc)(f"task {spec.task_id}: input {name!r}: {exc}{hint}") from exc
         return DataInput(
-            name=name, repository=repo, ref=ref, commit_id=commit_id, path=declared.path,
-            content_hash=info.content_hash, size=info.size,
+            name=name,
+            repository=repo,
+            ref=ref,
+            commit_id=commit_id,
+            path=declared.path,
+            content_hash=info.content_hash,
+            size=info.size,
         )
 
     def _check_pinned_input(self, spec: TaskSpec, pinned: DataInput) -> DataInput:
@@ -234,8 +257,9 @@ class TaskRecorder:
         workdir.mkdir(parents=True)
         return workdir
 
-    def _start_tracked_run(self, ident: AirflowIdentity, repository: str, branch: str,
-                           replay: ReplayInfo | None) -> TrackedRun | None:
+    def _start_tracked_run(
+        self, ident: AirflowIdentity, repository: str, branch: str, replay: ReplayInfo | None
+    ) -> TrackedRun | None:
         if self.tracker is None:
             return None
         tags = {
@@ -270,7 +294,9 @@ class TaskRecorder:
         changes: dict[str, StagedObject | None] = dict(staged)
         changes[mpath] = self.store.stage_file(prepared.repository, manifest_file, move=True)
         commit = self.store.commit(
-            prepared.repository, prepared.branch, changes,
+            prepared.repository,
+            prepared.branch,
+            changes,
             message=f"{ident.dag_id}.{ident.task_id}: outputs of {ident.run_id} (try {ident.try_number})",
             metadata=self._commit_metadata(prepared, manifest, mpath),
         )
@@ -290,8 +316,11 @@ class TaskRecorder:
         if recorded_run is not None:
             self._link_tracked_run(prepared, committed, commit, run=recorded_run)
         if self.tracker is not None and own_run is not None and own_run != recorded_run:
-            tags = {keys.MLFLOW_COMMIT_ID: commit.id, keys.MLFLOW_MANIFEST_DIGEST: committed.digest,
-                    keys.MLFLOW_REUSED_COMMIT: "true"}
+            tags = {
+                keys.MLFLOW_COMMIT_ID: commit.id,
+                keys.MLFLOW_MANIFEST_DIGEST: committed.digest,
+                keys.MLFLOW_REUSED_COMMIT: "true",
+            }
             if recorded_run is not None:
                 tags[keys.MLFLOW_SUPERSEDED_BY] = recorded_run.run_id
             self.tracker.log(own_run, RunRecord(tags=tags, metrics=_read_metrics(prepared.metrics_file)))
@@ -350,7 +379,8 @@ class TaskRecorder:
                 mlflow_tracking_uri=recorded_tracking_uri(run.tracking_uri) if run else None,
             ),
             timing=Timing(
-                started_at=prepared.started_at, ended_at=_utcnow(),
+                started_at=prepared.started_at,
+                ended_at=_utcnow(),
                 duration_s=round(time.monotonic() - prepared.started_monotonic, 3),
             ),
             replay=env.replay,
@@ -390,8 +420,9 @@ class TaskRecorder:
                 return commit if commit.metadata.get(keys.OUTPUTS_DIGEST) == wanted else None
         return None
 
-    def _link_tracked_run(self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit,
-                          run: TrackedRun | None = None) -> None:
+    def _link_tracked_run(
+        self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit, run: TrackedRun | None = None
+    ) -> None:
         run = run or prepared.tracked_run
         if self.tracker is None or run is None:
             return
@@ -428,8 +459,11 @@ def _tracked_run_of(manifest: TaskManifest, current: TrackedRun | None) -> Track
         return None
     if current is not None and current.run_id == tracking.mlflow_run_id:
         return current
-    return TrackedRun(run_id=tracking.mlflow_run_id, experiment_id=tracking.mlflow_experiment_id or "",
-                      tracking_uri=current.tracking_uri if current else (tracking.mlflow_tracking_uri or ""))
+    return TrackedRun(
+        run_id=tracking.mlflow_run_id,
+        experiment_id=tracking.mlflow_experiment_id or "",
+        tracking_uri=current.tracking_uri if current else (tracking.mlflow_tracking_uri or ""),
+    )
 
 
 def _written_files(workdir: Path, output_dir: Path, task: str) -> dict[str, Path]:
@@ -437,8 +471,9 @@ def _written_files(workdir: Path, output_dir: Path, task: str) -> dict[str, Path
     symlinks, and refused if the folder (or anything in it) is a symlink or leads elsewhere."""
     where = f"task {task}: its output folder"
     if output_dir.is_symlink() or not output_dir.is_dir():
-        raise OutputError(f"{where} was replaced by a symlink or a file; write outputs into it, "
-                          "nothing was read or moved")
+        raise OutputError(
+            f"{where} was replaced by a symlink or a file; write outputs into it, nothing was read or moved"
+        )
     _inside(workdir, output_dir, where)
     written: dict[str, Path] = {}
     for folder, dirs, files in os.walk(output_dir, followlinks=False):
@@ -459,8 +494,10 @@ def _inside(root: Path, path: Path, what: str) -> Path:
     real_root = root.resolve()
     real = path.resolve()
     if real != real_root and real_root not in real.parents:
-        raise OutputError(f"{what}: {path.relative_to(root) if path.is_relative_to(root) else path.name} "
-                          "leads outside the task's workspace; nothing was read or moved")
+        raise OutputError(
+            f"{what}: {path.relative_to(root) if path.is_relative_to(root) else path.name} "
+            "leads outside the task's workspace; nothing was read or moved"
+        )
     return path
 
 

@@ -28,12 +28,32 @@ _MARKER = re.compile(r"^airflow-repro:redacted:hmac-sha256:[0-9a-f]{64}$")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 #: Airflow's DEFAULT_SENSITIVE_FIELDS (secrets masker), for callers that cannot import Airflow.
-AIRFLOW_DEFAULT_SENSITIVE_FIELDS = frozenset({
-    "access_key", "access_token", "api_key", "apikey", "auth_header", "authorization", "bearer",
-    "connection_string", "dsn", "passphrase", "passwd", "password", "private_key", "proxy",
-    "proxy_password", "proxies", "secret", "service_account", "service_key", "token", "keyfile_dict",
-    "webhook_url",
-})
+AIRFLOW_DEFAULT_SENSITIVE_FIELDS = frozenset(
+    {
+        "access_key",
+        "access_token",
+        "api_key",
+        "apikey",
+        "auth_header",
+        "authorization",
+        "bearer",
+        "connection_string",
+        "dsn",
+        "passphrase",
+        "passwd",
+        "password",
+        "private_key",
+        "proxy",
+        "proxy_password",
+        "proxies",
+        "secret",
+        "service_account",
+        "service_key",
+        "token",
+        "keyfile_dict",
+        "webhook_url",
+    }
+)
 
 
 def is_redacted(value: Any) -> bool:
@@ -70,8 +90,10 @@ class Redactor:
     def redact(self, value: Any) -> Any:
         """A copy of ``value`` with every secret replaced by its marker."""
         if isinstance(value, Mapping):
-            return {k: self._hidden(v) if self.is_sensitive_key(k) and v not in (None, "") else self.redact(v)
-                    for k, v in value.items()}
+            return {
+                k: self._hidden(v) if self.is_sensitive_key(k) and v not in (None, "") else self.redact(v)
+                for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.redact(v) for v in value]
         if isinstance(value, str) and (self._url_has_secret(value) or self.is_secret_value(value)):

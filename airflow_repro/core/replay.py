@@ -45,10 +45,16 @@ class DriftKind(StrEnum):
 
 #: drift that ``latest-code`` accepts (and records); anything else blocks every mode. A secret
 #: that changed (a rotated token) is accepted there too: the record shows its marker changed.
-CODE_DRIFT = frozenset({
-    DriftKind.TASK_ADDED, DriftKind.TASK_REMOVED, DriftKind.CODE_CHANGED,
-    DriftKind.BUNDLE_VERSION_CHANGED, DriftKind.ENVIRONMENT_CHANGED, DriftKind.SECRET_CHANGED,
-})
+CODE_DRIFT = frozenset(
+    {
+        DriftKind.TASK_ADDED,
+        DriftKind.TASK_REMOVED,
+        DriftKind.CODE_CHANGED,
+        DriftKind.BUNDLE_VERSION_CHANGED,
+        DriftKind.ENVIRONMENT_CHANGED,
+        DriftKind.SECRET_CHANGED,
+    }
+)
 
 
 class _Frozen(BaseModel):
@@ -133,7 +139,9 @@ class ReplayRefused(ReproUserError):
         lines = [f"- [{d.kind}] {d.task_id}: {d.detail}" for d in plan.blocking_drift]
         hint = (
             " Use --mode latest-code to replay with the current code and environment (data, params and "
-            "seeds stay pinned)." if all(d.kind in CODE_DRIFT for d in plan.blocking_drift) else ""
+            "seeds stay pinned)."
+            if all(d.kind in CODE_DRIFT for d in plan.blocking_drift)
+            else ""
         )
         super().__init__(
             f"cannot replay run {plan.original_run_id!r} of {plan.dag_id!r} in mode {plan.mode}: "
@@ -169,30 +177,53 @@ def plan_replay(
     pins: list[TaskPins] = []
     recorded_ids = {t.manifest.identity.task_id for t in recorded.tasks}
     for task_id in sorted(set(current) - recorded_ids):
-        drift.append(Drift(kind=DriftKind.TASK_ADDED, task_id=task_id,
-                           detail="task is in the DAG now but was not in the recorded run"))
+        drift.append(
+            Drift(
+                kind=DriftKind.TASK_ADDED,
+                task_id=task_id,
+                detail="task is in the DAG now but was not in the recorded run",
+            )
+        )
     for view in recorded.tasks:
         m = view.manifest
         task_id = m.identity.task_id
-        pins.append(TaskPins(
-            task_id=task_id, map_index=m.identity.map_index, original_manifest_digest=m.digest,
-            inputs=list(m.inputs), seed=m.parameters.seed, environment_digest=m.environment.digest,
-            source_hash=m.code.source_hash, bundle_version=m.code.bundle_version,
-            task_params=m.parameters.task_params,
-        ))
+        pins.append(
+            TaskPins(
+                task_id=task_id,
+                map_index=m.identity.map_index,
+                original_manifest_digest=m.digest,
+                inputs=list(m.inputs),
+                seed=m.parameters.seed,
+                environment_digest=m.environment.digest,
+                source_hash=m.code.source_hash,
+                bundle_version=m.code.bundle_version,
+                task_params=m.parameters.task_params,
+            )
+        )
         now = current.get(task_id)
         if now is None:
-            drift.append(Drift(kind=DriftKind.TASK_REMOVED, task_id=task_id,
-                               detail="task was recorded but is no longer in the DAG (removed or renamed)"))
+            drift.append(
+                Drift(
+                    kind=DriftKind.TASK_REMOVED,
+                    task_id=task_id,
+                    detail="task was recorded but is no longer in the DAG (removed or renamed)",
+                )
+            )
         else:
             drift.extend(_task_drift(m, now))
         drift.extend(_missing_inputs(store, task_id, m.inputs))
     conf = _original_conf(recorded)
     drift.extend(secret_drift(conf, secret_markers or {}))
     return ReplayPlan(
-        dag_id=recorded.dag_id, original_run_id=recorded.run_id, original_repository=recorded.repository,
-        original_ref=recorded.ref, replay_run_id=replay_run_id, mode=mode,
-        dag_run_conf=conf, tasks=pins, drift=drift,
+        dag_id=recorded.dag_id,
+        original_run_id=recorded.run_id,
+        original_repository=recorded.repository,
+        original_ref=recorded.ref,
+        replay_run_id=replay_run_id,
+        mode=mode,
+        dag_run_conf=conf,
+        tasks=pins,
+        drift=drift,
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
 
@@ -202,10 +233,18 @@ def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
     found = []
     checks = (
         (DriftKind.CODE_CHANGED, recorded.code.source_hash, now.source_hash, "the task's source code changed"),
-        (DriftKind.BUNDLE_VERSION_CHANGED, recorded.code.bundle_version, now.bundle_version,
-         "the DAG bundle is at another version"),
-        (DriftKind.ENVIRONMENT_CHANGED, recorded.environment.digest, now.environment_digest,
-         f"the {recorded.environment.kind} pin differs from the environment available now"),
+        (
+            DriftKind.BUNDLE_VERSION_CHANGED,
+            recorded.code.bundle_version,
+            now.bundle_version,
+            "the DAG bundle is at another version",
+        ),
+        (
+            DriftKind.ENVIRONMENT_CHANGED,
+            recorded.environment.digest,
+            now.environment_digest,
+            f"the {recorded.environment.kind} pin differs from the environment available now",
+        ),
     )
     for kind, was, is_now, detail in checks:
         if kind is DriftKind.ENVIRONMENT_CHANGED and is_now is None:
@@ -214,13 +253,19 @@ def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
             found.append(Drift(kind=kind, task_id=task_id, detail=detail, recorded=was, current=is_now))
     if dict(now.task_params) != recorded.parameters.task_params:
         changed = sorted(
-            key for key in set(now.task_params) | set(recorded.parameters.task_params)
+            key
+            for key in set(now.task_params) | set(recorded.parameters.task_params)
             if now.task_params.get(key) != recorded.parameters.task_params.get(key)
         )
-        found.append(Drift(kind=DriftKind.PARAMS_CHANGED, task_id=task_id,
-                           detail=f"params {changed} resolve to other values now (DAG defaults changed?)",
-                           recorded=canonical_json(recorded.parameters.task_params).decode(),
-                           current=canonical_json(dict(now.task_params)).decode()))
+        found.append(
+            Drift(
+                kind=DriftKind.PARAMS_CHANGED,
+                task_id=task_id,
+                detail=f"params {changed} resolve to other values now (DAG defaults changed?)",
+                recorded=canonical_json(recorded.parameters.task_params).decode(),
+                current=canonical_json(dict(now.task_params)).decode(),
+            )
+        )
     return found
 
 
@@ -236,13 +281,28 @@ def secret_drift(conf: Mapping[str, Any], supplied: Mapping[str, str]) -> list[D
     found = []
     for key, marker in sorted(recorded.items()):
         if key not in supplied:
-            found.append(Drift(kind=DriftKind.SECRET_MISSING, task_id="(dag-run conf)", recorded=marker, detail=(
-                f"DAG-run conf entry {key!r} is a secret: only its keyed digest was recorded. Give its value "
-                f"again: CLI --secret {key}=env:VARIABLE or --secret {key}=variable:AIRFLOW_VARIABLE, "
-                f"API body \"secrets\": {{\"{key}\": \"...\"}}")))
+            found.append(
+                Drift(
+                    kind=DriftKind.SECRET_MISSING,
+                    task_id="(dag-run conf)",
+                    recorded=marker,
+                    detail=(
+                        f"DAG-run conf entry {key!r} is a secret: only its keyed digest was recorded. Give its value "
+                        f"again: CLI --secret {key}=env:VARIABLE or --secret {key}=variable:AIRFLOW_VARIABLE, "
+                        f'API body "secrets": {{"{key}": "..."}}'
+                    ),
+                )
+            )
         elif supplied[key] != marker:
-            found.append(Drift(kind=DriftKind.SECRET_CHANGED, task_id="(dag-run conf)", recorded=marker, current=supplied[key],
-                               detail=f"the value given for secret conf entry {key!r} differs from the recorded one"))
+            found.append(
+                Drift(
+                    kind=DriftKind.SECRET_CHANGED,
+                    task_id="(dag-run conf)",
+                    recorded=marker,
+                    current=supplied[key],
+                    detail=f"the value given for secret conf entry {key!r} differs from the recorded one",
+                )
+            )
     return found
 
 
@@ -261,9 +321,14 @@ def _missing_inputs(store: VersionedDataStore, task_id: str, inputs: list[DataIn
         try:
             store.check_available(pinned.repository, pinned.commit_id, pinned.path, pinned.content_hash)
         except NotFoundError as exc:
-            missing.append(Drift(kind=DriftKind.INPUT_MISSING, task_id=task_id,
-                                 detail=f"input {pinned.name!r} can no longer be read: {exc}",
-                                 recorded=f"{pinned.repository}@{pinned.commit_id}:{pinned.path}"))
+            missing.append(
+                Drift(
+                    kind=DriftKind.INPUT_MISSING,
+                    task_id=task_id,
+                    detail=f"input {pinned.name!r} can no longer be read: {exc}",
+                    recorded=f"{pinned.repository}@{pinned.commit_id}:{pinned.path}",
+                )
+            )
     return missing
 
 
@@ -315,8 +380,13 @@ class ReplayMarker:
         def text(key: str) -> str:  # a missing plan_digest reads as "": it matches no plan
             return value[key] if isinstance(value.get(key), str) else ""
 
-        return cls(of=text("of"), mode=text("mode"), plan_digest=text("plan_digest"),
-                   plan=text("plan") or REPLAY_PLAN_PATH, repository=text("repository") or None)
+        return cls(
+            of=text("of"),
+            mode=text("mode"),
+            plan_digest=text("plan_digest"),
+            plan=text("plan") or REPLAY_PLAN_PATH,
+            repository=text("repository") or None,
+        )
 
     @staticmethod
     def strip(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -335,10 +405,17 @@ def save_plan(store: VersionedDataStore, plan: ReplayPlan, *, default_branch: st
     store.create_branch(plan.original_repository, branch, default_branch, exist_ok=True)
     staged = store.stage_bytes(plan.original_repository, plan.canonical_json())
     commit = store.commit(
-        plan.original_repository, branch, {REPLAY_PLAN_PATH: staged},
+        plan.original_repository,
+        branch,
+        {REPLAY_PLAN_PATH: staged},
         message=f"{plan.dag_id}: replay plan of {plan.original_run_id} ({plan.mode})",
-        metadata={keys.KIND: "replay-plan", keys.REPLAY_OF: plan.original_run_id, keys.REPLAY_MODE: plan.mode,
-                  keys.LAKEFS_AIRFLOW_DAG_ID: plan.dag_id, keys.LAKEFS_AIRFLOW_RUN_ID: plan.replay_run_id},
+        metadata={
+            keys.KIND: "replay-plan",
+            keys.REPLAY_OF: plan.original_run_id,
+            keys.REPLAY_MODE: plan.mode,
+            keys.LAKEFS_AIRFLOW_DAG_ID: plan.dag_id,
+            keys.LAKEFS_AIRFLOW_RUN_ID: plan.replay_run_id,
+        },
     )
     return commit.id
 

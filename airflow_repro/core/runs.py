@@ -79,8 +79,16 @@ def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> RecordedRun
         manifest = load_task_manifest(data, expected_digest=digest)
         tasks.append(RecordedTaskView(manifest=manifest, commit_id=commit.id, manifest_path=info.path))
     tasks.sort(key=lambda t: (t.manifest.timing.started_at, t.manifest.identity.task_id))
-    return RecordedRun(dag_id=dag_id, run_id=run_id, repository=repository, branch=branch, ref=ref,
-                       head_commit=head, closed=closed, tasks=tasks)
+    return RecordedRun(
+        dag_id=dag_id,
+        run_id=run_id,
+        repository=repository,
+        branch=branch,
+        ref=ref,
+        head_commit=head,
+        closed=closed,
+        tasks=tasks,
+    )
 
 
 def _latest_commit_per_manifest(store: VersionedDataStore, repository: str, head: str) -> dict[str, Commit]:
@@ -106,12 +114,19 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
     if run.closed:
         return run.head_commit
     dag_manifest = DagRunManifest(
-        dag_id=dag_id, run_id=run_id, repository=run.repository, branch=run.branch, state=state,
+        dag_id=dag_id,
+        run_id=run_id,
+        repository=run.repository,
+        branch=run.branch,
+        state=state,
         tasks=[
             TaskRecord(
-                task_id=t.manifest.identity.task_id, map_index=t.manifest.identity.map_index,
-                try_number=t.manifest.identity.try_number, manifest_digest=t.manifest.digest,
-                manifest_path=t.manifest_path, commit_id=t.commit_id,
+                task_id=t.manifest.identity.task_id,
+                map_index=t.manifest.identity.map_index,
+                try_number=t.manifest.identity.try_number,
+                manifest_digest=t.manifest.digest,
+                manifest_path=t.manifest_path,
+                commit_id=t.commit_id,
                 mlflow_run_id=t.manifest.tracking.mlflow_run_id,
             )
             for t in run.tasks
@@ -119,7 +134,9 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
     )
     staged = store.stage_bytes(run.repository, dag_manifest.canonical_json())
     commit = store.commit(
-        run.repository, run.branch, {DAG_RUN_MANIFEST_PATH: staged},
+        run.repository,
+        run.branch,
+        {DAG_RUN_MANIFEST_PATH: staged},
         message=f"{dag_id}: DAG run {run_id} {state}",
         metadata={
             keys.KIND: "dag-run",
@@ -143,8 +160,9 @@ def load_dag_run_manifest_at(store: VersionedDataStore, repository: str, ref: st
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def read_json_model(store: VersionedDataStore, repository: str, ref: str, path: str, model: type[ModelT],
-                    what: str) -> ModelT:
+def read_json_model(
+    store: VersionedDataStore, repository: str, ref: str, path: str, model: type[ModelT], what: str
+) -> ModelT:
     """Read a stored JSON document (plan, report) as ``model``; invalid content is a ManifestError."""
     with store.open_object(repository, ref, path) as handle:
         data = handle.read()

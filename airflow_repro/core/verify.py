@@ -117,20 +117,31 @@ def verify_replay(
 ) -> VerificationReport:
     """Compare every task of the original with its replay, object by object and metric by metric."""
     if original.dag_id != replay.dag_id:
-        raise ReproUserError(f"cannot verify {replay.run_id!r} of {replay.dag_id!r} against a run of {original.dag_id!r}")
+        raise ReproUserError(
+            f"cannot verify {replay.run_id!r} of {replay.dag_id!r} against a run of {original.dag_id!r}"
+        )
     tolerance = tolerance or Tolerance()
     replayed = {_key(t.manifest): t.manifest for t in replay.tasks}
     tasks = []
     for view in original.tasks:
         key = _key(view.manifest)
-        tasks.append(compare_task(
-            view.manifest, replayed.get(key),
-            (original_metrics or {}).get(key, {}), (replay_metrics or {}).get(key, {}), tolerance,
-        ))
+        tasks.append(
+            compare_task(
+                view.manifest,
+                replayed.get(key),
+                (original_metrics or {}).get(key, {}),
+                (replay_metrics or {}).get(key, {}),
+                tolerance,
+            )
+        )
     verdict: Verdict = "identical" if all(t.status == "identical" for t in tasks) else "differs"
     return VerificationReport(
-        dag_id=original.dag_id, original_run_id=original.run_id, replay_run_id=replay.run_id,
-        verdict=verdict, tolerance=tolerance, tasks=tasks,
+        dag_id=original.dag_id,
+        original_run_id=original.run_id,
+        replay_run_id=replay.run_id,
+        verdict=verdict,
+        tolerance=tolerance,
+        tasks=tasks,
         verified_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     )
 
@@ -144,16 +155,20 @@ def compare_task(
 ) -> TaskVerification:
     ident = original.identity
     if replay is None:
-        return TaskVerification(task_id=ident.task_id, map_index=ident.map_index, status="missing",
-                                original_manifest_digest=original.digest)
+        return TaskVerification(
+            task_id=ident.task_id, map_index=ident.map_index, status="missing", original_manifest_digest=original.digest
+        )
     objects = compare_outputs(original.outputs, replay.outputs)
     metrics = compare_metrics(original_metrics, replay_metrics, tolerance)
     return TaskVerification(
-        task_id=ident.task_id, map_index=ident.map_index,
+        task_id=ident.task_id,
+        map_index=ident.map_index,
         status="identical" if not objects and not metrics else "differs",
         objects_compared=len({o.path for o in original.outputs} | {o.path for o in replay.outputs}),
-        objects=objects, metrics=metrics,
-        original_manifest_digest=original.digest, replay_manifest_digest=replay.digest,
+        objects=objects,
+        metrics=metrics,
+        original_manifest_digest=original.digest,
+        replay_manifest_digest=replay.digest,
     )
 
 
@@ -166,11 +181,14 @@ def compare_outputs(original: list[DataOutput], replay: list[DataOutput]) -> lis
         if a is not None and b is not None and a.content_hash == b.content_hash:
             continue
         change = "changed" if a and b else ("missing_in_replay" if a else "extra_in_replay")
-        differences.append(ObjectDifference(
-            path=path, change=change,
-            original=ObjectSide(content_hash=a.content_hash, size=a.size) if a else None,
-            replay=ObjectSide(content_hash=b.content_hash, size=b.size) if b else None,
-        ))
+        differences.append(
+            ObjectDifference(
+                path=path,
+                change=change,
+                original=ObjectSide(content_hash=a.content_hash, size=a.size) if a else None,
+                replay=ObjectSide(content_hash=b.content_hash, size=b.size) if b else None,
+            )
+        )
     return differences
 
 
@@ -182,10 +200,14 @@ def compare_metrics(
         a, b = original.get(name), replay.get(name)
         if a is not None and b is not None and tolerance.matches(a, b):
             continue
-        differences.append(MetricDifference(
-            name=name, original=_json_number(a), replay=_json_number(b),
-            abs_diff=_json_number(abs(a - b)) if a is not None and b is not None else None,
-        ))
+        differences.append(
+            MetricDifference(
+                name=name,
+                original=_json_number(a),
+                replay=_json_number(b),
+                abs_diff=_json_number(abs(a - b)) if a is not None and b is not None else None,
+            )
+        )
     return differences
 
 
@@ -214,10 +236,16 @@ def add_damage(
     found: dict[TaskKey, list[ObjectDifference]] = {}
     for side, damaged in (("original", original), ("replay", replay)):
         for d in damaged:
-            found.setdefault((d.task_id, d.map_index), []).append(ObjectDifference.model_validate({
-                "path": d.path, "change": f"damaged_in_{side}", "detail": d.detail,
-                side: {"content_hash": d.content_hash, "size": d.size},
-            }))
+            found.setdefault((d.task_id, d.map_index), []).append(
+                ObjectDifference.model_validate(
+                    {
+                        "path": d.path,
+                        "change": f"damaged_in_{side}",
+                        "detail": d.detail,
+                        side: {"content_hash": d.content_hash, "size": d.size},
+                    }
+                )
+            )
     if not found:
         return report
     tasks = [_with_objects(t, found.get((t.task_id, t.map_index), [])) for t in report.tasks]
@@ -237,10 +265,17 @@ def save_report(store: VersionedDataStore, repository: str, report: Verification
     branch = run_branch_name(report.dag_id, report.replay_run_id)
     staged = store.stage_bytes(repository, report.canonical_json())
     commit = store.commit(
-        repository, branch, {VERIFICATION_PATH: staged},
+        repository,
+        branch,
+        {VERIFICATION_PATH: staged},
         message=f"{report.dag_id}: verification of {report.replay_run_id}: {report.verdict}",
-        metadata={keys.KIND: "verification", keys.VERDICT: report.verdict, keys.REPLAY_OF: report.original_run_id,
-                  keys.LAKEFS_AIRFLOW_DAG_ID: report.dag_id, keys.LAKEFS_AIRFLOW_RUN_ID: report.replay_run_id},
+        metadata={
+            keys.KIND: "verification",
+            keys.VERDICT: report.verdict,
+            keys.REPLAY_OF: report.original_run_id,
+            keys.LAKEFS_AIRFLOW_DAG_ID: report.dag_id,
+            keys.LAKEFS_AIRFLOW_RUN_ID: report.replay_run_id,
+        },
         allow_empty=True,
     )
     return commit.id
@@ -301,9 +336,13 @@ def diff_runs(run_a: RecordedRun, run_b: RecordedRun) -> RunDiff:
         if changed:
             objects[label] = changed
     return RunDiff(
-        dag_id=run_a.dag_id, run_a=run_a.run_id, run_b=run_b.run_id,
-        only_in_a=sorted(tasks_a.keys() - tasks_b.keys()), only_in_b=sorted(tasks_b.keys() - tasks_a.keys()),
-        fields=fields, objects=objects,
+        dag_id=run_a.dag_id,
+        run_a=run_a.run_id,
+        run_b=run_b.run_id,
+        only_in_a=sorted(tasks_a.keys() - tasks_b.keys()),
+        only_in_b=sorted(tasks_b.keys() - tasks_a.keys()),
+        fields=fields,
+        objects=objects,
     )
 
 

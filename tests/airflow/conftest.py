@@ -19,13 +19,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="repro-airflow-tests-"))
 DAGS_FOLDER = SESSION_HOME / "dags"
 
-os.environ.update({
-    "AIRFLOW_HOME": str(SESSION_HOME / "airflow"),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "AIRFLOW__REPRO__HOME": str(SESSION_HOME / "repro"),
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(SESSION_HOME / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__REPRO__HOME": str(SESSION_HOME / "repro"),
+    }
+)
 shutil.copytree(Path(__file__).parent / "dags", DAGS_FOLDER, dirs_exist_ok=True)
 shutil.copy(REPO_ROOT / "dags" / "example_ml_pipeline.py", DAGS_FOLDER)
 

@@ -104,7 +104,9 @@ def test_failed_task_commits_nothing(repro_env: dict[str, str]) -> None:
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_retry_after_a_late_failure_reuses_its_commit(repro_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retry_after_a_late_failure_reuses_its_commit(
+    repro_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Try 1 commits, then fails linking MLflow; try 2 finds its own commit instead of a second."""
     from airflow_repro.core.recorder import TaskRecorder
     from airflow_repro.errors import TrackerUnavailable
@@ -139,13 +141,14 @@ def test_retry_after_a_late_failure_reuses_its_commit(repro_env: dict[str, str],
     assert first.data.tags[keys.MLFLOW_MANIFEST_DIGEST] == summary["manifest_digest"]
     # ... and try 2's own run is ended as superseded by it.
     (second,) = client.search_runs(
-        [first.info.experiment_id],
-        f"tags.`airflow.run_id` = '{dag_run.run_id}' and tags.`airflow.try_number` = '2'")
+        [first.info.experiment_id], f"tags.`airflow.run_id` = '{dag_run.run_id}' and tags.`airflow.try_number` = '2'"
+    )
     assert second.info.status == "FAILED" and second.data.tags[keys.MLFLOW_SUPERSEDED_BY] == committed_run
 
 
-def test_missing_input_fails_before_the_task_runs(repro_env: dict[str, str], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_input_fails_before_the_task_runs(
+    repro_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     side_effect = tmp_path / "ran.txt"
     monkeypatch.setenv("REPRO_TEST_SIDE_EFFECT", str(side_effect))
     dag = load_dag("repro_bad_input", "repro_test_dags.py")

@@ -51,13 +51,16 @@ def test_replay_of_the_example_is_identical_and_replayable_again(repro_env: dict
     assert replayed.state == "success" and replayed.run_id == plan.replay_run_id
     report = service.verify(backends, dag.dag_id, plan.replay_run_id)
     assert report.verdict == "identical"
-    assert [(t.task_id, t.status) for t in report.tasks] == [(t, "identical") for t in
-                                                             ("ingest", "featurize", "train", "evaluate")]
+    assert [(t.task_id, t.status) for t in report.tasks] == [
+        (t, "identical") for t in ("ingest", "featurize", "train", "evaluate")
+    ]
     assert all(t.objects_compared > 0 for t in report.tasks)
     assert service.stored_report(backends, dag.dag_id, plan.replay_run_id) == report
 
     # the replay read exactly the original's input commits and recorded what it replays
-    before = {t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id, original.run_id).tasks}
+    before = {
+        t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id, original.run_id).tasks
+    }
     after = load_run(backends.store, dag.dag_id, plan.replay_run_id)
     for task in after.tasks:
         m = task.manifest
@@ -97,7 +100,7 @@ def test_unseeded_randomness_is_reported_naming_the_objects(repro_env: dict[str,
     assert difference.original.content_hash != difference.replay.content_hash
 
 
-DRIFT_DAG = '''
+DRIFT_DAG = """
 from airflow.sdk import dag
 from airflow_repro import Input, repro_task, runtime
 
@@ -115,13 +118,13 @@ def repro_drift():
     make() >> use()
 
 repro_drift()
-'''
-EXTRA_TASK = '''
+"""
+EXTRA_TASK = """
     @repro_task(outputs=["c.txt"], seed=3)
     def added():
         runtime.current().output_path("c.txt").write_text("new")
     added()
-'''
+"""
 
 
 def write_drift_dag(alpha: int = 1, text: str = "a", extra: str = "") -> None:
@@ -142,14 +145,20 @@ def drift_kinds(plan: ReplayPlan) -> set[tuple[str, str]]:
     return {(d.kind.value, d.task_id) for d in plan.drift}
 
 
-@pytest.mark.parametrize(("change", "expected", "latest_code_ok"), [
-    ({"text": "changed"}, {("code_changed", "make")}, True),
-    ({"extra": EXTRA_TASK}, {("task_added", "added")}, True),
-    ({"alpha": 2}, {("params_changed", "make"), ("params_changed", "use")}, False),
-])
-def test_drift_is_detected_before_anything_runs(recorded_drift_run: tuple[service.Backends, str],
-                                                change: dict[str, Any], expected: set[tuple[str, str]],
-                                                latest_code_ok: bool) -> None:
+@pytest.mark.parametrize(
+    ("change", "expected", "latest_code_ok"),
+    [
+        ({"text": "changed"}, {("code_changed", "make")}, True),
+        ({"extra": EXTRA_TASK}, {("task_added", "added")}, True),
+        ({"alpha": 2}, {("params_changed", "make"), ("params_changed", "use")}, False),
+    ],
+)
+def test_drift_is_detected_before_anything_runs(
+    recorded_drift_run: tuple[service.Backends, str],
+    change: dict[str, Any],
+    expected: set[tuple[str, str]],
+    latest_code_ok: bool,
+) -> None:
     backends, run_id = recorded_drift_run
     write_drift_dag(**change)
     plan = service.plan(backends, "repro_drift", run_id, "pinned")
@@ -183,7 +192,8 @@ def test_unknown_runs_are_refused(repro_env: dict[str, str]) -> None:
 
 
 def test_latest_code_replays_current_code_on_pinned_data_and_records_the_choice(
-        recorded_drift_run: tuple[service.Backends, str]) -> None:
+    recorded_drift_run: tuple[service.Backends, str],
+) -> None:
     backends, run_id = recorded_drift_run
     write_drift_dag(text="changed")
     plan = service.plan(backends, "repro_drift", run_id, "latest-code")

@@ -109,8 +109,9 @@ def recorded_runs(repro_env: dict[str, str]) -> RecordedRuns:
 
 
 @pytest.fixture(scope="session")
-def api_server(recorded_runs: RecordedRuns, repro_env: dict[str, str],
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+def api_server(
+    recorded_runs: RecordedRuns, repro_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
     folder = tmp_path_factory.mktemp("api-server")
     passwords_file = folder / "passwords.json"
     passwords_file.write_text(json.dumps(PASSWORDS))

@@ -23,8 +23,15 @@ from airflow_repro.embedded import free_port
 from tests.api.conftest import EXAMPLE_DAG, ApiServer, RecordedRuns
 from tests.api.test_rest_api import API, replays, run_count
 
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
@@ -58,8 +65,9 @@ def assert_refused(response: httpx.Response, why: str) -> None:
 
 # -- with an HTTP client -----------------------------------------------------------------------------
 @pytest.mark.usefixtures("nothing_replayed")
-def test_an_empty_form_post_with_the_cookie_is_refused(api_server: ApiServer, recorded_runs: RecordedRuns,
-                                                       replay_url: str) -> None:
+def test_an_empty_form_post_with_the_cookie_is_refused(
+    api_server: ApiServer, recorded_runs: RecordedRuns, replay_url: str
+) -> None:
     verification = f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/verification"
     same_site = {"sec-fetch-site": "same-site", "origin": f"http://127.0.0.1:{free_port()}"}
     with cookie_client(api_server) as browser:
@@ -70,23 +78,29 @@ def test_an_empty_form_post_with_the_cookie_is_refused(api_server: ApiServer, re
         # same origin, but not JSON: the body is required and must be a JSON object
         empty = browser.post(replay_url, headers={**FORM, "sec-fetch-site": "same-origin"}, content=b"")
         form = browser.post(replay_url, headers={**FORM, "sec-fetch-site": "same-origin"}, content=b"mode=pinned")
-        text = browser.post(replay_url, headers={"content-type": "text/plain", "sec-fetch-site": "same-origin"},
-                            content=b'{"mode": "pinned"}')
+        text = browser.post(
+            replay_url,
+            headers={"content-type": "text/plain", "sec-fetch-site": "same-origin"},
+            content=b'{"mode": "pinned"}',
+        )
     assert_refused(bare, "neither a Sec-Fetch-Site nor an Origin header")
     assert_refused(from_sibling, "Sec-Fetch-Site: same-site")
     assert_refused(verify_from_sibling, "Sec-Fetch-Site: same-site")
     assert_refused(cross_site, "Sec-Fetch-Site: cross-site")
-    for response, message in ((empty, "a JSON object body is required"), (form, "must be a JSON object"),
-                              (text, "must be a JSON object")):
+    for response, message in (
+        (empty, "a JSON object body is required"),
+        (form, "must be a JSON object"),
+        (text, "must be a JSON object"),
+    ):
         assert response.status_code == 422, response.text
         (error,) = response.json()["detail"]
         assert error["loc"] == ["body"] and message in error["msg"], error
 
 
 @pytest.mark.usefixtures("nothing_replayed")
-def test_the_origin_decides_when_the_browser_sends_no_sec_fetch_site(api_server: ApiServer,
-                                                                     recorded_runs: RecordedRuns,
-                                                                     replay_url: str) -> None:
+def test_the_origin_decides_when_the_browser_sends_no_sec_fetch_site(
+    api_server: ApiServer, recorded_runs: RecordedRuns, replay_url: str
+) -> None:
     verification = f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/verification"
     with cookie_client(api_server) as browser:
         foreign = browser.post(replay_url, headers={"origin": "http://evil.example"}, json={})
@@ -101,14 +115,16 @@ def test_the_origin_decides_when_the_browser_sends_no_sec_fetch_site(api_server:
 
 
 @pytest.mark.usefixtures("nothing_replayed")
-def test_same_origin_json_with_the_cookie_and_bearer_clients_are_served(api_server: ApiServer,
-                                                                        replay_url: str) -> None:
+def test_same_origin_json_with_the_cookie_and_bearer_clients_are_served(api_server: ApiServer, replay_url: str) -> None:
     with cookie_client(api_server, **{"sec-fetch-site": "same-origin"}) as browser:
         from_the_ui = browser.post(replay_url, json={"dry_run": True})
     # a bearer token is not an ambient credential: headers a browser would add change nothing
     with api_server.client("admin") as script:
-        bearer = script.post(replay_url, json={"dry_run": True},
-                             headers={"sec-fetch-site": "cross-site", "origin": "http://evil.example"})
+        bearer = script.post(
+            replay_url,
+            json={"dry_run": True},
+            headers={"sec-fetch-site": "cross-site", "origin": "http://evil.example"},
+        )
     for response in (from_the_ui, bearer):
         assert response.status_code == 200, response.text
         assert response.json()["triggered"] is False and response.json()["blocked"] is False
@@ -126,8 +142,11 @@ def test_without_credentials_authentication_answers_first(api_server: ApiServer,
 def test_origins_are_compared_with_explicit_default_ports() -> None:
     from airflow_repro.airflow.api_guards import _origin
 
-    assert _origin("HTTP://Airflow.Example.com") == _origin("http://airflow.example.com:80/x/?y") \
+    assert (
+        _origin("HTTP://Airflow.Example.com")
+        == _origin("http://airflow.example.com:80/x/?y")
         == "http://airflow.example.com:80"
+    )
     assert _origin("https://a.example") == "https://a.example:443"
     assert _origin("https://a.example") != _origin("http://a.example")
     assert [_origin(v) for v in ("null", "", "file://", "http://h:99999", "ftp://h")] == [None] * 5
@@ -147,8 +166,10 @@ def chromium_or_skip() -> str:
 @pytest.fixture
 def attacker_page(api_server: ApiServer, replay_url: str) -> Iterator[str]:
     """A page on another loopback port (same site, other origin) that auto-submits a form to the API."""
-    page = (f'<!doctype html><title>cat pictures</title><form method="post" action="{api_server.url}{replay_url}">'
-            '<input type="hidden" name="mode" value="pinned"></form><script>document.forms[0].submit()</script>')
+    page = (
+        f'<!doctype html><title>cat pictures</title><form method="post" action="{api_server.url}{replay_url}">'
+        '<input type="hidden" name="mode" value="pinned"></form><script>document.forms[0].submit()</script>'
+    )
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -172,8 +193,9 @@ def attacker_page(api_server: ApiServer, replay_url: str) -> Iterator[str]:
 
 
 @pytest.mark.usefixtures("nothing_replayed")
-def test_a_form_auto_submitted_by_another_port_is_refused_in_chromium(api_server: ApiServer, replay_url: str,
-                                                                       attacker_page: str) -> None:
+def test_a_form_auto_submitted_by_another_port_is_refused_in_chromium(
+    api_server: ApiServer, replay_url: str, attacker_page: str
+) -> None:
     executable = chromium_or_skip()
     from playwright.sync_api import sync_playwright
 
@@ -181,8 +203,18 @@ def test_a_form_auto_submitted_by_another_port_is_refused_in_chromium(api_server
         browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
         try:
             context = browser.new_context()
-            context.add_cookies([{"name": "_token", "value": api_server.tokens["admin"], "domain": "127.0.0.1",
-                                  "path": "/", "httpOnly": True, "sameSite": "Lax"}])
+            context.add_cookies(
+                [
+                    {
+                        "name": "_token",
+                        "value": api_server.tokens["admin"],
+                        "domain": "127.0.0.1",
+                        "path": "/",
+                        "httpOnly": True,
+                        "sameSite": "Lax",
+                    }
+                ]
+            )
             page = context.new_page()
             with page.expect_response(lambda r: r.url.endswith(replay_url) and r.request.method == "POST") as info:
                 page.goto(attacker_page)
@@ -190,8 +222,11 @@ def test_a_form_auto_submitted_by_another_port_is_refused_in_chromium(api_server
             forged_headers, forged_status, forged_body = forged.request.all_headers(), forged.status, forged.json()
             # the same browser, on a page of the server itself, is served (what the UI tab will do)
             page.goto(f"{api_server.url}/repro/openapi.json")
-            own = page.evaluate("""url => fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
-                                   body: JSON.stringify({dry_run: true})}).then(r => r.status)""", replay_url)
+            own = page.evaluate(
+                """url => fetch(url, {method: "POST", headers: {"Content-Type": "application/json"},
+                                   body: JSON.stringify({dry_run: true})}).then(r => r.status)""",
+                replay_url,
+            )
         finally:
             browser.close()
     # the cookie went along (the attack is real), from another origin of the same site

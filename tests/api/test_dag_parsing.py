@@ -36,7 +36,8 @@ def parsing_processes() -> list[str]:
 
 
 def test_a_dag_file_that_hangs_at_import_gets_a_clear_error_and_the_server_keeps_serving(
-        api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+    api_server: ApiServer, recorded_runs: RecordedRuns
+) -> None:
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
     answer: dict[str, object] = {}
 
@@ -62,17 +63,21 @@ def test_a_dag_file_that_hangs_at_import_gets_a_clear_error_and_the_server_keeps
     response = answer["response"]
     assert isinstance(response, httpx.Response)
     assert response.status_code == 400, response.text
-    assert response.json() == {"detail": (
-        f"DAG {SMALL_DAG!r} could not be parsed from repro_api_dags.py (bundle 'dags-folder') within "
-        f"{DAG_IMPORT_TIMEOUT_S} s ([core] dagbag_import_timeout); the parse was stopped and nothing was "
-        "planned. Make the file's top-level code fast (no network calls or sleeps at import), or raise the timeout")}
+    assert response.json() == {
+        "detail": (
+            f"DAG {SMALL_DAG!r} could not be parsed from repro_api_dags.py (bundle 'dags-folder') within "
+            f"{DAG_IMPORT_TIMEOUT_S} s ([core] dagbag_import_timeout); the parse was stopped and nothing was "
+            "planned. Make the file's top-level code fast (no network calls or sleeps at import), or raise the timeout"
+        )
+    }
     assert DAG_IMPORT_TIMEOUT_S <= float(answer["seconds"]) < DAG_IMPORT_TIMEOUT_S + STARTUP_S  # type: ignore[arg-type]
     assert latencies and max(latencies) < 5, latencies  # other requests were served meanwhile
     assert parsing_processes() == []  # the sleeping child was killed
 
 
-def test_an_import_error_names_the_file_relative_to_its_bundle(api_server: ApiServer,
-                                                                recorded_runs: RecordedRuns) -> None:
+def test_an_import_error_names_the_file_relative_to_its_bundle(
+    api_server: ApiServer, recorded_runs: RecordedRuns
+) -> None:
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
     broken = DOCSTRING + f"\nopen({str(SESSION_HOME / 'dags' / 'missing.csv')!r})\n"
     with dag_file_edited(DOCSTRING, broken), api_server.client("admin") as admin:
@@ -89,9 +94,11 @@ def test_the_child_is_killed_with_what_it_started_when_it_overruns(tmp_path: Pat
     from airflow_repro.airflow import dag_parsing
 
     pid_file = tmp_path / "grandchild.pid"
-    code = ("import subprocess, sys, time\n"
-            f"p = subprocess.Popen(['sleep', '1000'])\nopen({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-            "time.sleep(1000)\n")
+    code = (
+        "import subprocess, sys, time\n"
+        f"p = subprocess.Popen(['sleep', '1000'])\nopen({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(1000)\n"
+    )
     started = time.monotonic()
     with pytest.raises(dag_parsing.subprocess.TimeoutExpired):
         dag_parsing.run_child([sys.executable, "-c", code], "", timeout=2)

@@ -43,18 +43,25 @@ def assert_json_error(response: httpx.Response) -> None:
 
 
 # -- NaN, Infinity, 1e999 ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("route", "body"), [
-    *[("verification", f'{{"abs_tol": {number}}}') for number in NON_FINITE],
-    ("verification", '{"abs_tol": 0, "rel_tol": NaN}'),
-    ("replay", '{"dry_run": NaN}'),
-    ("replay", '{"mode": Infinity}'),
-    ("replay", '{"mode": "pinned", "seed": [1e999]}'),
-])
-def test_non_finite_numbers_are_422_with_a_clear_message(api_server: ApiServer, recorded_runs: RecordedRuns,
-                                                         route: str, body: str) -> None:
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        *[("verification", f'{{"abs_tol": {number}}}') for number in NON_FINITE],
+        ("verification", '{"abs_tol": 0, "rel_tol": NaN}'),
+        ("replay", '{"dry_run": NaN}'),
+        ("replay", '{"mode": Infinity}'),
+        ("replay", '{"mode": "pinned", "seed": [1e999]}'),
+    ],
+)
+def test_non_finite_numbers_are_422_with_a_clear_message(
+    api_server: ApiServer, recorded_runs: RecordedRuns, route: str, body: str
+) -> None:
     with api_server.client("admin") as admin:
-        response = admin.post(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/{route}", content=body,
-                              headers={"content-type": "application/json"})
+        response = admin.post(
+            f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/{route}",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
     assert response.status_code == 422, response.text
     assert_json_error(response)
     messages = [e["msg"] for e in response.json()["detail"]]
@@ -78,8 +85,9 @@ def damaged_run(repro_env: dict[str, str]) -> Iterator[tuple[str, str]]:
             path.unlink()
 
 
-def test_store_errors_name_folders_relative_to_the_repro_home(api_server: ApiServer,
-                                                              damaged_run: tuple[str, str]) -> None:
+def test_store_errors_name_folders_relative_to_the_repro_home(
+    api_server: ApiServer, damaged_run: tuple[str, str]
+) -> None:
     dag_id, run_id = damaged_run
     with api_server.client("viewer") as viewer:
         response = viewer.get(f"{API}/{dag_id}/runs/{run_id}/manifest")
@@ -94,10 +102,15 @@ def test_public_text_replaces_whole_folder_names_only(repro_env: dict[str, str])
     from airflow_repro.airflow.api_guards import public_text
 
     home, dags = repro_env["home"], airflow_settings.DAGS_FOLDER
-    assert public_text(f"lock file {home}/store/repos/r/.lock; retry") == "lock file <repro home>/store/repos/r/.lock; retry"
+    assert (
+        public_text(f"lock file {home}/store/repos/r/.lock; retry")
+        == "lock file <repro home>/store/repos/r/.lock; retry"
+    )
     assert public_text(f"'{dags}/x.py', line 3") == "'<dags folder>/x.py', line 3"
     assert public_text(f"{home}-old/x and {home}") == f"{home}-old/x and <repro home>"
-    assert public_text("POST /repro/api/v1/dags/d/runs/r/verification") == "POST /repro/api/v1/dags/d/runs/r/verification"
+    assert (
+        public_text("POST /repro/api/v1/dags/d/runs/r/verification") == "POST /repro/api/v1/dags/d/runs/r/verification"
+    )
 
 
 # -- any request ---------------------------------------------------------------------------------------
@@ -109,10 +122,16 @@ json_value = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )
-body_object = st.fixed_dictionaries({}, optional={
-    "mode": st.sampled_from(["pinned", "latest-code"]) | json_value, "dry_run": st.booleans() | json_value,
-    "abs_tol": number | json_value, "rel_tol": number | json_value, "wait": json_value,
-})
+body_object = st.fixed_dictionaries(
+    {},
+    optional={
+        "mode": st.sampled_from(["pinned", "latest-code"]) | json_value,
+        "dry_run": st.booleans() | json_value,
+        "abs_tol": number | json_value,
+        "rel_tol": number | json_value,
+        "wait": json_value,
+    },
+)
 raw_body = st.one_of(
     st.none(),
     body_object.map(lambda b: json.dumps(b, allow_nan=True).encode()),  # NaN and Infinity literals
@@ -122,20 +141,53 @@ raw_body = st.one_of(
     st.binary(min_size=1, max_size=40),
 )
 # Mostly JSON: without a JSON content type FastAPI does not parse the body as JSON at all.
-content_type = st.sampled_from([
-    "application/json", "application/json", "application/json", "application/json; charset=latin-1",
-    "application/problem+json", "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
-    None]) | printable
+content_type = (
+    st.sampled_from(
+        [
+            "application/json",
+            "application/json",
+            "application/json",
+            "application/json; charset=latin-1",
+            "application/problem+json",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            None,
+        ]
+    )
+    | printable
+)
 # Mostly credentials that pass authentication, so that most requests reach validation and the handlers.
-credentials = st.sampled_from(["admin", "admin", "admin", "viewer", "none", "bad-token", "cookie-admin",
-                               "cookie-viewer"])
+credentials = st.sampled_from(
+    ["admin", "admin", "admin", "viewer", "none", "bad-token", "cookie-admin", "cookie-viewer"]
+)
 header_name = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz-"), min_size=1, max_size=12).filter(
-    lambda n: n.strip("-") and n not in {"content-length", "transfer-encoding", "host", "connection", "expect",
-                                         "upgrade", "te", "trailer", "keep-alive", "content-encoding"})
+    lambda n: (
+        n.strip("-")
+        and n
+        not in {
+            "content-length",
+            "transfer-encoding",
+            "host",
+            "connection",
+            "expect",
+            "upgrade",
+            "te",
+            "trailer",
+            "keep-alive",
+            "content-encoding",
+        }
+    )
+)
 
 
-ENDPOINTS = [("GET", "manifest"), ("POST", "replay"), ("GET", "replays"), ("GET", "verification"),
-             ("POST", "verification")]
+ENDPOINTS = [
+    ("GET", "manifest"),
+    ("POST", "replay"),
+    ("GET", "replays"),
+    ("GET", "verification"),
+    ("POST", "verification"),
+]
 POSTS = [endpoint for endpoint in ENDPOINTS if endpoint[0] == "POST"]  # drawn twice as often: they take bodies
 
 
@@ -143,17 +195,22 @@ POSTS = [endpoint for endpoint in ENDPOINTS if endpoint[0] == "POST"]  # drawn t
 def requests(draw: st.DrawFn, recorded: RecordedRuns) -> dict[str, Any]:
     """Mostly the real endpoints and the recorded runs (so that bodies reach validation and the
     handlers), sometimes anything."""
-    dag_id, run_id = draw(st.sampled_from([(EXAMPLE_DAG, recorded.example), (SMALL_DAG, recorded.small)] * 2
-                                          + [None])) or (draw(st.sampled_from([EXAMPLE_DAG]) | segment), draw(segment))
+    dag_id, run_id = draw(
+        st.sampled_from([(EXAMPLE_DAG, recorded.example), (SMALL_DAG, recorded.small)] * 2 + [None])
+    ) or (draw(st.sampled_from([EXAMPLE_DAG]) | segment), draw(segment))
     method, route = draw(st.sampled_from([*ENDPOINTS, *POSTS, None])) or (
-        draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])), draw(st.sampled_from(ROUTES) | segment))
+        draw(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH"])),
+        draw(st.sampled_from(ROUTES) | segment),
+    )
     body = draw(raw_body)
     if method == "POST" and route == "replay" and run_id in {recorded.example, recorded.small}:
         body = _never_triggering(body)
     headers = dict(draw(st.dictionaries(header_name, printable, max_size=3)))
-    for name, value in (("content-type", draw(content_type)),
-                        ("sec-fetch-site", draw(st.sampled_from([None, "same-origin", "same-origin", "same-site", "none"]))),
-                        ("origin", draw(st.none() | st.sampled_from(["null", "http://evil.example"]) | printable))):
+    for name, value in (
+        ("content-type", draw(content_type)),
+        ("sec-fetch-site", draw(st.sampled_from([None, "same-origin", "same-origin", "same-site", "none"]))),
+        ("origin", draw(st.none() | st.sampled_from(["null", "http://evil.example"]) | printable)),
+    ):
         if value is not None:
             headers[name] = value
     path = f"{API}/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}/{quote(route, safe='')}"
@@ -182,8 +239,9 @@ def _send(api: ApiServer, request: dict[str, Any]) -> httpx.Response:
         return client.request(request["method"], request["path"], content=request["body"], headers=headers)
 
 
-def test_no_request_gets_a_server_error_and_every_error_is_json(api_server: ApiServer,
-                                                                recorded_runs: RecordedRuns) -> None:
+def test_no_request_gets_a_server_error_and_every_error_is_json(
+    api_server: ApiServer, recorded_runs: RecordedRuns
+) -> None:
     seen: dict[int, int] = {}
     started = time.monotonic()
 

@@ -50,8 +50,9 @@ def test_importing_the_plugin_imports_no_web_stack(tmp_path: Path) -> None:
         "print(json.dumps({'heavy': heavy, 'prefix': entry['url_prefix'], 'loaded': entry['app'].loaded}))\n"
     )
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found == {"heavy": [], "prefix": "/repro", "loaded": False}
@@ -105,9 +106,17 @@ def test_errors_map_to_http_statuses() -> None:
     assert answer(ManifestError("bad digest")) == (400, {"detail": "bad digest"}, None)
     assert answer(StoreUnavailable("locked")) == (503, {"detail": "locked", "retryable": True}, "5")
     assert answer(StoreCorruption("hash mismatch")) == (503, {"detail": "hash mismatch", "retryable": False}, None)
-    plan = ReplayPlan(dag_id="d", original_run_id="r", original_repository="repro", original_ref="t",
-                      replay_run_id="replay__x__of__r", mode="pinned", tasks=[], created_at="now",
-                      drift=[Drift(kind=DriftKind.ENVIRONMENT_CHANGED, task_id="t1", detail="env differs")])
+    plan = ReplayPlan(
+        dag_id="d",
+        original_run_id="r",
+        original_repository="repro",
+        original_ref="t",
+        replay_run_id="replay__x__of__r",
+        mode="pinned",
+        tasks=[],
+        created_at="now",
+        drift=[Drift(kind=DriftKind.ENVIRONMENT_CHANGED, task_id="t1", detail="env differs")],
+    )
     status, body, _ = answer(ReplayRefused(plan))
     assert status == 409 and body["drift"][0]["kind"] == "environment_changed" and body["drift"][0]["blocking"]
     assert '{"mode": "latest-code"}' in body["detail"] and "[environment_changed] t1: env differs" in body["detail"]
@@ -119,8 +128,9 @@ def test_the_plugin_app_is_mounted_and_listed(api_server: ApiServer) -> None:
         plugins = viewer.get("/api/v2/plugins").json()["plugins"]
         docs = viewer.get("/repro/openapi.json")
     (ours,) = [p for p in plugins if p["name"] == "airflow_repro"]
-    assert ours["fastapi_apps"] == [{"app": "airflow_repro.airflow.lazy_app.LazyASGIApp",
-                                     "url_prefix": "/repro", "name": "airflow-repro API"}]
+    assert ours["fastapi_apps"] == [
+        {"app": "airflow_repro.airflow.lazy_app.LazyASGIApp", "url_prefix": "/repro", "name": "airflow-repro API"}
+    ]
     assert ours["listeners"] == ["airflow_repro.airflow.listener"]
     assert docs.status_code == 200
     assert "/api/v1/dags/{dag_id}/runs/{run_id}/replay" in docs.json()["paths"]
@@ -140,8 +150,9 @@ def test_anonymous_requests_are_401(api_server: ApiServer, recorded_runs: Record
     assert responses[0].json() == {"detail": "Not authenticated"}
 
 
-def test_viewer_reads_the_recorded_manifests(api_server: ApiServer, recorded_runs: RecordedRuns,
-                                             repro_env: dict[str, str]) -> None:
+def test_viewer_reads_the_recorded_manifests(
+    api_server: ApiServer, recorded_runs: RecordedRuns, repro_env: dict[str, str]
+) -> None:
     with api_server.client("viewer") as viewer:
         response = viewer.get(f"{API}/{EXAMPLE_DAG}/runs/{recorded_runs.example}/manifest")
     assert response.status_code == 200, response.text
@@ -157,7 +168,8 @@ def test_viewer_reads_the_recorded_manifests(api_server: ApiServer, recorded_run
     dag_run_manifest = body["dag_run_manifest"]
     assert dag_run_manifest["state"] == "success"
     assert {t["task_id"]: t["commit_id"] for t in dag_run_manifest["tasks"]} == {
-        t["task_id"]: t["commit_id"] for t in body["tasks"]}
+        t["task_id"]: t["commit_id"] for t in body["tasks"]
+    }
 
 
 def test_viewer_may_not_replay(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
@@ -186,8 +198,9 @@ def test_dry_run_plans_and_triggers_nothing(api_server: ApiServer, recorded_runs
     assert replays(api_server, EXAMPLE_DAG, recorded_runs.example) == replays_before
 
 
-def test_admin_replays_a_run_then_verifies_it(api_server: ApiServer, recorded_runs: RecordedRuns,
-                                              repro_env: dict[str, str]) -> None:
+def test_admin_replays_a_run_then_verifies_it(
+    api_server: ApiServer, recorded_runs: RecordedRuns, repro_env: dict[str, str]
+) -> None:
     runs = f"{API}/{EXAMPLE_DAG}/runs"
     with api_server.client("admin") as admin:
         response = admin.post(f"{runs}/{recorded_runs.example}/replay", json={"mode": "pinned"})
@@ -234,7 +247,8 @@ def test_admin_replays_a_run_then_verifies_it(api_server: ApiServer, recorded_ru
     report = verified.json()
     assert report["verdict"] == "differs" and report["tolerance"] == {"abs": 0.5, "rel": 0.0}
     assert {t["task_id"]: t["status"] for t in report["tasks"]} == dict.fromkeys(
-        ["ingest", "featurize", "train", "evaluate"], "missing")
+        ["ingest", "featurize", "train", "evaluate"], "missing"
+    )
     assert stored.status_code == 200 and stored.json() == report
 
 
@@ -291,8 +305,7 @@ def test_changed_params_refuse_the_replay_in_every_mode(api_server: ApiServer, r
 
 def test_changed_code_needs_latest_code_mode(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
-    with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), \
-            api_server.client("admin") as admin:
+    with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), api_server.client("admin") as admin:
         pinned = admin.post(url, json={})  # the defaults (mode pinned)
         assert pinned.status_code == 409, pinned.text
         latest = admin.post(url, json={"mode": "latest-code"})

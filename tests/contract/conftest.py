@@ -41,7 +41,8 @@ def lakefs_double(lakefs_server: LakeFSDouble) -> Iterator[LakeFSDouble]:
 
         warnings.warn(
             "lakeFS double runs WITHOUT OpenAPI validation: ../shared/specs/lakefs/swagger.yml is absent "
-            f"(looked beside {REPO_ROOT})", stacklevel=1,
+            f"(looked beside {REPO_ROOT})",
+            stacklevel=1,
         )
     lakefs_server.reset()
     yield lakefs_server

@@ -39,8 +39,15 @@ def put(store: VersionedDataStore, repo: str, data: bytes, tmp_path: Path) -> St
     return store.stage_file(repo, source, move=True)
 
 
-def commit_files(store: VersionedDataStore, repo: str, branch: str, files: dict[str, bytes | None],
-                 tmp_path: Path, message: str = "c", **kwargs: object) -> Commit:
+def commit_files(
+    store: VersionedDataStore,
+    repo: str,
+    branch: str,
+    files: dict[str, bytes | None],
+    tmp_path: Path,
+    message: str = "c",
+    **kwargs: object,
+) -> Commit:
     changes = {path: None if data is None else put(store, repo, data, tmp_path) for path, data in files.items()}
     return store.commit(repo, branch, changes, message=message, **kwargs)  # type: ignore[arg-type]
 
@@ -106,8 +113,13 @@ def test_unknown_repository(store, repo):
 def test_commit_records_files_message_and_metadata(store, repo, tmp_path):
     base = store.resolve_ref(repo, "main")
     a, b = put(store, repo, b"alpha", tmp_path), put(store, repo, b"beta!", tmp_path)
-    commit = store.commit(repo, "main", {"data/b.txt": b, "data/a.txt": a, "readme": a},
-                          message="add data", metadata={"run_id": "r1", "score": "0.9"})
+    commit = store.commit(
+        repo,
+        "main",
+        {"data/b.txt": b, "data/a.txt": a, "readme": a},
+        message="add data",
+        metadata={"run_id": "r1", "score": "0.9"},
+    )
     assert commit.parents == (base,)  # one parent: the branch's previous head
     assert len(commit.id) == 64 and commit.id != base
     assert (commit.message, dict(commit.metadata)) == ("add data", {"run_id": "r1", "score": "0.9"})
@@ -319,13 +331,14 @@ def test_large_objects_read_in_pieces(store, repo, tmp_path):
 
 
 def test_diff_two_dot(store, repo, tmp_path):
-    left = commit_files(store, repo, "main", {"keep": b"k", "change": b"1", "remove": b"r", "sub/x": b"x"},
-                        tmp_path).id
-    right = commit_files(store, repo, "main", {"change": b"2", "remove": None, "add": b"a", "sub/y": b"y"},
-                         tmp_path).id
+    left = commit_files(store, repo, "main", {"keep": b"k", "change": b"1", "remove": b"r", "sub/x": b"x"}, tmp_path).id
+    right = commit_files(store, repo, "main", {"change": b"2", "remove": None, "add": b"a", "sub/y": b"y"}, tmp_path).id
     entries = store.diff(repo, left, right)
     assert [(e.path, e.type) for e in entries] == [
-        ("add", "added"), ("change", "changed"), ("remove", "removed"), ("sub/y", "added"),
+        ("add", "added"),
+        ("change", "changed"),
+        ("remove", "removed"),
+        ("sub/y", "added"),
     ]
     change = entries[1]
     assert (change.left.content_hash, change.right.content_hash) == (blake(b"1"), blake(b"2"))
@@ -333,7 +346,10 @@ def test_diff_two_dot(store, repo, tmp_path):
     assert entries[0].left is None and entries[2].right is None
     assert [e.path for e in store.diff(repo, left, right, prefix="sub/")] == ["sub/y"]
     assert [(e.path, e.type) for e in store.diff(repo, right, left)] == [
-        ("add", "removed"), ("change", "changed"), ("remove", "added"), ("sub/y", "removed"),
+        ("add", "removed"),
+        ("change", "changed"),
+        ("remove", "added"),
+        ("sub/y", "removed"),
     ]
     assert store.diff(repo, "main", right) == []
 
@@ -373,8 +389,13 @@ def test_concurrent_commits_to_one_branch_never_lose_a_commit(store, repo, tmp_p
         try:
             for seq in range(per_worker):
                 staged = put(store, repo, f"worker {worker} commit {seq}".encode(), tmp_path)
-                store.commit(repo, "main", {f"w{worker}/c{seq}.txt": staged}, message=f"w{worker} c{seq}",
-                             metadata={"worker": str(worker), "seq": str(seq)})
+                store.commit(
+                    repo,
+                    "main",
+                    {f"w{worker}/c{seq}.txt": staged},
+                    message=f"w{worker} c{seq}",
+                    metadata={"worker": str(worker), "seq": str(seq)},
+                )
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -402,16 +423,21 @@ def test_a_retried_task_finds_its_own_commit_instead_of_making_a_second(store, b
     from airflow_repro.core.recorder import TaskEnvironment, TaskRecorder
     from airflow_repro.core.spec import TaskSpec
 
-    recorder = TaskRecorder(store, None, default_repository=backend.repo, default_branch="main",
-                            work_root=tmp_path / "work")
+    recorder = TaskRecorder(
+        store, None, default_repository=backend.repo, default_branch="main", work_root=tmp_path / "work"
+    )
     spec = TaskSpec(task_id="fit", outputs=("model.bin",))
 
     def attempt(try_number: int):  # noqa: ANN202
         env = TaskEnvironment(
-            identity=AirflowIdentity(dag_id="dag", run_id="manual__2026-01-01T00:00:00+00:00", task_id="fit",
-                                     try_number=try_number),
-            code=CodeVersion(source_hash="sha256:" + "0" * 64), environment=fingerprint_pin(),
-            parameters=Parameters(seed=1), versions=versions("test"), hardware=hardware(),
+            identity=AirflowIdentity(
+                dag_id="dag", run_id="manual__2026-01-01T00:00:00+00:00", task_id="fit", try_number=try_number
+            ),
+            code=CodeVersion(source_hash="sha256:" + "0" * 64),
+            environment=fingerprint_pin(),
+            parameters=Parameters(seed=1),
+            versions=versions("test"),
+            hardware=hardware(),
         )
         prepared = recorder.prepare(spec, env)
         (prepared.output_dir / "model.bin").write_bytes(b"weights")
@@ -438,5 +464,7 @@ def test_check_store_reads_every_object_and_names_the_one_whose_data_is_gone(sto
     assert clean.clean and (clean.refs, clean.objects, clean.bytes) == (2, 2, 6)
     backend.make_gone(commit.id, "b.csv")
     report = check_store(store, [repo])
-    assert [(p.kind, p.repository, p.path, p.commit_id) for p in report.problems] == [("object", repo, "b.csv", commit.id)]
+    assert [(p.kind, p.repository, p.path, p.commit_id) for p in report.problems] == [
+        ("object", repo, "b.csv", commit.id)
+    ]
     assert "b.csv" in report.problems[0].detail

@@ -62,9 +62,14 @@ class Entry:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "path": self.path, "path_type": "object", "physical_address": self.physical_address,
-            "checksum": self.checksum, "size_bytes": self.size, "mtime": self.mtime,
-            "metadata": dict(self.metadata), "content_type": self.content_type,
+            "path": self.path,
+            "path_type": "object",
+            "physical_address": self.physical_address,
+            "checksum": self.checksum,
+            "size_bytes": self.size,
+            "mtime": self.mtime,
+            "metadata": dict(self.metadata),
+            "content_type": self.content_type,
         }
 
 
@@ -81,9 +86,15 @@ class CommitRecord:
 
     def body(self) -> dict[str, Any]:
         return {
-            "id": self.id, "parents": list(self.parents), "committer": self.committer, "message": self.message,
-            "creation_date": self.creation_date, "meta_range_id": self.meta_range_id,
-            "metadata": dict(self.metadata), "generation": 1, "version": 1,
+            "id": self.id,
+            "parents": list(self.parents),
+            "committer": self.committer,
+            "message": self.message,
+            "creation_date": self.creation_date,
+            "meta_range_id": self.meta_range_id,
+            "metadata": dict(self.metadata),
+            "generation": 1,
+            "version": 1,
         }
 
 
@@ -105,8 +116,13 @@ class Repo:
     tags: dict[str, str] = field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
-        return {"id": self.id, "creation_date": self.creation_date, "default_branch": self.default_branch,
-                "storage_namespace": self.storage_namespace, "read_only": False}
+        return {
+            "id": self.id,
+            "creation_date": self.creation_date,
+            "default_branch": self.default_branch,
+            "storage_namespace": self.storage_namespace,
+            "read_only": False,
+        }
 
 
 class LakeFSError(Exception):
@@ -128,8 +144,12 @@ def _paged(items: list[Any], request: Request, key: Callable[[Any], str]) -> dic
     page = rest[:amount]
     has_more = len(rest) > amount
     return {
-        "pagination": {"has_more": has_more, "next_offset": key(page[-1]) if has_more else "",
-                       "results": len(page), "max_per_page": 1000},
+        "pagination": {
+            "has_more": has_more,
+            "next_offset": key(page[-1]) if has_more else "",
+            "results": len(page),
+            "max_per_page": 1000,
+        },
         "results": page,
     }
 
@@ -286,8 +306,12 @@ class LakeFSDouble:
 
         content_type = request.headers.get("content-type", "application/json").split(";")[0]
         req = MockRequest(
-            f"{request.url.scheme}://{request.url.netloc}", request.method, request.url.path,
-            headers=dict(request.headers), data=body, content_type=content_type,
+            f"{request.url.scheme}://{request.url.netloc}",
+            request.method,
+            request.url.path,
+            headers=dict(request.headers),
+            data=body,
+            content_type=content_type,
         )
         req.parameters.query = MultiDict(list(request.query_params.multi_items()))  # type: ignore[assignment]
         return req
@@ -306,8 +330,12 @@ class LakeFSDouble:
         from openapi_core.testing import MockResponse
 
         content_type = (response.media_type or "application/json").split(";")[0]
-        mock = MockResponse(bytes(response.body), status_code=response.status_code,
-                            headers=dict(response.headers), content_type=content_type)
+        mock = MockResponse(
+            bytes(response.body),
+            status_code=response.status_code,
+            headers=dict(response.headers),
+            content_type=content_type,
+        )
         try:
             self._openapi.validate_response(self._mock_request(request, body), mock)
         except Exception as exc:
@@ -367,14 +395,21 @@ class LakeFSDouble:
             raise LakeFSError(410, "No data")
         return entry
 
-    def _new_commit(self, repo: Repo, parents: list[str], tree: dict[str, Entry], message: str,
-                    metadata: dict[str, str]) -> CommitRecord:
+    def _new_commit(
+        self, repo: Repo, parents: list[str], tree: dict[str, Entry], message: str, metadata: dict[str, str]
+    ) -> CommitRecord:
         self._clock += 1
         meta_range = _tree_id(tree)
         identity = json.dumps(["admin", message, meta_range, self._clock, sorted(metadata.items()), parents])
         record = CommitRecord(
-            id=hashlib.sha256(identity.encode()).hexdigest(), parents=parents, committer="admin", message=message,
-            creation_date=self._clock, metadata=metadata, tree=tree, meta_range_id=meta_range,
+            id=hashlib.sha256(identity.encode()).hexdigest(),
+            parents=parents,
+            committer="admin",
+            message=message,
+            creation_date=self._clock,
+            metadata=metadata,
+            tree=tree,
+            meta_range_id=meta_range,
         )
         repo.commits[record.id] = record
         return record
@@ -396,8 +431,12 @@ class LakeFSDouble:
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{2,62}", name):
             raise LakeFSError(400, f"repository: invalid value: validation error: {name}")
         self._clock += 1
-        repo = Repo(id=name, storage_namespace=data["storage_namespace"],
-                    default_branch=data.get("default_branch", "main"), creation_date=self._clock)
+        repo = Repo(
+            id=name,
+            storage_namespace=data["storage_namespace"],
+            default_branch=data.get("default_branch", "main"),
+            creation_date=self._clock,
+        )
         initial = self._new_commit(repo, [], {}, "Repository created", {})
         repo.branches[repo.default_branch] = Branch(head=initial.id)
         self.repos[name] = repo
@@ -464,11 +503,21 @@ class LakeFSDouble:
             next_id = record.parents[0] if record.parents else None
         order = {c["id"]: f"{i:012d}" for i, c in enumerate(chain)}
         after = request.query_params.get("after", "")
-        rest = chain[int(order[after]) + 1:] if after in order else chain
+        rest = chain[int(order[after]) + 1 :] if after in order else chain
         amount = min(int(request.query_params.get("amount", "100")), 1000)
         page, has_more = rest[:amount], len(rest) > amount
-        return _json(200, {"pagination": {"has_more": has_more, "next_offset": page[-1]["id"] if has_more else "",
-                                          "results": len(page), "max_per_page": 1000}, "results": page})
+        return _json(
+            200,
+            {
+                "pagination": {
+                    "has_more": has_more,
+                    "next_offset": page[-1]["id"] if has_more else "",
+                    "results": len(page),
+                    "max_per_page": 1000,
+                },
+                "results": page,
+            },
+        )
 
     def list_tags(self, request: Request, body: bytes) -> Response:
         repo = self._repo(request)
@@ -499,10 +548,16 @@ class LakeFSDouble:
         address = f"{repo.storage_namespace}/data/{hashlib.sha256(f'{path}{time.time_ns()}'.encode()).hexdigest()}"
         self.blobs[address] = body
         self._clock += 1
-        metadata = {k[len("x-lakefs-meta-"):]: v for k, v in request.headers.items() if k.startswith("x-lakefs-meta-")}
-        entry = Entry(path=path, physical_address=address, checksum=hashlib.md5(body).hexdigest(), size=len(body),
-                      mtime=self._clock, metadata=metadata,
-                      content_type=request.headers.get("content-type", "application/octet-stream"))
+        metadata = {k[len("x-lakefs-meta-") :]: v for k, v in request.headers.items() if k.startswith("x-lakefs-meta-")}
+        entry = Entry(
+            path=path,
+            physical_address=address,
+            checksum=hashlib.md5(body).hexdigest(),
+            size=len(body),
+            mtime=self._clock,
+            metadata=metadata,
+            content_type=request.headers.get("content-type", "application/octet-stream"),
+        )
         branch.staging[path] = entry
         return _json(201, entry.stats())
 
@@ -541,13 +596,17 @@ class LakeFSDouble:
         start = int(match.group(1))
         end = min(int(match.group(2)) if match.group(2) else len(data) - 1, len(data) - 1)
         if start >= len(data):
-            return Response(json.dumps({"message": "Requested Range Not Satisfiable"}), status_code=416,
-                            media_type="application/json", headers={"Content-Range": f"bytes */{len(data)}"})
+            return Response(
+                json.dumps({"message": "Requested Range Not Satisfiable"}),
+                status_code=416,
+                media_type="application/json",
+                headers={"Content-Range": f"bytes */{len(data)}"},
+            )
         # swagger.yml declares Content-Range as '^bytes=((\d*-\d*,? ?)+)$' (no total size), while a
         # real server sends RFC 9110's 'bytes a-b/size'. The double follows the spec; the SDK copes
         # with both (without the size it reads until lakeFS answers 416).
         headers["Content-Range"] = f"bytes={start}-{end}"
-        return Response(data[start:end + 1], status_code=206, media_type="application/octet-stream", headers=headers)
+        return Response(data[start : end + 1], status_code=206, media_type="application/octet-stream", headers=headers)
 
     # ---- handlers: diff and merge ------------------------------------------------------------
 

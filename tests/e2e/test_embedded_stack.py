@@ -44,7 +44,9 @@ except OSError:
 
 @pytest.mark.parametrize("metadata_db", ["sqlite", "postgres"])
 def test_two_runs_at_once_are_recorded_completely_and_a_replay_verifies_identical(
-    tmp_path: Path, metadata_db: str, request: pytest.FixtureRequest,
+    tmp_path: Path,
+    metadata_db: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     # the PostgreSQL server is started only for that case (and skipped where none is installed)
     url = request.getfixturevalue("postgres_url") if metadata_db == "postgres" else None
@@ -57,14 +59,24 @@ def test_two_runs_at_once_are_recorded_completely_and_a_replay_verifies_identica
         # the CLI replays through the real scheduler, waits, verifies; exit 0 means identical
         replay = subprocess.run(
             [sys.executable, "-m", "airflow_repro.cli", "replay", DAG_ID, run_ids[0], "--verify", "--json"],
-            env=stack.env(), capture_output=True, text=True, timeout=600, check=False,
+            env=stack.env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
     assert replay.returncode == 0, replay.stderr[-3000:]
     # a replay whose plan cannot be stored is rolled back with it: Airflow keeps no run (checked below)
-    failed = subprocess.run([sys.executable, "-c", TRIGGER_WITH_FAILING_STORE, DAG_ID, run_ids[1]],
-                            env=stack.env(), capture_output=True, text=True, timeout=300, check=False)
+    failed = subprocess.run(
+        [sys.executable, "-c", TRIGGER_WITH_FAILING_STORE, DAG_ID, run_ids[1]],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert failed.returncode == 0 and "refused" in failed.stdout, failed.stderr[-3000:]
-    report = json.loads(replay.stdout[replay.stdout.index("{"):])
+    report = json.loads(replay.stdout[replay.stdout.index("{") :])
     assert report["verdict"] == "identical" and report["original_run_id"] == run_ids[0]
     assert [t["status"] for t in report["tasks"]] == ["identical"] * 4
 
@@ -75,13 +87,18 @@ def test_two_runs_at_once_are_recorded_completely_and_a_replay_verifies_identica
     engine = sqlalchemy.create_engine(db_url)
     try:
         with engine.connect() as db:
-            rows = db.execute(sqlalchemy.text(
-                "SELECT r.run_id, r.state, n.content FROM dag_run r LEFT JOIN dag_run_note n ON n.dag_run_id = r.id"
-                " WHERE r.dag_id = :dag_id ORDER BY r.run_id"), {"dag_id": DAG_ID}).all()
+            rows = db.execute(
+                sqlalchemy.text(
+                    "SELECT r.run_id, r.state, n.content FROM dag_run r LEFT JOIN dag_run_note n ON n.dag_run_id = r.id"
+                    " WHERE r.dag_id = :dag_id ORDER BY r.run_id"
+                ),
+                {"dag_id": DAG_ID},
+            ).all()
     finally:
         engine.dispose()
     assert [tuple(row) for row in rows] == [
-        (run_ids[0], "success", None), (run_ids[1], "success", None),
+        (run_ids[0], "success", None),
+        (run_ids[1], "success", None),
         (report["replay_run_id"], "success", f"airflow-repro replay of {run_ids[0]} (mode pinned)"),
     ]
 
@@ -102,6 +119,11 @@ def test_two_runs_at_once_are_recorded_completely_and_a_replay_verifies_identica
     assert outputs[0] == outputs[1]
 
     env = {**os.environ, "AIRFLOW__REPRO__HOME": str(stack.repro_home)}
-    shown = subprocess.run([sys.executable, "-m", "airflow_repro.cli", "show", DAG_ID, run_ids[0], "--json"],
-                           env=env, capture_output=True, text=True, check=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "airflow_repro.cli", "show", DAG_ID, run_ids[0], "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert [t["manifest"]["identity"]["task_id"] for t in json.loads(shown.stdout)["tasks"]][-1] == "evaluate"

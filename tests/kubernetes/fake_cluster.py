@@ -116,8 +116,16 @@ class FakeCoreV1Api:
             argv = [sys.executable, "-S", *argv[1:]]  # -S: no site-packages, so no Airflow
         started = datetime.now(UTC)
         done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=120, check=False)
-        self.ran.append({"pod": pod.metadata.name, "env": env, "argv": argv, "returncode": done.returncode,
-                         "stdout": done.stdout, "stderr": done.stderr})
+        self.ran.append(
+            {
+                "pod": pod.metadata.name,
+                "env": env,
+                "argv": argv,
+                "returncode": done.returncode,
+                "stdout": done.stdout,
+                "stderr": done.stderr,
+            }
+        )
         message = termination_log.read_text() if termination_log.exists() else None
         finished = datetime.now(UTC)
         stamp = finished.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -127,18 +135,33 @@ class FakeCoreV1Api:
         pod.status = k8s.V1PodStatus(
             phase="Succeeded" if done.returncode == 0 else "Failed",
             conditions=[k8s.V1PodCondition(type="PodScheduled", status="True")],
-            container_statuses=[k8s.V1ContainerStatus(
-                name="base", image=image, image_id=_image_id(image), ready=False, restart_count=0,
-                state=k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(
-                    exit_code=done.returncode, reason="Completed" if done.returncode == 0 else "Error",
-                    message=message, started_at=started, finished_at=finished,
-                )),
-            )],
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="base",
+                    image=image,
+                    image_id=_image_id(image),
+                    ready=False,
+                    restart_count=0,
+                    state=k8s.V1ContainerState(
+                        terminated=k8s.V1ContainerStateTerminated(
+                            exit_code=done.returncode,
+                            reason="Completed" if done.returncode == 0 else "Error",
+                            message=message,
+                            started_at=started,
+                            finished_at=finished,
+                        )
+                    ),
+                )
+            ],
         )
 
     def _container_env(self, container: dict[str, Any], namespace: str, root: Path) -> dict[str, str]:
-        env = {"PATH": f"{_fake_gpu_tools(root)}{os.pathsep}{os.environ.get('PATH', '')}",
-               "HOME": str(root), "LANG": "C.UTF-8", "PYTHONPATH": str(_runtime_only(root))}
+        env = {
+            "PATH": f"{_fake_gpu_tools(root)}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(root),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(_runtime_only(root)),
+        }
         for source in container.get("envFrom") or []:
             if "secretRef" in source:
                 env.update(self.secrets[(namespace, source["secretRef"]["name"])])

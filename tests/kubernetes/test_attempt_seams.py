@@ -27,14 +27,22 @@ from tests.unit.test_task_formats import _documented_pod_variables
 
 def test_the_operator_writes_the_documented_pod_variables(tmp_path: Path) -> None:
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, outputs=["model.pt"], seed=4)
-    recorder = TaskRecorder(LocalStore(tmp_path / "store"), None, default_repository="repro", default_branch="main",
-                            work_root=tmp_path / "work")
+    recorder = TaskRecorder(
+        LocalStore(tmp_path / "store"),
+        None,
+        default_repository="repro",
+        default_branch="main",
+        work_root=tmp_path / "work",
+    )
     environment = TaskEnvironment(
         identity=AirflowIdentity(dag_id="d", run_id="manual__1", task_id="t", try_number=1),
         code=CodeVersion(source_hash="sha256:" + "0" * 64),
         environment=EnvironmentPin(kind="image", digest=DIGEST, python="unknown", image=IMAGE),
-        parameters=Parameters(seed=4, task_params={"lr": "<redacted>"}), versions=versions("test"),
-        hardware=hardware(), runtime_params={"lr": 0.1}, runtime_kwargs={"epochs": 3},
+        parameters=Parameters(seed=4, task_params={"lr": "<redacted>"}),
+        versions=versions("test"),
+        hardware=hardware(),
+        runtime_params={"lr": 0.1},
+        runtime_kwargs={"epochs": 3},
     )
     prepared = recorder.prepare(TaskSpec(task_id="t", outputs=("model.pt",), seed=4), environment)
     prepared.tracked_run = TrackedRun(run_id="abc", experiment_id="1", tracking_uri="http://mlflow:5000")
@@ -49,8 +57,14 @@ def test_the_operator_writes_the_documented_pod_variables(tmp_path: Path) -> Non
 
 
 def test_a_replays_hardware_reaches_the_pod_through_the_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
-    op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, namespace="ml", node_selector=ZONE,
-                                    tolerations=[DEDICATED], resources={"gpu": 2, "accelerator": "l4"})
+    op = ReproKubernetesPodOperator(
+        task_id="t",
+        image=IMAGE,
+        namespace="ml",
+        node_selector=ZONE,
+        tolerations=[DEDICATED],
+        resources={"gpu": 2, "accelerator": "l4"},
+    )
     declared = (op.container_resources, dict(op.node_selector), list(op.tolerations))
 
     def pod() -> dict:
@@ -59,7 +73,9 @@ def test_a_replays_hardware_reaches_the_pod_through_the_attempt(monkeypatch: pyt
     _replay(monkeypatch, op, task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100"))
     replayed = pod()
     assert replayed["spec"]["containers"][0]["resources"] == {
-        "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}
+        "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"},
+        "limits": {"nvidia.com/gpu": "1"},
+    }
     assert replayed["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **ZONE}
     assert [t["key"] for t in replayed["spec"]["tolerations"]] == ["nvidia.com/gpu", "dedicated"]
     assert (op.container_resources, op.node_selector, op.tolerations) == declared, "the DAG's own arguments stay"

@@ -24,15 +24,22 @@ from airflow_repro.core.manifest import AirflowIdentity
 DIGEST = "sha256:" + "ab" * 32
 
 
-@pytest.mark.parametrize(("image", "registry", "repository", "tag"), [
-    (f"ghcr.io/acme/train@{DIGEST}", "ghcr.io", "acme/train", None),
-    (f"ghcr.io/acme/train:v1.2@{DIGEST}", "ghcr.io", "acme/train", "v1.2"),
-    (f"localhost:5000/train@{DIGEST}", "localhost:5000", "train", None),
-    (f"python:3.11-slim@{DIGEST}", "docker.io", "library/python", "3.11-slim"),
-    (f"acme/train@{DIGEST}", "docker.io", "acme/train", None),
-    (f"123.dkr.ecr.eu-west-1.amazonaws.com/team/deep/train@{DIGEST}",
-     "123.dkr.ecr.eu-west-1.amazonaws.com", "team/deep/train", None),
-])
+@pytest.mark.parametrize(
+    ("image", "registry", "repository", "tag"),
+    [
+        (f"ghcr.io/acme/train@{DIGEST}", "ghcr.io", "acme/train", None),
+        (f"ghcr.io/acme/train:v1.2@{DIGEST}", "ghcr.io", "acme/train", "v1.2"),
+        (f"localhost:5000/train@{DIGEST}", "localhost:5000", "train", None),
+        (f"python:3.11-slim@{DIGEST}", "docker.io", "library/python", "3.11-slim"),
+        (f"acme/train@{DIGEST}", "docker.io", "acme/train", None),
+        (
+            f"123.dkr.ecr.eu-west-1.amazonaws.com/team/deep/train@{DIGEST}",
+            "123.dkr.ecr.eu-west-1.amazonaws.com",
+            "team/deep/train",
+            None,
+        ),
+    ],
+)
 def test_pinned_images_are_accepted(image: str, registry: str, repository: str, tag: str | None) -> None:
     ref = require_pinned(image, task_id="t")
     assert (ref.registry, ref.repository, ref.tag, ref.digest) == (registry, repository, tag, DIGEST)
@@ -49,11 +56,14 @@ def test_a_mutable_tag_is_refused_with_how_to_pin_it() -> None:
     assert require_pinned("ghcr.io/acme/train:latest", task_id="train", resolve_tag=True).digest is None
 
 
-@pytest.mark.parametrize("image", [
-    "ghcr.io/acme/train@sha256:abc",  # too short
-    "ghcr.io/acme/train@sha256:" + "AB" * 32,  # upper case
-    "ghcr.io/acme/train@sha512:" + "ab" * 64,  # not sha256
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        "ghcr.io/acme/train@sha256:abc",  # too short
+        "ghcr.io/acme/train@sha256:" + "AB" * 32,  # upper case
+        "ghcr.io/acme/train@sha512:" + "ab" * 64,  # not sha256
+    ],
+)
 def test_malformed_digests_are_refused(image: str) -> None:
     with pytest.raises(ImageNotPinnedError, match=r"task t: .*malformed digest.*64 lowercase hex"):
         require_pinned(image, task_id="t")
@@ -71,11 +81,21 @@ def test_the_digest_of_a_container_status_image_id() -> None:
     assert digest_of_image_id("sha256:short") is None and digest_of_image_id(None) is None
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("500m", Decimal("0.5")), ("2", Decimal(2)), ("1.5", Decimal("1.5")), ("4Gi", Decimal(4 * 2**30)),
-    ("512Mi", Decimal(512 * 2**20)), ("2G", Decimal(2 * 10**9)), ("1e3", Decimal(1000)), (".5", Decimal("0.5")),
-    (3, Decimal(3)), (0.25, Decimal("0.25")),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("500m", Decimal("0.5")),
+        ("2", Decimal(2)),
+        ("1.5", Decimal("1.5")),
+        ("4Gi", Decimal(4 * 2**30)),
+        ("512Mi", Decimal(512 * 2**20)),
+        ("2G", Decimal(2 * 10**9)),
+        ("1e3", Decimal(1000)),
+        (".5", Decimal("0.5")),
+        (3, Decimal(3)),
+        (0.25, Decimal("0.25")),
+    ],
+)
 def test_quantities_parse_as_kubernetes_does(text: object, value: Decimal) -> None:
     assert parse_quantity(text, what="x") == value
 
@@ -113,7 +133,9 @@ def test_gpu_requests_become_limits_node_selector_and_tolerations() -> None:
         "limits": {"memory": "4Gi", "nvidia.com/gpu": "2"},
     }
     assert podspec.gpu_node_selector(resources) == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    assert podspec.gpu_tolerations(resources) == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert podspec.gpu_tolerations(resources) == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
     cpu_only = task_resources("t", cpu=2)
     assert podspec.gpu_node_selector(cpu_only) == {} and podspec.gpu_tolerations(cpu_only) == []
     assert podspec.resource_requirements(task_resources("t")) is None
@@ -121,8 +143,10 @@ def test_gpu_requests_become_limits_node_selector_and_tolerations() -> None:
 
 def test_mig_slices_and_named_models() -> None:
     mig = task_resources("t", gpu=1, accelerator=A100_40GB.mig("1g.5gb"))
-    assert podspec.resource_requirements(mig) == {"requests": {"nvidia.com/mig-1g.5gb": "1"},
-                                                  "limits": {"nvidia.com/mig-1g.5gb": "1"}}
+    assert podspec.resource_requirements(mig) == {
+        "requests": {"nvidia.com/mig-1g.5gb": "1"},
+        "limits": {"nvidia.com/mig-1g.5gb": "1"},
+    }
     assert mig.gpu_product == "NVIDIA-A100-SXM4-40GB"
     assert task_resources("t", gpu=1, accelerator="l4").gpu_product == L4.product
     assert task_resources("t", gpu=1, accelerator="T4").gpu_product == T4.product

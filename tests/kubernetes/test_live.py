@@ -19,8 +19,11 @@ from airflow_repro.core.runs import load_run
 
 pytestmark = [pytest.mark.live, pytest.mark.usefixtures("repro_env")]
 
-MISSING = [name for name in ("KUBECONFIG", "REPRO_EXAMPLE_TRAIN_IMAGE", "AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM")
-           if not os.environ.get(name)]
+MISSING = [
+    name
+    for name in ("KUBECONFIG", "REPRO_EXAMPLE_TRAIN_IMAGE", "AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM")
+    if not os.environ.get(name)
+]
 
 
 @pytest.mark.skipif(bool(MISSING), reason=f"no cluster configured: set {', '.join(MISSING)} (see the module docstring)")

@@ -35,9 +35,19 @@ def test_a_gpu_pod_is_valid_kubernetes_with_its_pins(airflow_db: Path) -> None:
     from airflow_repro.core.gpus import A100_40GB
 
     operator = ReproKubernetesPodOperator(
-        task_id="train", namespace="ml", image=IMAGE, cmds=["python", "-m", "train"], outputs=["m.pt"],
-        resources={"cpu": "2", "memory": "8Gi", "cpu_limit": "4", "memory_limit": "8Gi", "gpu": 1,
-                   "accelerator": A100_40GB.mig("3g.20gb")},
+        task_id="train",
+        namespace="ml",
+        image=IMAGE,
+        cmds=["python", "-m", "train"],
+        outputs=["m.pt"],
+        resources={
+            "cpu": "2",
+            "memory": "8Gi",
+            "cpu_limit": "4",
+            "memory_limit": "8Gi",
+            "gpu": 1,
+            "accelerator": A100_40GB.mig("3g.20gb"),
+        },
         secrets=[Secret("env", "TOKEN", "train-secrets", "token")],
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name="s3-credentials"))],
         tolerations=[{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
@@ -51,10 +61,14 @@ def test_a_gpu_pod_is_valid_kubernetes_with_its_pins(airflow_db: Path) -> None:
         "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/mig-3g.20gb": "1"},
         "limits": {"cpu": "4", "memory": "8Gi", "nvidia.com/mig-3g.20gb": "1"},
     }
-    assert body["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB",
-                                            "topology.kubernetes.io/zone": "eu-west-1a"}
+    assert body["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB",
+        "topology.kubernetes.io/zone": "eu-west-1a",
+    }
     assert [t["key"] for t in body["spec"]["tolerations"]] == ["nvidia.com/gpu", "dedicated"]
-    assert {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"key": "token", "name": "train-secrets"}}} in container["env"]
+    assert {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"key": "token", "name": "train-secrets"}}} in container[
+        "env"
+    ]
     assert container["envFrom"] == [{"secretRef": {"name": "s3-credentials"}}]
     # only names are recorded
     assert sorted(operator.repro_spec.secret_names) == ["k8s:s3-credentials", "k8s:train-secrets/token"]
@@ -66,22 +80,44 @@ def test_pins_of_an_attempt_are_valid_kubernetes(airflow_db: Path) -> None:
     from airflow_repro.task_formats import PinnedInput, PodEnv
 
     pins = podspec.PodPins(
-        identity=AirflowIdentity(dag_id="d", run_id="manual__2026-11-27T00:36:12.662144+00:00", task_id="t",
-                                 try_number=3),
-        env=PodEnv(task="d.t", seed=42, inputs={"raw": PinnedInput(name="raw", path=Path("/w/in/raw.csv"),
-                                                                    repository="repro", commit_id="c" * 64,
-                                                                    store_path="raw.csv")},
-                   declared_outputs=("model.pt",), output_uri="file:///w/out", output_repository="repro",
-                   output_branch="run_d_x", metrics_file="/w/metrics.json", params={"lr": 0.1}, kwargs={},
-                   mlflow_run_id="abc", mlflow_tracking_uri="http://mlflow:5000",
-                   report_file=podspec.TERMINATION_MESSAGE_PATH),
-        manifest_path="_repro/manifests/t.json", environment_digest=DIGEST,
+        identity=AirflowIdentity(
+            dag_id="d", run_id="manual__2026-11-27T00:36:12.662144+00:00", task_id="t", try_number=3
+        ),
+        env=PodEnv(
+            task="d.t",
+            seed=42,
+            inputs={
+                "raw": PinnedInput(
+                    name="raw", path=Path("/w/in/raw.csv"), repository="repro", commit_id="c" * 64, store_path="raw.csv"
+                )
+            },
+            declared_outputs=("model.pt",),
+            output_uri="file:///w/out",
+            output_repository="repro",
+            output_branch="run_d_x",
+            metrics_file="/w/metrics.json",
+            params={"lr": 0.1},
+            kwargs={},
+            mlflow_run_id="abc",
+            mlflow_tracking_uri="http://mlflow:5000",
+            report_file=podspec.TERMINATION_MESSAGE_PATH,
+        ),
+        manifest_path="_repro/manifests/t.json",
+        environment_digest=DIGEST,
     )
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": "p", "labels": podspec.pod_labels(pins.identity),
-                        "annotations": podspec.pod_annotations(pins, image=IMAGE, resolved_from_tag="x:v1")},
-           "spec": {"containers": [{"name": "base", "image": IMAGE, "env": podspec.pin_env(pins)}],
-                    "volumes": [podspec.work_volume("repro-work", "/w")[0]]}}
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "p",
+            "labels": podspec.pod_labels(pins.identity),
+            "annotations": podspec.pod_annotations(pins, image=IMAGE, resolved_from_tag="x:v1"),
+        },
+        "spec": {
+            "containers": [{"name": "base", "image": IMAGE, "env": podspec.pin_env(pins)}],
+            "volumes": [podspec.work_volume("repro-work", "/w")[0]],
+        },
+    }
     pod["spec"]["containers"][0]["volumeMounts"] = [podspec.work_volume("repro-work", "/w")[1]]
     validate(pod)
     env = {e["name"]: e["value"] for e in podspec.pin_env(pins)}
@@ -90,7 +126,7 @@ def test_pins_of_an_attempt_are_valid_kubernetes(airflow_db: Path) -> None:
     assert pod["metadata"]["annotations"]["airflow-repro.dev/input-commits"] == '{"raw": "' + "c" * 64 + '"}'
 
 
-DAG_TEMPLATE = '''
+DAG_TEMPLATE = """
 from airflow.sdk import dag
 from airflow_repro import repro_task
 from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
@@ -103,24 +139,32 @@ def bad():
     the_task()
 
 bad()
-'''
+"""
 GOOD = f'image="{IMAGE}", kubernetes={{"namespace": "ml"}}'
 
 
-@pytest.mark.parametrize(("name", "arguments", "message"), [
-    ("tag", 'image="ghcr.io/acme/train:latest"', r"mutable tag.*docker buildx imagetools inspect.*crane digest"),
-    ("digest", 'image="ghcr.io/acme/train@sha256:1234"', r"malformed digest 'sha256:1234'.*64 lowercase hex"),
-    ("gpu0", GOOD + ', resources={"gpu": 0}', r"gpu must be a positive number of GPUs"),
-    ("gpuneg", GOOD + ', resources={"gpu": -1}', r"gpu must be a positive number of GPUs"),
-    ("gpustr", GOOD + ', resources={"gpu": "2"}', r"gpu must be a positive whole number.*got '2'"),
-    ("accel", GOOD + ', resources={"gpu": 1, "accelerator": "b200"}', r"unknown accelerator 'b200'.*nvidia.com/gpu.product"),
-    ("memory", GOOD + ', resources={"memory": "2 GB"}', r"memory '2 GB' is not a Kubernetes quantity.*'4Gi'"),
-    ("cpu", GOOD + ', resources={"cpu": "two"}', r"cpu 'two' is not a Kubernetes quantity"),
-    ("deferrable", GOOD + ', deferrable=True', r"deferrable=True is not supported"),
-    ("both", GOOD + ', resources={"cpu": "1"}, container_resources=object()', r"not both"),
-])
-def test_bad_pod_declarations_are_import_errors_naming_task_and_fix(airflow_db: Path, tmp_path: Path, name: str,
-                                                                    arguments: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "arguments", "message"),
+    [
+        ("tag", 'image="ghcr.io/acme/train:latest"', r"mutable tag.*docker buildx imagetools inspect.*crane digest"),
+        ("digest", 'image="ghcr.io/acme/train@sha256:1234"', r"malformed digest 'sha256:1234'.*64 lowercase hex"),
+        ("gpu0", GOOD + ', resources={"gpu": 0}', r"gpu must be a positive number of GPUs"),
+        ("gpuneg", GOOD + ', resources={"gpu": -1}', r"gpu must be a positive number of GPUs"),
+        ("gpustr", GOOD + ', resources={"gpu": "2"}', r"gpu must be a positive whole number.*got '2'"),
+        (
+            "accel",
+            GOOD + ', resources={"gpu": 1, "accelerator": "b200"}',
+            r"unknown accelerator 'b200'.*nvidia.com/gpu.product",
+        ),
+        ("memory", GOOD + ', resources={"memory": "2 GB"}', r"memory '2 GB' is not a Kubernetes quantity.*'4Gi'"),
+        ("cpu", GOOD + ', resources={"cpu": "two"}', r"cpu 'two' is not a Kubernetes quantity"),
+        ("deferrable", GOOD + ", deferrable=True", r"deferrable=True is not supported"),
+        ("both", GOOD + ', resources={"cpu": "1"}, container_resources=object()', r"not both"),
+    ],
+)
+def test_bad_pod_declarations_are_import_errors_naming_task_and_fix(
+    airflow_db: Path, tmp_path: Path, name: str, arguments: str, message: str
+) -> None:
     from airflow.dag_processing.dagbag import DagBag
 
     dag_file = tmp_path / f"bad_{name}.py"
@@ -163,9 +207,11 @@ def test_the_example_parses_locally_and_for_kubernetes(airflow_db: Path, monkeyp
 
 def test_the_decorator_module_stays_cheap_to_import() -> None:
     """Airflow imports the plugin (and with it the decorator) in every task process."""
-    code = ("import sys, airflow_repro.airflow.operators; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes' "
-            "or m.startswith(('airflow.providers.cncf.kubernetes.operators', 'airflow_repro.airflow.kubernetes'))))")
+    code = (
+        "import sys, airflow_repro.airflow.operators; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes' "
+        "or m.startswith(('airflow.providers.cncf.kubernetes.operators', 'airflow_repro.airflow.kubernetes'))))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -174,8 +220,14 @@ def test_openlineage_methods_on_the_operator(airflow_db: Path) -> None:
     from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
     from airflow_repro.core.spec import Input
 
-    operator = ReproKubernetesPodOperator(task_id="train", namespace="ml", image=IMAGE, cmds=["true"],
-                                          inputs={"raw": Input("raw.csv")}, outputs=["model.pt"])
+    operator = ReproKubernetesPodOperator(
+        task_id="train",
+        namespace="ml",
+        image=IMAGE,
+        cmds=["true"],
+        inputs={"raw": Input("raw.csv")},
+        outputs=["model.pt"],
+    )
     lineage = operator.get_openlineage_facets_on_start()
     assert [d.name for d in lineage.inputs] == ["repro/raw.csv"]
     assert [d.name for d in lineage.outputs] == ["repro/model.pt"]
@@ -184,7 +236,9 @@ def test_openlineage_methods_on_the_operator(airflow_db: Path) -> None:
 
 
 def test_image_and_gpu_rules_and_pod_pieces_import_no_outside_system() -> None:
-    code = ("import sys, airflow_repro.core.images, airflow_repro.core.gpus, airflow_repro.adapters.k8s_podspec; "
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'kubernetes', 'httpx', 'mlflow'}))")
+    code = (
+        "import sys, airflow_repro.core.images, airflow_repro.core.gpus, airflow_repro.adapters.k8s_podspec; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'airflow', 'kubernetes', 'httpx', 'mlflow'}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

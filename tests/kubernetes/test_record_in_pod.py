@@ -44,8 +44,14 @@ def test_pod_tasks_are_recorded_like_local_tasks(repro_env: dict[str, str], fake
     assert produce.kubernetes.image_digest == DIGEST
     assert produce.kubernetes.node_name == "gpu-node-1" and produce.kubernetes.namespace == "ml"
     assert produce.kubernetes.secret_refs == ["train-secrets/token"]
-    assert produce.hardware.gpus == [{"name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15",
-                                      "memory": "81559 MiB", "uuid": "GPU-5f3c2a51-0000-4000-8000-000000000001"}]
+    assert produce.hardware.gpus == [
+        {
+            "name": "NVIDIA H100 80GB HBM3",
+            "driver": "550.54.15",
+            "memory": "81559 MiB",
+            "uuid": "GPU-5f3c2a51-0000-4000-8000-000000000001",
+        }
+    ]
     # what it asked for, which a replay asks for again
     assert produce.resources.gpu == 1 and produce.resources.gpu_product == "NVIDIA-H100-80GB-HBM3"
     assert produce.resources.cpu == 1.0 and produce.resources.memory == "1Gi"
@@ -88,8 +94,9 @@ def test_pod_tasks_are_recorded_like_local_tasks(repro_env: dict[str, str], fake
     assert fake_cluster.deleted, "KPO cleaned up its pods"
 
 
-def test_the_pods_sent_to_the_cluster_are_valid_kubernetes(repro_env: dict[str, str],
-                                                           fake_cluster: FakeCoreV1Api) -> None:
+def test_the_pods_sent_to_the_cluster_are_valid_kubernetes(
+    repro_env: dict[str, str], fake_cluster: FakeCoreV1Api
+) -> None:
     dag = load_dag("k8s_record", "k8s_test_dags.py")
     dag_run = dag.test()
     assert dag_run.state == "success"
@@ -133,8 +140,11 @@ def test_a_failed_pod_commits_nothing(repro_env: dict[str, str], fake_cluster: F
     assert dag_run.state == "failed"
     assert "boom in the pod" in fake_cluster.ran[0]["stderr"]
     local = store(repro_env)
-    commits = [c for c in local.log("repro", run_branch_name(dag.dag_id, dag_run.run_id))
-               if c.metadata.get(keys.TASK_KEY, "").startswith(f"{dag.dag_id}/")]
+    commits = [
+        c
+        for c in local.log("repro", run_branch_name(dag.dag_id, dag_run.run_id))
+        if c.metadata.get(keys.TASK_KEY, "").startswith(f"{dag.dag_id}/")
+    ]
     assert commits == []
     client: Any = mlflow.MlflowClient(tracking_uri=repro_env["mlflow"])
     experiment = client.get_experiment_by_name("k8s_failing")
@@ -142,8 +152,9 @@ def test_a_failed_pod_commits_nothing(repro_env: dict[str, str], fake_cluster: F
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
-def test_outputs_the_worker_cannot_see_fail_with_the_fix(repro_env: dict[str, str], fake_cluster: FakeCoreV1Api,
-                                                         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_outputs_the_worker_cannot_see_fail_with_the_fix(
+    repro_env: dict[str, str], fake_cluster: FakeCoreV1Api, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Without a shared work volume the pod hands its outputs over to a folder only it sees."""
     original = fake_cluster._container_env
 
@@ -161,8 +172,9 @@ def test_outputs_the_worker_cannot_see_fail_with_the_fix(repro_env: dict[str, st
     assert ti.try_number == 1, "a configuration error is not retried"
 
 
-def test_openlineage_on_complete_carries_the_image_pin(repro_env: dict[str, str], fake_cluster: FakeCoreV1Api,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_openlineage_on_complete_carries_the_image_pin(
+    repro_env: dict[str, str], fake_cluster: FakeCoreV1Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The provider's listener calls these methods on the operator that ran (KPO has none of its own)."""
     from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
 

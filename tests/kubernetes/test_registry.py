@@ -31,16 +31,17 @@ class RegistryDouble:
         parts = request.url.path.split("/manifests/")
         name, ref = parts[0].removeprefix("/v2/"), parts[1]
         if request.headers.get("Authorization") != f"Bearer tok:repository:{name}:pull":
-            challenge = (f'Bearer realm="https://{request.url.host}/token",service="{request.url.host}",'
-                         f'scope="repository:{name}:pull"')
+            challenge = (
+                f'Bearer realm="https://{request.url.host}/token",service="{request.url.host}",'
+                f'scope="repository:{name}:pull"'
+            )
             return httpx.Response(401, headers={"WWW-Authenticate": challenge})
         if (name, ref) not in self.tags:
             return httpx.Response(404, json={"errors": [{"code": "MANIFEST_UNKNOWN"}]})
         accept = request.headers.get("Accept", "")
         # A registry serves the index only to clients that accept it; others get one platform's manifest.
         digest = self.tags[(name, ref)] if MANIFEST_TYPES[0] in accept else PLATFORM_DIGEST
-        return httpx.Response(200, headers={"Docker-Content-Digest": digest,
-                                            "Content-Type": MANIFEST_TYPES[0]})
+        return httpx.Response(200, headers={"Docker-Content-Digest": digest, "Content-Type": MANIFEST_TYPES[0]})
 
 
 @pytest.fixture
@@ -78,7 +79,9 @@ def test_a_registry_without_digest_header_or_reachable_host_is_an_infra_error() 
         return httpx.Response(200)
 
     with pytest.raises(RegistryError, match="Docker-Content-Digest"):
-        resolve_digest(parse_image("ghcr.io/acme/train:v1"), client=httpx.Client(transport=httpx.MockTransport(no_header)))
+        resolve_digest(
+            parse_image("ghcr.io/acme/train:v1"), client=httpx.Client(transport=httpx.MockTransport(no_header))
+        )
 
     def down(request: httpx.Request) -> Any:
         raise httpx.ConnectError("connection refused", request=request)

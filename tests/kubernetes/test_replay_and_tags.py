@@ -38,9 +38,15 @@ def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake
     changed = task_resources("produce", cpu="1", memory="1Gi", gpu=2, accelerator="l4")
     produce.container_resources = podspec.to_model(podspec.resource_requirements(changed), "V1ResourceRequirements")
     produce.node_selector = podspec.gpu_node_selector(changed)
-    current = {t.task_id: CurrentTask(task_id=t.task_id, source_hash=t.repro_source_hash(),
-                                      environment_digest=t.repro_environment_pin().digest,
-                                      task_params={"scale": 3}) for t in dag.tasks}
+    current = {
+        t.task_id: CurrentTask(
+            task_id=t.task_id,
+            source_hash=t.repro_source_hash(),
+            environment_digest=t.repro_environment_pin().digest,
+            task_params={"scale": 3},
+        )
+        for t in dag.tasks
+    }
     plan = plan_replay(recorded, current, backends.store, mode="pinned", replay_run_id=replay_run_id(original.run_id))
     assert plan.drift == []
     fake_cluster.created.clear()
@@ -49,8 +55,9 @@ def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake
     pod = next(b for b in fake_cluster.created if "produce" in b["metadata"]["name"])
     assert pod["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": "1"}
     assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
-    replayed = {t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id,
-                                                                         plan.replay_run_id).tasks}
+    replayed = {
+        t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks
+    }
     before = {t.manifest.identity.task_id: t.manifest for t in recorded.tasks}
     assert replayed["produce"].resources == before["produce"].resources
     assert replayed["produce"].replay is not None and replayed["produce"].inputs == before["produce"].inputs
@@ -69,7 +76,10 @@ def test_replay_planning_sees_pod_tasks_and_their_image_digests() -> None:
 
 class _Registry(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path == "/v2/acme/train/manifests/v1" and "application/vnd.oci.image.index.v1+json" in self.headers["Accept"]:
+        if (
+            self.path == "/v2/acme/train/manifests/v1"
+            and "application/vnd.oci.image.index.v1+json" in self.headers["Accept"]
+        ):
             self.send_response(200)
             self.send_header("Docker-Content-Digest", RESOLVED)
         else:
@@ -91,7 +101,8 @@ def registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def test_a_tag_is_resolved_when_the_task_starts_and_both_are_recorded(
-        repro_env: dict[str, str], fake_cluster: FakeCoreV1Api, registry: str) -> None:
+    repro_env: dict[str, str], fake_cluster: FakeCoreV1Api, registry: str
+) -> None:
     dag = load_dag("k8s_resolve", "k8s_test_dags.py")
     dag_run = dag.test()
     assert dag_run.state == "success", [r["stderr"][-2000:] for r in fake_cluster.ran]

@@ -76,10 +76,19 @@ def _finished_pod(message: str | None) -> Any:
 
     return k8s.V1Pod(
         metadata=k8s.V1ObjectMeta(name="p", namespace="ml"),
-        status=k8s.V1PodStatus(phase="Succeeded", container_statuses=[k8s.V1ContainerStatus(
-            name="base", image=IMAGE, image_id=IMAGE, ready=False, restart_count=0,
-            state=k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=0, message=message)),
-        )]),
+        status=k8s.V1PodStatus(
+            phase="Succeeded",
+            container_statuses=[
+                k8s.V1ContainerStatus(
+                    name="base",
+                    image=IMAGE,
+                    image_id=IMAGE,
+                    ready=False,
+                    restart_count=0,
+                    state=k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(exit_code=0, message=message)),
+                )
+            ],
+        ),
     )
 
 
@@ -111,6 +120,7 @@ def test_a_half_copied_output_fails_the_task(tmp_path: Path) -> None:
 # -- 3. a replay requests the recorded hardware and keeps the DAG's own placement ------------------
 def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, original: Resources) -> Any:
     """The attempt's pod resources after a replay asked for the ``original`` ones."""
+
     def no_second_load(*_: Any, **__: Any) -> Any:
         raise AssertionError("the plan _apply_replay_pins loaded is reused, not loaded again")
 
@@ -126,9 +136,12 @@ def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, ori
     op.repro_attempt = PodAttempt(replay_plan=SimpleNamespace(original_repository="from-marker", original_ref="c1"))
     recorder = SimpleNamespace(store=SimpleNamespace(open_object=open_object))
     prepared = SimpleNamespace(
-        env=SimpleNamespace(replay=SimpleNamespace(original_manifest_digest="sha256:m"),
-                            identity=SimpleNamespace(task_id="t", map_index=-1, dag_id="d", run_id="r")),
-        spec=op.repro_spec, repository="another-repository",
+        env=SimpleNamespace(
+            replay=SimpleNamespace(original_manifest_digest="sha256:m"),
+            identity=SimpleNamespace(task_id="t", map_index=-1, dag_id="d", run_id="r"),
+        ),
+        spec=op.repro_spec,
+        repository="another-repository",
     )
     op._request_recorded_hardware(recorder, prepared)
     assert opened == [("from-marker", "c1")]
@@ -136,8 +149,9 @@ def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, ori
 
 
 def test_a_replay_keeps_the_dags_own_node_selector_and_tolerations(monkeypatch: pytest.MonkeyPatch) -> None:
-    op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED],
-                                    resources={"gpu": 2, "accelerator": "l4"})
+    op = ReproKubernetesPodOperator(
+        task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED], resources={"gpu": 2, "accelerator": "l4"}
+    )
     original = task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100")
     prepared, requested = _replay(monkeypatch, op, original)
     assert requested.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **ZONE}
@@ -147,8 +161,13 @@ def test_a_replay_keeps_the_dags_own_node_selector_and_tolerations(monkeypatch: 
 
 
 def test_a_replay_of_a_task_that_recorded_no_resources_requests_none(monkeypatch: pytest.MonkeyPatch) -> None:
-    op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED],
-                                    resources={"gpu": 1, "accelerator": "h100", "memory": "8Gi"})
+    op = ReproKubernetesPodOperator(
+        task_id="t",
+        image=IMAGE,
+        node_selector=ZONE,
+        tolerations=[DEDICATED],
+        resources={"gpu": 1, "accelerator": "h100", "memory": "8Gi"},
+    )
     _, requested = _replay(monkeypatch, op, Resources())
     assert requested.container_resources is None
     assert requested.node_selector == ZONE and [t.key for t in requested.tolerations] == ["dedicated"]
@@ -157,13 +176,16 @@ def test_a_replay_of_a_task_that_recorded_no_resources_requests_none(monkeypatch
 # -- 4. no work volume: fail before the pod --------------------------------------------------------
 @pytest.mark.usefixtures("repro_env")
 def test_a_pod_task_without_a_work_volume_claim_fails_before_its_pod(
-    fake_cluster: FakeCoreV1Api, monkeypatch: pytest.MonkeyPatch,
+    fake_cluster: FakeCoreV1Api,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM")
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE, outputs=["x.txt"])
     with pytest.raises(AirflowFailException, match=r"\[repro\] k8s_work_volume_claim.*work_volume_claim="):
         op._require_work_volume()
-    ReproKubernetesPodOperator(task_id="t", image=IMAGE, outputs=["x.txt"], work_volume_claim="w")._require_work_volume()
+    ReproKubernetesPodOperator(
+        task_id="t", image=IMAGE, outputs=["x.txt"], work_volume_claim="w"
+    )._require_work_volume()
     ReproKubernetesPodOperator(task_id="t", image=IMAGE)._require_work_volume()  # nothing to hand over
 
     dag = load_dag("k8s_record", "k8s_test_dags.py")
@@ -175,8 +197,7 @@ def test_a_pod_task_without_a_work_volume_claim_fails_before_its_pod(
 def test_a_local_task_records_an_unknown_accelerator_as_given() -> None:
     from airflow_repro.airflow.operators import ReproPythonOperator
 
-    op = ReproPythonOperator(task_id="t", python_callable=lambda: None,
-                             resources={"gpu": 1, "accelerator": "rtx4090"})
+    op = ReproPythonOperator(task_id="t", python_callable=lambda: None, resources={"gpu": 1, "accelerator": "rtx4090"})
     assert op.repro_spec.resources.accelerator == "rtx4090" and op.repro_spec.resources.gpu == 1
     op = ReproPythonOperator(task_id="t", python_callable=lambda: None, resources={"accelerator": "h100"})
     assert op.repro_spec.resources.accelerator == "nvidia-h100-80gb" and op.repro_spec.resources.gpu == 0
@@ -210,8 +231,9 @@ def test_a_pod_template_that_renames_the_base_container_is_a_clear_error(monkeyp
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
-    renamed = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"),
-                        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="trainer")]))
+    renamed = k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="p"), spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="trainer")])
+    )
     monkeypatch.setattr(KubernetesPodOperator, "build_pod_request_obj", lambda self, context=None, **_: renamed)
     op = ReproKubernetesPodOperator(task_id="t", image=IMAGE)
     with pytest.raises(AirflowFailException, match="no container named 'base'"):

@@ -27,15 +27,19 @@ def pod_env(tmp_path: Path) -> dict[str, str]:
     raw.write_text("hello")
     site = runtime.install_runtime(tmp_path / "site")  # what an image installs: the runtime's files only
     return {
-        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(site),
-        "AIRFLOW_REPRO_TASK": "d.t", "AIRFLOW_REPRO_SEED": "9",
-        "AIRFLOW_REPRO_INPUTS": json.dumps({"raw": {"path": str(raw), "repository": "repro", "commit_id": "c" * 64,
-                                                    "store_path": "raw.txt"}}),
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(site),
+        "AIRFLOW_REPRO_TASK": "d.t",
+        "AIRFLOW_REPRO_SEED": "9",
+        "AIRFLOW_REPRO_INPUTS": json.dumps(
+            {"raw": {"path": str(raw), "repository": "repro", "commit_id": "c" * 64, "store_path": "raw.txt"}}
+        ),
         "AIRFLOW_REPRO_OUTPUTS": json.dumps(["out/"]),
         "AIRFLOW_REPRO_OUTPUT_URI": (tmp_path / "handed over").as_uri(),
         "AIRFLOW_REPRO_METRICS_FILE": str(tmp_path / "metrics.json"),
         "AIRFLOW_REPRO_REPORT_FILE": str(tmp_path / "termination-log"),
-        "AIRFLOW_REPRO_OUTPUT_BRANCH": "run_d_x", "AIRFLOW_REPRO_MLFLOW_RUN_ID": "r1",
+        "AIRFLOW_REPRO_OUTPUT_BRANCH": "run_d_x",
+        "AIRFLOW_REPRO_MLFLOW_RUN_ID": "r1",
     }
 
 

@@ -92,7 +92,8 @@ def test_airflow_points_at_the_other_services(services: dict[str, Any]) -> None:
     assert lakefs["conn_type"] == "lakefs"
     assert urlparse(lakefs["host"]).netloc == f"lakefs:{lakefs_env['LAKEFS_LISTEN_ADDRESS'].rsplit(':', 1)[1]}"
     assert (lakefs["login"], lakefs["password"]) == (
-        lakefs_env["LAKEFS_INSTALLATION_ACCESS_KEY_ID"], lakefs_env["LAKEFS_INSTALLATION_SECRET_ACCESS_KEY"],
+        lakefs_env["LAKEFS_INSTALLATION_ACCESS_KEY_ID"],
+        lakefs_env["LAKEFS_INSTALLATION_SECRET_ACCESS_KEY"],
     )
     assert lakefs_env["LAKEFS_BLOCKSTORE_TYPE"] == "local"
 
@@ -117,7 +118,9 @@ def test_marquez_and_its_ui_are_wired(services: dict[str, Any]) -> None:
     api, db = env_of(services["marquez"]), env_of(services["marquez-db"])
     assert api["POSTGRES_HOST"] == "marquez-db"
     assert (api["POSTGRES_USER"], api["POSTGRES_PASSWORD"], api["POSTGRES_DB"]) == (
-        db["POSTGRES_USER"], db["POSTGRES_PASSWORD"], db["POSTGRES_DB"],
+        db["POSTGRES_USER"],
+        db["POSTGRES_PASSWORD"],
+        db["POSTGRES_DB"],
     )
     web = env_of(services["marquez-web"])
     assert (web["MARQUEZ_HOST"], web["MARQUEZ_PORT"]) == ("marquez", api["MARQUEZ_PORT"])

@@ -75,9 +75,18 @@ def test_lakefs_connection_builds_the_store(monkeypatch: pytest.MonkeyPatch, lak
 
 
 def test_lakefs_connection_host_and_port_fields(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_LFS", json.dumps({
-        "conn_type": "lakefs", "host": "lakefs", "port": 8000, "login": ACCESS_KEY_ID, "password": SECRET_ACCESS_KEY,
-    }))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LFS",
+        json.dumps(
+            {
+                "conn_type": "lakefs",
+                "host": "lakefs",
+                "port": 8000,
+                "login": ACCESS_KEY_ID,
+                "password": SECRET_ACCESS_KEY,
+            }
+        ),
+    )
     assert LakeFSHook("lfs").get_conn().endpoint == "http://lakefs:8000"
 
 
@@ -113,15 +122,30 @@ def test_mlflow_connection_gives_the_tracking_uri(monkeypatch: pytest.MonkeyPatc
         tracking_uri(missing)
 
 
-@pytest.mark.parametrize(("host", "port"), [
-    ("http://ak:s3cr3t-value@lakefs:8000", None), ("http://ak:s3cr3t-value@lakefs", 8000),
-    ("ak:s3cr3t-value@lakefs", 8000), ("https://s3cr3t-value@lakefs/api", None),
-])
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [
+        ("http://ak:s3cr3t-value@lakefs:8000", None),
+        ("http://ak:s3cr3t-value@lakefs", 8000),
+        ("ak:s3cr3t-value@lakefs", 8000),
+        ("https://s3cr3t-value@lakefs/api", None),
+    ],
+)
 def test_a_lakefs_host_with_credentials_is_refused_without_repeating_them(
-        monkeypatch: pytest.MonkeyPatch, host: str, port: int | None) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_LFS_USERINFO", json.dumps({
-        "conn_type": "lakefs", "host": host, "port": port, "login": ACCESS_KEY_ID, "password": SECRET_ACCESS_KEY,
-    }))
+    monkeypatch: pytest.MonkeyPatch, host: str, port: int | None
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LFS_USERINFO",
+        json.dumps(
+            {
+                "conn_type": "lakefs",
+                "host": host,
+                "port": port,
+                "login": ACCESS_KEY_ID,
+                "password": SECRET_ACCESS_KEY,
+            }
+        ),
+    )
     with pytest.raises(ConfigError, match="login and password") as caught:
         LakeFSHook("lfs_userinfo").get_conn()
     assert "s3cr3t-value" not in str(caught.value)
@@ -129,10 +153,12 @@ def test_a_lakefs_host_with_credentials_is_refused_without_repeating_them(
     assert not ok and "s3cr3t-value" not in message
 
 
-@pytest.mark.parametrize(("host", "port"), [("http://u:s3cr3t-value@mlflow:5000", None),
-                                            ("http://u:s3cr3t-value@mlflow", 5000)])
-def test_an_mlflow_host_with_credentials_is_refused(monkeypatch: pytest.MonkeyPatch, host: str,
-                                                    port: int | None) -> None:
+@pytest.mark.parametrize(
+    ("host", "port"), [("http://u:s3cr3t-value@mlflow:5000", None), ("http://u:s3cr3t-value@mlflow", 5000)]
+)
+def test_an_mlflow_host_with_credentials_is_refused(
+    monkeypatch: pytest.MonkeyPatch, host: str, port: int | None
+) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_USERINFO", json.dumps({"conn_type": "mlflow", "host": host, "port": port}))
     with pytest.raises(ConfigError) as caught:
         MlflowHook("mlflow_userinfo").get_tracking_uri()
@@ -140,8 +166,10 @@ def test_an_mlflow_host_with_credentials_is_refused(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_full_url_host_keeps_its_path_and_gets_the_port(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_PATH", json.dumps({
-        "conn_type": "mlflow", "host": "https://Tracking.example/mlflow/", "port": 8443}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MLFLOW_PATH",
+        json.dumps({"conn_type": "mlflow", "host": "https://Tracking.example/mlflow/", "port": 8443}),
+    )
     assert MlflowHook("mlflow_path").get_tracking_uri() == "https://Tracking.example:8443/mlflow"
 
 
@@ -162,17 +190,22 @@ class FakeConnections:
 
 
 def test_backends_resolve_connection_ids_through_the_seam(lakefs_double: LakeFSDouble) -> None:
-    fake = FakeConnections(lakefs={"lfs": LakeFSConnection(lakefs_double.url, ACCESS_KEY_ID, SECRET_ACCESS_KEY)},
-                           mlflow={"ml": "http://mlflow.example:5000"})
-    settings = ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://lfs",
-                                       "AIRFLOW__REPRO__MLFLOW_CONN_ID": "ml"})
+    fake = FakeConnections(
+        lakefs={"lfs": LakeFSConnection(lakefs_double.url, ACCESS_KEY_ID, SECRET_ACCESS_KEY)},
+        mlflow={"ml": "http://mlflow.example:5000"},
+    )
+    settings = ReproSettings.from_env(
+        {"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://lfs", "AIRFLOW__REPRO__MLFLOW_CONN_ID": "ml"}
+    )
     backends = Backends.from_settings(settings, connections=fake)
     assert isinstance(backends.store, LakeFSStore) and backends.store.endpoint == f"{lakefs_double.url}/api/v1"
     assert backends.store.create_repository("via-seam").name == "via-seam"
     assert type(backends.tracker()).__name__ == "MlflowRestTracker" and fake.asked == ["lfs", "ml"]
     with pytest.raises(ConfigError, match="no Airflow connection 'nowhere'"):
-        build_store(ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://nowhere"}),
-                    connections=fake)
+        build_store(
+            ReproSettings.from_env({"AIRFLOW_HOME": "/a", "AIRFLOW__REPRO__STORE_URI": "lakefs://nowhere"}),
+            connections=fake,
+        )
 
 
 def test_airflow_connections_are_the_default_seam(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,8 +57,9 @@ def test_collected_data_is_a_clear_replay_error(store: LakeFSStore, lakefs_doubl
 
 
 @pytest.mark.parametrize("status", [500, 503, 429])
-def test_server_faults_are_retryable_store_unavailable(store: LakeFSStore, lakefs_double: LakeFSDouble,
-                                                       status: int) -> None:
+def test_server_faults_are_retryable_store_unavailable(
+    store: LakeFSStore, lakefs_double: LakeFSDouble, status: int
+) -> None:
     lakefs_double.fail_next.append(("/branches/main", status, "try later"))
     with pytest.raises(StoreUnavailable, match=f"HTTP {status}") as caught:
         store.resolve_ref(REPO, "main")
@@ -78,8 +79,9 @@ def test_an_unreachable_server_is_store_unavailable() -> None:
     assert caught.value.retryable
 
 
-def test_a_concurrent_change_to_the_same_path_is_a_retryable_conflict(store: LakeFSStore,
-                                                                      lakefs_double: LakeFSDouble) -> None:
+def test_a_concurrent_change_to_the_same_path_is_a_retryable_conflict(
+    store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     lakefs_double.fail_next.append(("/merge/", 409, "conflict found"))
     with pytest.raises(StoreConflict, match="retry") as caught:
         store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
@@ -87,17 +89,24 @@ def test_a_concurrent_change_to_the_same_path_is_a_retryable_conflict(store: Lak
     assert store.list_objects(REPO, "main") == []
 
 
-def test_a_commit_whose_answer_was_lost_is_found_not_made_twice(store: LakeFSStore,
-                                                                lakefs_double: LakeFSDouble) -> None:
+def test_a_commit_whose_answer_was_lost_is_found_not_made_twice(
+    store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     base = store.resolve_ref(REPO, "main")
     lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))
-    commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="task a",
-                          metadata={keys.MANIFEST_DIGEST: "sha256:" + "1" * 64})
+    commit = store.commit(
+        REPO,
+        "main",
+        {"a": store.stage_bytes(REPO, b"1")},
+        message="task a",
+        metadata={keys.MANIFEST_DIGEST: "sha256:" + "1" * 64},
+    )
     assert [c.id for c in store.log(REPO, "main")] == [commit.id, base]
 
 
 def test_a_lost_merge_answer_and_a_failed_lookup_never_make_a_duplicate_commit(
-        store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
+    store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     base = store.resolve_ref(REPO, "main")
     lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))  # the merge lands, its answer is lost
     lakefs_double.fail_next.append((LOG_REQUEST, 503, "unavailable"))  # and the check whether it landed fails
@@ -110,8 +119,9 @@ def test_a_lost_merge_answer_and_a_failed_lookup_never_make_a_duplicate_commit(
     assert set(lakefs_double.repos[REPO].branches) == {"main"}
 
 
-def test_an_empty_commit_whose_answer_was_lost_is_not_made_twice(store: LakeFSStore,
-                                                                  lakefs_double: LakeFSDouble) -> None:
+def test_an_empty_commit_whose_answer_was_lost_is_not_made_twice(
+    store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     base = store.resolve_ref(REPO, "main")
     lakefs_double.lose_answer.append(("/merge/", 503, "gateway timeout"))
     commit = store.commit(REPO, "main", {}, message="empty", allow_empty=True)
@@ -119,8 +129,9 @@ def test_an_empty_commit_whose_answer_was_lost_is_not_made_twice(store: LakeFSSt
 
 
 @pytest.mark.parametrize("status", [423, 429, 503])
-def test_a_busy_branch_is_retried_with_a_capped_backoff(store: LakeFSStore, lakefs_double: LakeFSDouble,
-                                                        sleeps: list[float], status: int) -> None:
+def test_a_busy_branch_is_retried_with_a_capped_backoff(
+    store: LakeFSStore, lakefs_double: LakeFSDouble, sleeps: list[float], status: int
+) -> None:
     base = store.resolve_ref(REPO, "main")
     for _ in range(3):
         lakefs_double.fail_next.append(("/merge/", status, "branch is locked"))
@@ -129,8 +140,9 @@ def test_a_busy_branch_is_retried_with_a_capped_backoff(store: LakeFSStore, lake
     assert sleeps == [0.2, 0.4, 0.8]
 
 
-def test_merge_retries_give_up_after_the_last_attempt(store: LakeFSStore, lakefs_double: LakeFSDouble,
-                                                      sleeps: list[float]) -> None:
+def test_merge_retries_give_up_after_the_last_attempt(
+    store: LakeFSStore, lakefs_double: LakeFSDouble, sleeps: list[float]
+) -> None:
     base = store.resolve_ref(REPO, "main")
     for _ in range(10):
         lakefs_double.fail_next.append(("/merge/", 423, "branch is locked"))
@@ -140,8 +152,9 @@ def test_merge_retries_give_up_after_the_last_attempt(store: LakeFSStore, lakefs
     assert len(sleeps) == 4 and max(sleeps) <= 2.0
 
 
-def test_commit_ids_are_full_and_transaction_branches_do_not_remain(store: LakeFSStore,
-                                                                     lakefs_double: LakeFSDouble) -> None:
+def test_commit_ids_are_full_and_transaction_branches_do_not_remain(
+    store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     commit = store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
     assert re.fullmatch(r"[0-9a-f]{64}", commit.id)
     assert set(lakefs_double.repos[REPO].branches) == {"main"}
@@ -151,8 +164,10 @@ def test_commits_carry_ui_buttons_to_airflow_and_mlflow(lakefs_double: LakeFSDou
     store = double_store(lakefs_double, airflow_ui_url="http://airflow.example:8080/")
     store.create_repository(REPO)
     metadata = {
-        keys.LAKEFS_AIRFLOW_DAG_ID: "train", keys.LAKEFS_AIRFLOW_RUN_ID: "manual__2026-01-01T00:00:00+00:00",
-        keys.AIRFLOW_TASK_ID: "fit", keys.LAKEFS_MLFLOW_URL: "http://mlflow:5000/#/experiments/1/runs/abc",
+        keys.LAKEFS_AIRFLOW_DAG_ID: "train",
+        keys.LAKEFS_AIRFLOW_RUN_ID: "manual__2026-01-01T00:00:00+00:00",
+        keys.AIRFLOW_TASK_ID: "fit",
+        keys.LAKEFS_MLFLOW_URL: "http://mlflow:5000/#/experiments/1/runs/abc",
     }
     commit = store.commit(REPO, "main", {"m": store.stage_bytes(REPO, b"x")}, message="m", metadata=metadata)
     assert commit.metadata[AIRFLOW_UI_BUTTON] == (
@@ -193,8 +208,7 @@ def test_objects_written_by_other_tools_are_hashed_on_read(store: LakeFSStore, l
     assert info.content_hash == "blake3:" + blake3.blake3(b"written by lakectl").hexdigest()
 
 
-def test_collected_data_of_other_tools_objects_is_object_gone(store: LakeFSStore,
-                                                              lakefs_double: LakeFSDouble) -> None:
+def test_collected_data_of_other_tools_objects_is_object_gone(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
     import lakefs
 
     branch = lakefs.Branch(REPO, "main", client=store.client)
@@ -207,8 +221,9 @@ def test_collected_data_of_other_tools_objects_is_object_gone(store: LakeFSStore
         store.list_objects(REPO, "main")
 
 
-@pytest.mark.parametrize("endpoint", ["http://ak:s3cr3t-value@lakefs:8000", "http://s3cr3t-value@lakefs",
-                                      "ak:s3cr3t-value@lakefs:8000"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://ak:s3cr3t-value@lakefs:8000", "http://s3cr3t-value@lakefs", "ak:s3cr3t-value@lakefs:8000"]
+)
 def test_an_endpoint_with_credentials_is_refused_without_repeating_them(endpoint: str) -> None:
     with pytest.raises(ConfigError) as caught:
         LakeFSConnection(endpoint, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
@@ -246,8 +261,11 @@ def test_the_double_enforces_lakefs_openapi_spec(lakefs_double: LakeFSDouble) ->
 
     if lakefs_double._openapi is None:
         pytest.skip("../shared/specs/lakefs/swagger.yml is absent: the double runs unvalidated")
-    answer = httpx.post(f"{lakefs_double.url}/api/v1/repositories", json={"name": "no-namespace"},
-                        auth=(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+    answer = httpx.post(
+        f"{lakefs_double.url}/api/v1/repositories",
+        json={"name": "no-namespace"},
+        auth=(ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+    )
     assert answer.status_code != 201 or lakefs_double.violations
     assert any("storage_namespace" in v for v in lakefs_double.violations), lakefs_double.violations
     lakefs_double.violations.clear()  # expected here; every other test must leave none

@@ -54,15 +54,18 @@ def record(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], try_
 def current_of(run: RecordedRun) -> dict[str, CurrentTask]:
     return {
         t.manifest.identity.task_id: CurrentTask(
-            task_id=t.manifest.identity.task_id, source_hash=t.manifest.code.source_hash,
-            environment_digest=t.manifest.environment.digest, bundle_version=t.manifest.code.bundle_version,
+            task_id=t.manifest.identity.task_id,
+            source_hash=t.manifest.code.source_hash,
+            environment_digest=t.manifest.environment.digest,
+            bundle_version=t.manifest.code.bundle_version,
         )
         for t in run.tasks
     }
 
 
-def test_a_run_recorded_on_lakefs_is_replayable(recorder: TaskRecorder, store: LakeFSStore,
-                                                lakefs_double: LakeFSDouble) -> None:
+def test_a_run_recorded_on_lakefs_is_replayable(
+    recorder: TaskRecorder, store: LakeFSStore, lakefs_double: LakeFSDouble
+) -> None:
     extract = record(recorder, EXTRACT, {"data/raw.csv": b"id,x\n1,2\n"})
     train = record(recorder, TRAIN, {"model.bin": b"weights"})
     retried = record(recorder, TRAIN, {"model.bin": b"weights"}, try_number=2)

@@ -34,14 +34,20 @@ repro_env = airflow_conftest.repro_env
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 OL_SPECS = SHARED / "specs" / "openlineage"
 RUN_EVENT = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-OL_ENV = ("AIRFLOW__OPENLINEAGE__TRANSPORT", "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD",
-          "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT", "AIRFLOW__OPENLINEAGE__NAMESPACE")
+OL_ENV = (
+    "AIRFLOW__OPENLINEAGE__TRANSPORT",
+    "AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD",
+    "AIRFLOW__OPENLINEAGE__EXECUTION_TIMEOUT",
+    "AIRFLOW__OPENLINEAGE__NAMESPACE",
+)
 
 
 def require_specs() -> Path:
     if not (OL_SPECS / "OpenLineage.json").is_file():
-        pytest.skip(f"the official OpenLineage JSON Schemas are not at {OL_SPECS} (the shared folder next to the "
-                    "repository); events cannot be validated against them here")
+        pytest.skip(
+            f"the official OpenLineage JSON Schemas are not at {OL_SPECS} (the shared folder next to the "
+            "repository); events cannot be validated against them here"
+        )
     return OL_SPECS
 
 
@@ -90,10 +96,12 @@ class OpenLineageValidator:
         self._validator_class = Draft202012Validator
 
     def errors(self, instance: Any, schema_url: str) -> list[str]:
-        validator = self._validator_class({"$ref": schema_url}, registry=self.registry,
-                                          format_checker=self.format_checker)
-        return [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
-                for e in validator.iter_errors(instance)]
+        validator = self._validator_class(
+            {"$ref": schema_url}, registry=self.registry, format_checker=self.format_checker
+        )
+        return [
+            f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(instance)
+        ]
 
     def event_errors(self, event: Mapping[str, Any]) -> list[str]:
         """The event against ``RunEvent``, then every facet in it against its own ``_schemaURL``."""
@@ -247,7 +255,7 @@ class LineageReceiver:
                 offset = int(args.get("offset", ["0"])[0])
                 limit = int(args.get("limit", [str(receiver.page_size)])[0])
                 with lock:
-                    page = receiver.events[offset: offset + limit]
+                    page = receiver.events[offset : offset + limit]
                     total = len(receiver.events)
                 self._reply(200, {"events": page, "totalCount": total})
 

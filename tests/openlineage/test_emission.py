@@ -63,7 +63,7 @@ def task_events(events: list[dict[str, Any]], dag_id: str) -> dict[tuple[str, st
     for event in events:
         job = event["job"]["name"]
         if job.startswith(dag_id + "."):
-            key = (job[len(dag_id) + 1:], event["eventType"])
+            key = (job[len(dag_id) + 1 :], event["eventType"])
             assert key not in found, f"two {key} events"
             found[key] = event
     return found
@@ -84,8 +84,9 @@ def run_cli(*args: str) -> Any:
 
 # -- the example DAG with the file transport -----------------------------------------------------
 @pytest.fixture(scope="module")
-def example_lineage(repro_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-                    ) -> Iterator[tuple[Any, list[dict[str, Any]], RecordedRun, Path]]:
+def example_lineage(
+    repro_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, list[dict[str, Any]], RecordedRun, Path]]:
     events_file = tmp_path_factory.mktemp("ol-file") / "events.jsonl"
     dag = load_dag("example_ml_pipeline", "example_ml_pipeline.py")
     with openlineage_enabled(file_transport(events_file)):
@@ -97,7 +98,8 @@ def example_lineage(repro_env: dict[str, str], tmp_path_factory: pytest.TempPath
 
 
 def test_example_pipeline_events_validate_against_the_official_schemas(
-        example_lineage: Any, ol_validator: OpenLineageValidator) -> None:
+    example_lineage: Any, ol_validator: OpenLineageValidator
+) -> None:
     _, events, _, _ = example_lineage
     assert sorted((e["job"]["name"], e["eventType"]) for e in events) == sorted(
         [(f"example_ml_pipeline.{t}", kind) for t in EXAMPLE_TASKS for kind in ("START", "COMPLETE")]
@@ -105,13 +107,18 @@ def test_example_pipeline_events_validate_against_the_official_schemas(
     )
     assert_valid(ol_validator, events)
     # our facets resolved to the schemas shipped in the package, not to anything fetched
-    ours = {f["_schemaURL"] for e in events for f in (e["run"].get("facets") or {}).values()
-            if f["_schemaURL"].startswith(SCHEMA_BASE_URL)}
+    ours = {
+        f["_schemaURL"]
+        for e in events
+        for f in (e["run"].get("facets") or {}).values()
+        if f["_schemaURL"].startswith(SCHEMA_BASE_URL)
+    }
     assert ours and {url.split("#")[0] for url in ours} <= set(ol_validator.shipped)
 
 
 def test_example_pipeline_events_carry_commits_manifest_and_pins(
-        example_lineage: Any, repro_env: dict[str, str]) -> None:
+    example_lineage: Any, repro_env: dict[str, str]
+) -> None:
     dag_run, events, recorded, _ = example_lineage
     namespace = namespace_of(repro_env)
     assert namespace.startswith("repro+file://") and namespace.endswith(str(Path(repro_env["home"]) / "store"))
@@ -128,13 +135,22 @@ def test_example_pipeline_events_carry_commits_manifest_and_pins(
         assert versions(complete["outputs"]) == {f"repro/{o.path}": task.commit_id for o in m.outputs}
         assert versions(complete["inputs"]) == {f"repro/{i.path}": i.commit_id for i in m.inputs}
         assert {o["name"]: o["outputFacets"]["outputStatistics"]["size"] for o in complete["outputs"]} == {
-            f"repro/{o.path}": o.size for o in m.outputs}
+            f"repro/{o.path}": o.size for o in m.outputs
+        }
         assert {o["name"]: o["facets"][OBJECT_FACET] for o in complete["outputs"]} == {
-            f"repro/{o.path}": {"_producer": PRODUCER, "_schemaURL": facet_schema_url("ReproObjectDatasetFacet"),
-                                "contentHash": o.content_hash, "size": o.size, "ref": recorded.branch}
-            for o in m.outputs}
-        assert {i["name"]: (i["facets"][OBJECT_FACET]["contentHash"], i["facets"][OBJECT_FACET]["ref"])
-                for i in complete["inputs"]} == {f"repro/{i.path}": (i.content_hash, i.ref) for i in m.inputs}
+            f"repro/{o.path}": {
+                "_producer": PRODUCER,
+                "_schemaURL": facet_schema_url("ReproObjectDatasetFacet"),
+                "contentHash": o.content_hash,
+                "size": o.size,
+                "ref": recorded.branch,
+            }
+            for o in m.outputs
+        }
+        assert {
+            i["name"]: (i["facets"][OBJECT_FACET]["contentHash"], i["facets"][OBJECT_FACET]["ref"])
+            for i in complete["inputs"]
+        } == {f"repro/{i.path}": (i.content_hash, i.ref) for i in m.inputs}
         # at START the inputs are declared, not yet resolved: no version
         assert versions(start["inputs"]) == {f"repro/{i.path}": None for i in m.inputs}
         assert set(versions(start["outputs"])) == {f"repro/{o.path}" for o in m.outputs}
@@ -142,8 +158,13 @@ def test_example_pipeline_events_carry_commits_manifest_and_pins(
         facet = complete["run"]["facets"][MANIFEST_FACET]
         assert facet["manifestDigest"] == m.digest and facet["commitId"] == task.commit_id
         assert facet["manifestPath"] == task.manifest_path and facet["reusedCommit"] is False
-        assert facet["task"] == {"dagId": "example_ml_pipeline", "runId": dag_run.run_id, "taskId": task_id,
-                                 "mapIndex": -1, "tryNumber": m.identity.try_number}
+        assert facet["task"] == {
+            "dagId": "example_ml_pipeline",
+            "runId": dag_run.run_id,
+            "taskId": task_id,
+            "mapIndex": -1,
+            "tryNumber": m.identity.try_number,
+        }
         assert facet["environment"]["kind"] == "fingerprint" and facet["environment"]["digest"] == m.environment.digest
         assert facet["code"]["sourceHash"] == m.code.source_hash and facet["code"]["moduleHash"] == m.code.module_hash
         assert facet["seed"] == 42 and facet["mlflow"]["runId"] == m.tracking.mlflow_run_id
@@ -177,8 +198,9 @@ def test_cli_answers_from_the_file_the_transport_wrote(example_lineage: Any, rep
     assert result.exit_code == 0, result.output
     [answer] = json.loads(result.output)
     assert answer["dataset"]["version"] == answer["commit"]["id"] == train.commit_id
-    assert answer["inputs"] == [{"namespace": namespace_of(repro_env), "name": "repro/features/train.csv",
-                                 "version": featurize.commit_id}]
+    assert answer["inputs"] == [
+        {"namespace": namespace_of(repro_env), "name": "repro/features/train.csv", "version": featurize.commit_id}
+    ]
     assert answer["environment"]["digest"] == train.manifest.environment.digest
     assert answer["code"]["sourceHash"] == train.manifest.code.source_hash
     assert answer["code"]["location"]["version"] == train.manifest.code.module_hash
@@ -192,11 +214,15 @@ def test_cli_answers_from_the_file_the_transport_wrote(example_lineage: Any, rep
 
     # evaluate read features/test.csv at train's commit (its branch's head then), where the object
     # featurize wrote was unchanged: the same version, matched by content hash and ref
-    train_reads = run_cli("readers", str(events_file), "repro/features/train.csv", "--version", featurize.commit_id,
-                          "--json")
+    train_reads = run_cli(
+        "readers", str(events_file), "repro/features/train.csv", "--version", featurize.commit_id, "--json"
+    )
     assert [(r["run"]["job"]["name"], r["matchedBy"]) for r in json.loads(train_reads.output)] == [
-        ("example_ml_pipeline.train", "version")]
-    readers = run_cli("readers", str(events_file), "repro/features/test.csv", "--version", featurize.commit_id, "--json")
+        ("example_ml_pipeline.train", "version")
+    ]
+    readers = run_cli(
+        "readers", str(events_file), "repro/features/test.csv", "--version", featurize.commit_id, "--json"
+    )
     assert readers.exit_code == 0, readers.output
     [reader] = json.loads(readers.output)
     assert reader["run"]["job"]["name"] == "example_ml_pipeline.evaluate" and reader["matchedBy"] == "content"
@@ -205,8 +231,11 @@ def test_cli_answers_from_the_file_the_transport_wrote(example_lineage: Any, rep
     assert "read by 1 run(s)" in human.output and "wrote repro/reports/metrics.json" in human.output
     assert f"read the same object at commit {train.commit_id}" in human.output
     # and asked at the commit evaluate read it at, the producer is still featurize
-    [producer] = json.loads(run_cli("produced-by", str(events_file), "repro/features/test.csv", "--version",
-                                    train.commit_id, "--json").output)
+    [producer] = json.loads(
+        run_cli(
+            "produced-by", str(events_file), "repro/features/test.csv", "--version", train.commit_id, "--json"
+        ).output
+    )
     assert producer["run"]["job"]["name"] == "example_ml_pipeline.featurize" and producer["matchedBy"] == "content"
     assert producer["dataset"]["version"] == featurize.commit_id
 
@@ -235,7 +264,8 @@ def test_openlineage_is_off_again_after_a_test(tmp_path: Path) -> None:
 
 # -- failure, and lineage that breaks ------------------------------------------------------------
 def test_a_failed_task_sends_fail_with_its_error_and_pins_but_no_outputs(
-        tmp_path: Path, ol_validator: OpenLineageValidator) -> None:
+    tmp_path: Path, ol_validator: OpenLineageValidator
+) -> None:
     events_file = tmp_path / "events.jsonl"
     dag = load_dag("repro_ol_fails_after_reading", LINEAGE_DAGS_FILE.name)
     with openlineage_enabled(file_transport(events_file)):
@@ -256,8 +286,9 @@ def test_a_failed_task_sends_fail_with_its_error_and_pins_but_no_outputs(
     assert any(e["job"]["name"] == dag.dag_id and e["eventType"] == "FAIL" for e in events)
 
 
-def test_lineage_never_fails_a_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    caplog: pytest.LogCaptureFixture) -> None:
+def test_lineage_never_fails_a_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from airflow_repro.adapters import openlineage_facets
     from airflow_repro.airflow import lineage
 
@@ -300,10 +331,12 @@ def test_an_unreachable_lineage_backend_does_not_fail_the_task(repro_env: dict[s
 
 # -- HTTP (production) ---------------------------------------------------------------------------
 def test_http_transport_delivers_valid_events_to_a_receiver_on_loopback(
-        receiver: LineageReceiver, ol_validator: OpenLineageValidator, repro_env: dict[str, str]) -> None:
+    receiver: LineageReceiver, ol_validator: OpenLineageValidator, repro_env: dict[str, str]
+) -> None:
     dag = load_dag("repro_ol_small", LINEAGE_DAGS_FILE.name)
-    with openlineage_enabled({"type": "http", "url": receiver.url, "endpoint": "api/v1/lineage", "timeout": 5},
-                             namespace="repro-tests"):
+    with openlineage_enabled(
+        {"type": "http", "url": receiver.url, "endpoint": "api/v1/lineage", "timeout": 5}, namespace="repro-tests"
+    ):
         dag_run = dag.test()
     assert dag_run.state == "success"
     events = receiver.wait_for(5)
@@ -322,8 +355,16 @@ def test_http_transport_delivers_valid_events_to_a_receiver_on_loopback(
     assert params["param.factor"] == "3" and params["secret_names"] == "MY_TOKEN"
 
     # the consumer command reads the receiver's export endpoint, following its pages
-    result = run_cli("readers", f"{receiver.url}/api/v1/events/lineage", "repro/data/a.txt",
-                     "--version", recorded["write"].commit_id, "--json", "--header", "Authorization: Bearer t0k")
+    result = run_cli(
+        "readers",
+        f"{receiver.url}/api/v1/events/lineage",
+        "repro/data/a.txt",
+        "--version",
+        recorded["write"].commit_id,
+        "--json",
+        "--header",
+        "Authorization: Bearer t0k",
+    )
     assert result.exit_code == 0, result.output
     assert [r["run"]["job"]["name"] for r in json.loads(result.output)] == ["repro_ol_small.double"]
     gets = [(p, h) for m, p, h in receiver.requests if m == "GET"]
@@ -343,7 +384,8 @@ def test_task_events_from_a_forked_child_as_in_production(tmp_path: Path, ol_val
 
 # -- replay: what it replays, and the verdict once known -----------------------------------------
 def test_a_replay_names_what_it_replays_and_later_its_verdict(
-        tmp_path: Path, ol_validator: OpenLineageValidator, repro_env: dict[str, str]) -> None:
+    tmp_path: Path, ol_validator: OpenLineageValidator, repro_env: dict[str, str]
+) -> None:
     from airflow_repro.airflow import replay as service
     from tests.airflow.test_replay import run_replay
 
@@ -361,13 +403,24 @@ def test_a_replay_names_what_it_replays_and_later_its_verdict(
     assert_valid(ol_validator, events)
 
     def dag_run_event(run_id: str) -> dict[str, Any]:
-        return next(e for e in events if e["job"]["name"] == dag.dag_id and e["eventType"] == "COMPLETE"
-                    and e["run"]["facets"]["airflowDagRun"]["dagRun"]["run_id"] == run_id)
+        return next(
+            e
+            for e in events
+            if e["job"]["name"] == dag.dag_id
+            and e["eventType"] == "COMPLETE"
+            and e["run"]["facets"]["airflowDagRun"]["dagRun"]["run_id"] == run_id
+        )
 
-    originals = {e["job"]["name"]: e["run"]["runId"] for e in events if e["eventType"] == "COMPLETE"
-                 and e["run"]["facets"].get(MANIFEST_FACET, {}).get("task", {}).get("runId") == original.run_id}
-    original_digests = {t.manifest.identity.task_id: t.manifest.digest
-                        for t in load_run(backends.store, dag.dag_id, original.run_id).tasks}
+    originals = {
+        e["job"]["name"]: e["run"]["runId"]
+        for e in events
+        if e["eventType"] == "COMPLETE"
+        and e["run"]["facets"].get(MANIFEST_FACET, {}).get("task", {}).get("runId") == original.run_id
+    }
+    original_digests = {
+        t.manifest.identity.task_id: t.manifest.digest
+        for t in load_run(backends.store, dag.dag_id, original.run_id).tasks
+    }
     replay_runs = {}
     for event in events:
         facet = event["run"]["facets"].get(REPLAY_FACET)
@@ -396,8 +449,9 @@ def test_a_replay_names_what_it_replays_and_later_its_verdict(
         assert facet["originalRun"] == {"runId": originals[name], "job": {"namespace": "default", "name": name}}
 
     # the consumer sees it: the replay's output, what it replays and the verdict
-    replay_commit = {t.manifest.identity.task_id: t.commit_id
-                     for t in load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks}["double"]
+    replay_commit = {
+        t.manifest.identity.task_id: t.commit_id for t in load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks
+    }["double"]
     result = run_cli("produced-by", str(events_file), "repro/data/b.txt", "--version", replay_commit, "--json")
     assert result.exit_code == 0, result.output
     [answer] = json.loads(result.output)

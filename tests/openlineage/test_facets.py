@@ -33,15 +33,18 @@ COMMIT = "c0" * 32
 
 
 # -- naming --------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("store_uri", "namespace"), [
-    ("file:///srv/repro/store", "repro+file://box/srv/repro/store"),
-    ("/srv/repro/store", "repro+file://box/srv/repro/store"),
-    ("file://nfs-1/srv/repro/store", "repro+file://nfs-1/srv/repro/store"),
-    ("file:///srv/my store/", "repro+file://box/srv/my%20store"),
-    ("lakefs://LakeFS.internal:8000", "lakefs://lakefs.internal:8000"),
-    ("http://lakefs.internal:8000/api/v1", "lakefs://lakefs.internal:8000"),
-    ("https://lakefs.example.com", "lakefs://lakefs.example.com:443"),
-])
+@pytest.mark.parametrize(
+    ("store_uri", "namespace"),
+    [
+        ("file:///srv/repro/store", "repro+file://box/srv/repro/store"),
+        ("/srv/repro/store", "repro+file://box/srv/repro/store"),
+        ("file://nfs-1/srv/repro/store", "repro+file://nfs-1/srv/repro/store"),
+        ("file:///srv/my store/", "repro+file://box/srv/my%20store"),
+        ("lakefs://LakeFS.internal:8000", "lakefs://lakefs.internal:8000"),
+        ("http://lakefs.internal:8000/api/v1", "lakefs://lakefs.internal:8000"),
+        ("https://lakefs.example.com", "lakefs://lakefs.example.com:443"),
+    ],
+)
 def test_store_namespaces(store_uri: str, namespace: str) -> None:
     assert olf.store_namespace(store_uri, hostname="Box") == namespace
 
@@ -55,8 +58,15 @@ def test_store_uris_without_a_convention_are_refused(store_uri: str) -> None:
 def test_dataset_names_keep_the_commit_out() -> None:
     assert olf.dataset_name("repro", "features/train.csv") == "repro/features/train.csv"
     assert olf.dataset_name("ml-data", "models/") == "ml-data/models"
-    dataset = olf.output_dataset("lakefs://lakefs:8000", "repro", "a.csv", commit_id=COMMIT,
-                                 content_hash="blake3:" + "1" * 64, size=3, ref="main")
+    dataset = olf.output_dataset(
+        "lakefs://lakefs:8000",
+        "repro",
+        "a.csv",
+        commit_id=COMMIT,
+        content_hash="blake3:" + "1" * 64,
+        size=3,
+        ref="main",
+    )
     assert dataset.name == "repro/a.csv" and COMMIT not in dataset.namespace + dataset.name
     assert dataset.facets["version"].datasetVersion == COMMIT
 
@@ -68,8 +78,11 @@ def test_every_shipped_schema_is_versioned_immutable_and_named_by_the_spec() -> 
     assert lineage_query.SCHEMA_BASE_URL.endswith("/airflow_repro/schemas/openlineage/")
     shipped = sorted(p.name for p in PACKAGE_SCHEMAS.glob("*.json"))
     assert shipped == sorted(lineage_query.FACET_SCHEMA_FILES.values())
-    keys = {"ReproManifestRunFacet": lineage_query.MANIFEST_FACET, "ReproReplayRunFacet": lineage_query.REPLAY_FACET,
-            "ReproObjectDatasetFacet": lineage_query.OBJECT_FACET}
+    keys = {
+        "ReproManifestRunFacet": lineage_query.MANIFEST_FACET,
+        "ReproReplayRunFacet": lineage_query.REPLAY_FACET,
+        "ReproObjectDatasetFacet": lineage_query.OBJECT_FACET,
+    }
     for facet_class, file_name in lineage_query.FACET_SCHEMA_FILES.items():
         # {Prefix}{Name}{Entity}Facet, key {prefix}_{name} in camelCase, a file per SchemaVer version
         match = re.fullmatch(r"Repro([A-Z][A-Za-z]*)(Run|Job|Dataset)Facet", facet_class)
@@ -86,42 +99,79 @@ def test_every_shipped_schema_is_versioned_immutable_and_named_by_the_spec() -> 
         url = lineage_query.facet_schema_url(facet_class)
         assert url == f"{schema['$id']}#/$defs/{facet_class}"
     assert set(lineage_query.shipped_schemas()) == {
-        lineage_query.SCHEMA_BASE_URL + f for f in lineage_query.FACET_SCHEMA_FILES.values()}
+        lineage_query.SCHEMA_BASE_URL + f for f in lineage_query.FACET_SCHEMA_FILES.values()
+    }
 
 
 # -- our facets against them ---------------------------------------------------------------------
 def sample_facets() -> dict[str, Any]:
     identity = AirflowIdentity(dag_id="d", run_id="manual__1", task_id="t", try_number=2, map_index=3)
-    code = CodeVersion(bundle_name="dags", bundle_version="1a2b3c", dag_file="pipelines/d.py", callable="m:f",
-                       source_hash=SHA, module_hash=SHA)
-    environment = EnvironmentPin(kind="image", digest="sha256:" + "cd" * 32, python="3.11.7",
-                                 image="registry.example.com/ml@sha256:" + "cd" * 32)
+    code = CodeVersion(
+        bundle_name="dags",
+        bundle_version="1a2b3c",
+        dag_file="pipelines/d.py",
+        callable="m:f",
+        source_hash=SHA,
+        module_hash=SHA,
+    )
+    environment = EnvironmentPin(
+        kind="image", digest="sha256:" + "cd" * 32, python="3.11.7", image="registry.example.com/ml@sha256:" + "cd" * 32
+    )
     replay = ReplayInfo(of_run_id="manual__0", mode="pinned", plan_digest=SHA, original_manifest_digest=SHA)
     full = olf.manifest_run_facet(
-        identity=identity, code=code, environment=environment, repository="repro", branch="run_d_x",
-        seed=7, resources=Resources(cpu=2, memory="4Gi", gpu=1, accelerator="nvidia-h100"),
+        identity=identity,
+        code=code,
+        environment=environment,
+        repository="repro",
+        branch="run_d_x",
+        seed=7,
+        resources=Resources(cpu=2, memory="4Gi", gpu=1, accelerator="nvidia-h100"),
         mlflow_run=Tracking(mlflow_run_id="r1", mlflow_experiment_id="5", mlflow_tracking_uri="http://mlflow:5000"),
-        manifest=type("M", (), {"digest": SHA, "schema_version": "1.0"})(), manifest_path="_repro/manifests/t.3.json",
-        commit_id=COMMIT, reused_commit=False,
+        manifest=type("M", (), {"digest": SHA, "schema_version": "1.0"})(),
+        manifest_path="_repro/manifests/t.3.json",
+        commit_id=COMMIT,
+        reused_commit=False,
     )
-    pins_only = olf.manifest_run_facet(identity=identity, code=CodeVersion(source_hash=SHA),
-                                       environment=EnvironmentPin(kind="fingerprint", digest=SHA, python="3.11"),
-                                       repository="repro", branch="b", seed=None, resources=None)
-    pinned = DataInput(name="x", repository="repro", ref="main", commit_id=COMMIT, path="a.csv",
-                       content_hash="blake3:" + "2" * 64, size=10)
+    pins_only = olf.manifest_run_facet(
+        identity=identity,
+        code=CodeVersion(source_hash=SHA),
+        environment=EnvironmentPin(kind="fingerprint", digest=SHA, python="3.11"),
+        repository="repro",
+        branch="b",
+        seed=None,
+        resources=None,
+    )
+    pinned = DataInput(
+        name="x",
+        repository="repro",
+        ref="main",
+        commit_id=COMMIT,
+        path="a.csv",
+        content_hash="blake3:" + "2" * 64,
+        size=10,
+    )
     return {
         "manifest": full,
         "pins only": pins_only,
         "replay": olf.replay_run_facet(replay),
         "replay verified": olf.replay_run_facet(
-            replay, original_run=("01a218bf-5754-7125-ba9f-071cc0a7cae5", "default", "d.t"), verdict="differs",
-            task_status="missing", verified_at="2026-01-01T00:00:00Z"),
+            replay,
+            original_run=("01a218bf-5754-7125-ba9f-071cc0a7cae5", "default", "d.t"),
+            verdict="differs",
+            task_status="missing",
+            verified_at="2026-01-01T00:00:00Z",
+        ),
         "object of an input": olf.resolved_input("repro+file://h/s", pinned).facets[olf.OBJECT_FACET],
         "object of an output": olf.committed_output(
-            "repro+file://h/s", "repro", "run_b", DataOutput(path="o.csv", content_hash="blake3:" + "3" * 64, size=1),
-            COMMIT).facets[olf.OBJECT_FACET],
+            "repro+file://h/s",
+            "repro",
+            "run_b",
+            DataOutput(path="o.csv", content_hash="blake3:" + "3" * 64, size=1),
+            COMMIT,
+        ).facets[olf.OBJECT_FACET],
         "executionParameters": olf.execution_parameters_facet(
-            Parameters(task_params={"a": [1, 2]}, dag_run_conf={"b": "x" * 5000}, seed=1, secret_names=["S"]), replay),
+            Parameters(task_params={"a": [1, 2]}, dag_run_conf={"b": "x" * 5000}, seed=1, secret_names=["S"]), replay
+        ),
     }
 
 
@@ -163,8 +213,14 @@ def test_our_facets_validate_against_the_schemas_we_ship(ol_validator: OpenLinea
     assert body["resources"] == {"cpu": 2.0, "memory": "4Gi", "gpu": 1, "accelerator": "nvidia-h100"}
     assert body["mlflow"] == {"runId": "r1", "experimentId": "5", "trackingUri": "http://mlflow:5000"}
     parameters = olf.facet_dict(sample_facets()["executionParameters"])["parameters"]
-    assert {p["key"] for p in parameters} == {"seed", "param.a", "conf.b", "secret_names", "replay.of_run_id",
-                                              "replay.mode"}
+    assert {p["key"] for p in parameters} == {
+        "seed",
+        "param.a",
+        "conf.b",
+        "secret_names",
+        "replay.of_run_id",
+        "replay.mode",
+    }
     assert max(len(p["value"]) for p in parameters) == olf.MAX_PARAMETER_CHARS
 
 
@@ -181,33 +237,51 @@ def test_the_shipped_schemas_reject_what_they_should(ol_validator: OpenLineageVa
     ):
         assert ol_validator.errors(broken, url), broken
     schema = ol_validator.shipped[url.split("#")[0]]
-    assert undeclared({**good, "typo": 1, "task": {**good["task"], "tryNumbr": 1}},
-                      schema["$defs"]["ReproManifestRunFacet"], schema) == ["task.tryNumbr", "typo"]
+    assert undeclared(
+        {**good, "typo": 1, "task": {**good["task"], "tryNumbr": 1}}, schema["$defs"]["ReproManifestRunFacet"], schema
+    ) == ["task.tryNumbr", "typo"]
     replay = olf.facet_dict(sample_facets()["replay verified"])
     assert ol_validator.errors({**replay, "verdict": "maybe"}, lineage_query.facet_schema_url("ReproReplayRunFacet"))
-    assert ol_validator.errors({**replay, "originalRun": {"runId": "nope", "job": {"namespace": "n", "name": "j"}}},
-                               lineage_query.facet_schema_url("ReproReplayRunFacet"))
+    assert ol_validator.errors(
+        {**replay, "originalRun": {"runId": "nope", "job": {"namespace": "n", "name": "j"}}},
+        lineage_query.facet_schema_url("ReproReplayRunFacet"),
+    )
 
 
 # -- import costs --------------------------------------------------------------------------------
 def imported_after(statement: str) -> list[str]:
-    watched = ("openlineage", "airflow", "httpx", "rich", "airflow_repro.airflow.lineage",
-               "airflow_repro.adapters.openlineage_facets")
-    code = (f"import sys; {statement}; "
-            f"print(json.dumps(sorted({{w for w in {watched!r} for m in sys.modules if m == w or m.startswith(w + '.')}})))")
+    watched = (
+        "openlineage",
+        "airflow",
+        "httpx",
+        "rich",
+        "airflow_repro.airflow.lineage",
+        "airflow_repro.adapters.openlineage_facets",
+    )
+    code = (
+        f"import sys; {statement}; "
+        f"print(json.dumps(sorted({{w for w in {watched!r} for m in sys.modules if m == w or m.startswith(w + '.')}})))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__OPENLINEAGE__")}
-    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True,
-                         env=env)
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True, env=env
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_the_cli_and_the_query_module_stay_light() -> None:
     assert imported_after("import airflow_repro.cli, airflow_repro.lineage_cli, airflow_repro.core.lineage_query") == []
-    assert "lineage" in subprocess.run([sys.executable, "-m", "airflow_repro.cli", "--help"], capture_output=True,
-                                       text=True, check=True).stdout
+    assert (
+        "lineage"
+        in subprocess.run(
+            [sys.executable, "-m", "airflow_repro.cli", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def test_the_operator_and_plugin_do_not_import_openlineage() -> None:
     loaded = imported_after("import airflow_repro.airflow.operators, airflow_repro.airflow.plugin")
     assert "airflow" in loaded
-    assert not {"openlineage", "airflow_repro.airflow.lineage", "airflow_repro.adapters.openlineage_facets"} & set(loaded)
+    assert not {"openlineage", "airflow_repro.airflow.lineage", "airflow_repro.adapters.openlineage_facets"} & set(
+        loaded
+    )

@@ -45,8 +45,8 @@ from airflow_repro import repro_task, runtime
 
 
 @dag(dag_id="repro_secrets", schedule=None,
-     params={{"db_password": "{SECRETS['param_password']}",
-             "service_url": "https://hooks.example.com/x?token={SECRETS['param_url_token']}", "size": 3}})
+     params={{"db_password": "{SECRETS["param_password"]}",
+             "service_url": "https://hooks.example.com/x?token={SECRETS["param_url_token"]}", "size": 3}})
 def repro_secrets():
     @repro_task(outputs=["received.txt"], seed=1,
                 secret_names=["repro_secret_conn", "repro_db_password", "REPRO_ENV_SECRET"])
@@ -67,16 +67,33 @@ repro_secrets()
 ''')
 
 
-def test_secrets_reach_the_task_and_no_sink(repro_env: dict[str, str], tmp_path: Path,
-                                             tmp_path_factory: pytest.TempPathFactory,
-                                             monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_REPRO_SECRET_CONN", json.dumps({
-        "conn_type": "http", "host": "api.example.com", "login": "svc", "password": SECRETS["conn_password"],
-        "extra": {"api_key": SECRETS["conn_extra_key"]}}))
+def test_secrets_reach_the_task_and_no_sink(
+    repro_env: dict[str, str],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_REPRO_SECRET_CONN",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "api.example.com",
+                "login": "svc",
+                "password": SECRETS["conn_password"],
+                "extra": {"api_key": SECRETS["conn_extra_key"]},
+            }
+        ),
+    )
     monkeypatch.setenv("AIRFLOW_VAR_REPRO_DB_PASSWORD", SECRETS["variable"])
     monkeypatch.setenv("REPRO_ENV_SECRET", SECRETS["env"])
-    conf = {"password": SECRETS["conf_password"], "api_token": SECRETS["conf_token"],
-            "db_url": f"postgresql://svc:{SECRETS['conf_url_password']}@db:5432/x", "size": 2}
+    conf = {
+        "password": SECRETS["conf_password"],
+        "api_token": SECRETS["conf_token"],
+        "db_url": f"postgresql://svc:{SECRETS['conf_url_password']}@db:5432/x",
+        "size": 2,
+    }
     events_file = tmp_path / "events.jsonl"
     dag = load_dag("repro_secrets", DAG_FILE.name)
     with openlineage_enabled({"type": "file", "log_file_path": str(events_file), "append": True}):
@@ -84,10 +101,21 @@ def test_secrets_reach_the_task_and_no_sink(repro_env: dict[str, str], tmp_path:
     assert dag_run.state == "success"
 
     # the task was given every value
-    expected = hashlib.sha256("|".join([
-        SECRETS["conf_password"], SECRETS["conf_token"], conf["db_url"], SECRETS["param_password"],
-        f"https://hooks.example.com/x?token={SECRETS['param_url_token']}", SECRETS["conn_password"],
-        SECRETS["conn_extra_key"], SECRETS["variable"], SECRETS["env"]]).encode()).hexdigest()
+    expected = hashlib.sha256(
+        "|".join(
+            [
+                SECRETS["conf_password"],
+                SECRETS["conf_token"],
+                conf["db_url"],
+                SECRETS["param_password"],
+                f"https://hooks.example.com/x?token={SECRETS['param_url_token']}",
+                SECRETS["conn_password"],
+                SECRETS["conn_extra_key"],
+                SECRETS["variable"],
+                SECRETS["env"],
+            ]
+        ).encode()
+    ).hexdigest()
     home = Path(repro_env["home"])
     from airflow_repro.adapters.local_store import LocalStore
 
@@ -106,8 +134,9 @@ def test_secrets_reach_the_task_and_no_sink(repro_env: dict[str, str], tmp_path:
 
     sinks = {
         "the store": _files(home / "store"),
-        "MLflow (database and artifacts)": [p for d in tmp_path_factory.getbasetemp().glob("mlflow-server*")
-                                             for p in _files(d)],
+        "MLflow (database and artifacts)": [
+            p for d in tmp_path_factory.getbasetemp().glob("mlflow-server*") for p in _files(d)
+        ],
         "OpenLineage events": [events_file],
         "workspaces left behind": _files(home / "work"),
         "Airflow's task logs": _files(airflow_conftest.SESSION_HOME / "airflow" / "logs"),
@@ -116,10 +145,14 @@ def test_secrets_reach_the_task_and_no_sink(repro_env: dict[str, str], tmp_path:
     assert any(e.get("eventType") == "COMPLETE" for e in events)
     output = capfd.readouterr()
     assert "the task ran with 9 secrets" in output.out + output.err
-    leaks = [f"{name} in {where}" for where, files in sinks.items() for path in files
-             for name, value in SECRETS.items() if value.encode() in path.read_bytes()]
-    leaks += [f"{name} in the task's output" for name, value in SECRETS.items()
-              if value in output.out + output.err]
+    leaks = [
+        f"{name} in {where}"
+        for where, files in sinks.items()
+        for path in files
+        for name, value in SECRETS.items()
+        if value.encode() in path.read_bytes()
+    ]
+    leaks += [f"{name} in the task's output" for name, value in SECRETS.items() if value in output.out + output.err]
     leaks += [f"{name} in XCom" for name, value in SECRETS.items() if value in _xcom_text(dag.dag_id, dag_run.run_id)]
     assert leaks == []
 
@@ -134,6 +167,7 @@ def _xcom_text(dag_id: str, run_id: str) -> str:
     from sqlalchemy import select
 
     with create_session() as session:
-        rows = session.scalars(select(XComModel.value).where(XComModel.dag_id == dag_id,
-                                                             XComModel.run_id == run_id)).all()
+        rows = session.scalars(
+            select(XComModel.value).where(XComModel.dag_id == dag_id, XComModel.run_id == run_id)
+        ).all()
     return json.dumps([str(r) for r in rows])

@@ -28,20 +28,42 @@ def dataset(name: str, version: str | None, content: str | None = None, ref: str
     return {"namespace": NS, "name": name, "facets": facets}
 
 
-def event(kind: str, run_id: str, job: str, when: str, *, inputs: list[Any] = (), outputs: list[Any] = (),
-          facets: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"eventType": kind, "eventTime": when, "run": {"runId": run_id, "facets": facets or {}},
-            "job": {"namespace": "default", "name": job, "facets": {}},
-            "inputs": list(inputs), "outputs": list(outputs), "producer": "p", "schemaURL": "s"}
+def event(
+    kind: str,
+    run_id: str,
+    job: str,
+    when: str,
+    *,
+    inputs: list[Any] = (),
+    outputs: list[Any] = (),
+    facets: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "eventType": kind,
+        "eventTime": when,
+        "run": {"runId": run_id, "facets": facets or {}},
+        "job": {"namespace": "default", "name": job, "facets": {}},
+        "inputs": list(inputs),
+        "outputs": list(outputs),
+        "producer": "p",
+        "schemaURL": "s",
+    }
 
 
 def manifest(task: str, commit: str, image: str) -> dict[str, Any]:
-    return {q.MANIFEST_FACET: {"manifestDigest": "sha256:" + task[0] * 64, "commitId": commit, "repository": "repro",
-                               "branch": "run_b", "environment": {"kind": "image", "digest": image, "image": image},
-                               "code": {"sourceHash": "sha256:" + "c" * 64, "callable": f"dags.p:{task}"},
-                               "task": {"dagId": "p", "runId": "manual__1", "taskId": task, "mapIndex": -1,
-                                        "tryNumber": 1},
-                               "seed": 1, "mlflow": {"runId": f"mlflow-{task}"}}}
+    return {
+        q.MANIFEST_FACET: {
+            "manifestDigest": "sha256:" + task[0] * 64,
+            "commitId": commit,
+            "repository": "repro",
+            "branch": "run_b",
+            "environment": {"kind": "image", "digest": image, "image": image},
+            "code": {"sourceHash": "sha256:" + "c" * 64, "callable": f"dags.p:{task}"},
+            "task": {"dagId": "p", "runId": "manual__1", "taskId": task, "mapIndex": -1, "tryNumber": 1},
+            "seed": 1,
+            "mlflow": {"runId": f"mlflow-{task}"},
+        }
+    }
 
 
 def pipeline() -> list[dict[str, Any]]:
@@ -49,26 +71,70 @@ def pipeline() -> list[dict[str, Any]]:
     (raw unchanged since C1); a failed attempt of report read feat@C2; eval in another run wrote feat@C3."""
     return [
         event("START", "r-ingest", "p.ingest", "2026-01-01T00:00:01Z", outputs=[dataset("repro/raw.csv", None)]),
-        event("COMPLETE", "r-ingest", "p.ingest", "2026-01-01T00:00:02Z",
-              outputs=[dataset("repro/raw.csv", C1, H_RAW)], facets=manifest("ingest", C1, "img@sha256:1")),
+        event(
+            "COMPLETE",
+            "r-ingest",
+            "p.ingest",
+            "2026-01-01T00:00:02Z",
+            outputs=[dataset("repro/raw.csv", C1, H_RAW)],
+            facets=manifest("ingest", C1, "img@sha256:1"),
+        ),
         event("START", "r-feat", "p.featurize", "2026-01-01T00:00:03Z", inputs=[dataset("repro/raw.csv", None)]),
-        event("COMPLETE", "r-feat", "p.featurize", "2026-01-01T00:00:04Z",
-              inputs=[dataset("repro/raw.csv", C1, H_RAW)], outputs=[dataset("repro/feat.csv", C2, H_FEAT)],
-              facets=manifest("featurize", C2, "img@sha256:2")),
-        event("COMPLETE", "r-train", "p.train", "2026-01-01T00:00:06Z",
-              inputs=[dataset("repro/raw.csv", C2, H_RAW), dataset("repro/feat.csv", C2, H_FEAT)],
-              outputs=[dataset("repro/model.json", C3, "blake3:" + "d" * 64)], facets=manifest("train", C3, "i")),
+        event(
+            "COMPLETE",
+            "r-feat",
+            "p.featurize",
+            "2026-01-01T00:00:04Z",
+            inputs=[dataset("repro/raw.csv", C1, H_RAW)],
+            outputs=[dataset("repro/feat.csv", C2, H_FEAT)],
+            facets=manifest("featurize", C2, "img@sha256:2"),
+        ),
+        event(
+            "COMPLETE",
+            "r-train",
+            "p.train",
+            "2026-01-01T00:00:06Z",
+            inputs=[dataset("repro/raw.csv", C2, H_RAW), dataset("repro/feat.csv", C2, H_FEAT)],
+            outputs=[dataset("repro/model.json", C3, "blake3:" + "d" * 64)],
+            facets=manifest("train", C3, "i"),
+        ),
         event("START", "r-report", "p.report", "2026-01-01T00:00:07Z", inputs=[dataset("repro/feat.csv", C2, H_FEAT)]),
-        event("FAIL", "r-report", "p.report", "2026-01-01T00:00:08Z", inputs=[dataset("repro/feat.csv", C2, H_FEAT)],
-              outputs=[dataset("repro/report.txt", None)]),
+        event(
+            "FAIL",
+            "r-report",
+            "p.report",
+            "2026-01-01T00:00:08Z",
+            inputs=[dataset("repro/feat.csv", C2, H_FEAT)],
+            outputs=[dataset("repro/report.txt", None)],
+        ),
         # the same bytes, written by another run on its own branch: a different version
-        event("COMPLETE", "r-replay", "p.featurize", "2026-01-02T00:00:04Z",
-              inputs=[dataset("repro/raw.csv", C1, H_RAW)], outputs=[dataset("repro/feat.csv", C4, H_FEAT, "run_r")],
-              facets={**manifest("featurize", C4, "img@sha256:2"),
-                      q.REPLAY_FACET: {"ofRunId": "manual__1", "mode": "pinned", "verdict": "identical"}}),
-        event("OTHER", "r-replay", "p.featurize", "2026-01-03T00:00:00Z",
-              facets={q.REPLAY_FACET: {"ofRunId": "manual__1", "mode": "pinned", "verdict": "differs",
-                                       "_producer": "x", "_schemaURL": "y"}}),
+        event(
+            "COMPLETE",
+            "r-replay",
+            "p.featurize",
+            "2026-01-02T00:00:04Z",
+            inputs=[dataset("repro/raw.csv", C1, H_RAW)],
+            outputs=[dataset("repro/feat.csv", C4, H_FEAT, "run_r")],
+            facets={
+                **manifest("featurize", C4, "img@sha256:2"),
+                q.REPLAY_FACET: {"ofRunId": "manual__1", "mode": "pinned", "verdict": "identical"},
+            },
+        ),
+        event(
+            "OTHER",
+            "r-replay",
+            "p.featurize",
+            "2026-01-03T00:00:00Z",
+            facets={
+                q.REPLAY_FACET: {
+                    "ofRunId": "manual__1",
+                    "mode": "pinned",
+                    "verdict": "differs",
+                    "_producer": "x",
+                    "_schemaURL": "y",
+                }
+            },
+        ),
     ]
 
 
@@ -103,16 +169,22 @@ def test_produced_by_names_commit_inputs_environment_and_code() -> None:
 
 
 def test_readers_of_a_version_include_later_commits_of_the_same_object() -> None:
-    found = [(r["run"]["runId"], r["run"]["state"], r["matchedBy"], r["dataset"]["version"])
-             for r in q.readers(pipeline(), "repro/raw.csv", C1)]
-    assert found == [("r-feat", "COMPLETE", "version", C1), ("r-train", "COMPLETE", "content", C2),
-                     ("r-replay", "COMPLETE", "version", C1)]
+    found = [
+        (r["run"]["runId"], r["run"]["state"], r["matchedBy"], r["dataset"]["version"])
+        for r in q.readers(pipeline(), "repro/raw.csv", C1)
+    ]
+    assert found == [
+        ("r-feat", "COMPLETE", "version", C1),
+        ("r-train", "COMPLETE", "content", C2),
+        ("r-replay", "COMPLETE", "version", C1),
+    ]
     feat = [(r["run"]["runId"], r["run"]["state"]) for r in q.readers(pipeline(), "repro/feat.csv", C2)]
     assert feat == [("r-train", "COMPLETE"), ("r-report", "FAIL")]
     # identical bytes on another branch are another version: nobody read C4
     assert q.readers(pipeline(), "repro/feat.csv", C4) == []
     assert [r["outputs"] for r in q.readers(pipeline(), "repro/feat.csv", C2)][0] == [
-        {"namespace": NS, "name": "repro/model.json", "version": C3}]
+        {"namespace": NS, "name": "repro/model.json", "version": C3}
+    ]
 
 
 def test_dataset_versions_counts_writers_and_readers() -> None:
@@ -160,8 +232,14 @@ def test_cli_on_a_file(tmp_path: Path) -> None:
     events_file.write_text("\n".join(json.dumps(e) for e in pipeline()))
     human = cli("produced-by", str(events_file), "repro/feat.csv", "--version", C2)
     assert human.exit_code == 0, human.output
-    for text in ("p.featurize", f"commit       {C2} on repro/run_b", f"repro/raw.csv @ {C1}", "image img@sha256:2",
-                 "dags.p:featurize", "mlflow run mlflow-featurize"):
+    for text in (
+        "p.featurize",
+        f"commit       {C2} on repro/run_b",
+        f"repro/raw.csv @ {C1}",
+        "image img@sha256:2",
+        "dags.p:featurize",
+        "mlflow run mlflow-featurize",
+    ):
         assert text in human.output, text
     replayed = cli("produced-by", str(events_file), "repro/feat.csv", "--version", C4)
     assert "replay of    manual__1 (pinned), verdict differs" in replayed.output

@@ -77,5 +77,10 @@ def test_every_command_reads_airflows_config_with_home_over_it(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["store"] == str(home / "store") and seen["repository"] == "from-cfg"
-    assert seen["codes"] == {"show dag manual__1": 0, "diff dag manual__1 manual__1": 0, "fsck": 0, "gc": 0,
-                             f"show dag manual__1 --home {tmp_path / 'elsewhere'}": EXIT_USER_ERROR}
+    assert seen["codes"] == {
+        "show dag manual__1": 0,
+        "diff dag manual__1 manual__1": 0,
+        "fsck": 0,
+        "gc": 0,
+        f"show dag manual__1 --home {tmp_path / 'elsewhere'}": EXIT_USER_ERROR,
+    }

@@ -64,8 +64,11 @@ def test_lineage_sources_that_are_not_events(tmp_path, monkeypatch):
     assert_clean_failure(run("lineage", "datasets", "http://127.0.0.1:9", "--header", "X: \u00e9"), 2, "--header")
     readable = tmp_path / "ok.jsonl"
     readable.write_text("{}\n")
-    monkeypatch.setattr(Path, "read_text", lambda *a, **k: (_ for _ in ()).throw(
-        PermissionError(errno.EACCES, "Permission denied", str(readable))))
+    monkeypatch.setattr(
+        Path,
+        "read_text",
+        lambda *a, **k: (_ for _ in ()).throw(PermissionError(errno.EACCES, "Permission denied", str(readable))),
+    )
     assert_clean_failure(run("lineage", "datasets", str(readable)), 2, "Permission denied")
 
 
@@ -115,8 +118,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     record(store, home, REPLAY, {"model.bin": b"other weights"})
     save_report(store, REPO, verify_replay(original, load_run(store, DAG, REPLAY)))
     (root / "binary.jsonl").write_bytes(bytes(range(256)))
-    (root / "events.jsonl").write_text(json.dumps({"eventType": "COMPLETE", "run": {"runId": "r"},
-                                                   "job": {"namespace": "n", "name": "j"}}) + "\n")
+    (root / "events.jsonl").write_text(
+        json.dumps({"eventType": "COMPLETE", "run": {"runId": "r"}, "job": {"namespace": "n", "name": "j"}}) + "\n"
+    )
     (root / "a-file").write_text("x")
 
     patch = pytest.MonkeyPatch()
@@ -136,32 +140,55 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 def _strategies(world: dict[str, str]) -> st.SearchStrategy[list[str]]:
     root = world["root"]
-    words = st.one_of(st.sampled_from([DAG, RUN, REPLAY, "nope", "", "-", "..", "a/b", "\x00"]),
-                      st.text(max_size=12))
-    numbers = st.one_of(st.sampled_from(["nan", "inf", "-inf", "1e309", "-1", "0", "0.05", "30", "1e6", "x", ""]),
-                        st.floats(allow_nan=True, allow_infinity=True).map(repr))
+    words = st.one_of(st.sampled_from([DAG, RUN, REPLAY, "nope", "", "-", "..", "a/b", "\x00"]), st.text(max_size=12))
+    numbers = st.one_of(
+        st.sampled_from(["nan", "inf", "-inf", "1e309", "-1", "0", "0.05", "30", "1e6", "x", ""]),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    )
     durations = st.one_of(numbers, st.sampled_from(["0s", "90s", "30m", "1h", "2d", "1w", "-1h", "1e400d"]))
-    homes = st.sampled_from([world["home"], world["home"], f"{root}/missing", f"{root}/a-file", "/proc", "", "\x00", "~nobody-x/h"])
-    sources = st.sampled_from([f"{root}/events.jsonl", f"{root}/binary.jsonl", root, f"{root}/missing", "/dev/null",
-                               "http://", "http://[::1", "http://127.0.0.1:9/x", "ftp://x", "http://h:99999", "~x/y"])
+    homes = st.sampled_from(
+        [world["home"], world["home"], f"{root}/missing", f"{root}/a-file", "/proc", "", "\x00", "~nobody-x/h"]
+    )
+    sources = st.sampled_from(
+        [
+            f"{root}/events.jsonl",
+            f"{root}/binary.jsonl",
+            root,
+            f"{root}/missing",
+            "/dev/null",
+            "http://",
+            "http://[::1",
+            "http://127.0.0.1:9/x",
+            "ftp://x",
+            "http://h:99999",
+            "~x/y",
+        ]
+    )
     outs = st.sampled_from([f"{root}/schemas", f"{root}/a-file", f"{root}/a-file/sub", "/proc/schemas", "/dev/null"])
 
     def options(**choices: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
         return st.lists(st.sampled_from(sorted(choices)), max_size=4).flatmap(
             lambda names: st.tuples(*(choices[n].map(lambda v, n=n: [n, v]) for n in names)).map(
-                lambda pairs: [token for pair in pairs for token in pair]))
+                lambda pairs: [token for pair in pairs for token in pair]
+            )
+        )
 
     def flags(*names: str) -> st.SearchStrategy[list[str]]:
         return st.lists(st.sampled_from(names), max_size=len(names), unique=True)
 
-    def command(name: list[str], positional: st.SearchStrategy[list[str]], opts: st.SearchStrategy[list[str]],
-                fl: st.SearchStrategy[list[str]]) -> st.SearchStrategy[list[str]]:
+    def command(
+        name: list[str],
+        positional: st.SearchStrategy[list[str]],
+        opts: st.SearchStrategy[list[str]],
+        fl: st.SearchStrategy[list[str]],
+    ) -> st.SearchStrategy[list[str]]:
         return st.tuples(positional, opts, fl).map(lambda t: [*name, *t[0], *t[1], *t[2]])
 
     def runs(*known: list[str], arity: int) -> st.SearchStrategy[list[str]]:
         """Mostly real runs (so the success and "differs" paths run too), else anything, or too few."""
-        return st.one_of(st.sampled_from(known), st.lists(words, min_size=arity, max_size=arity),
-                         st.lists(words, max_size=arity - 1))
+        return st.one_of(
+            st.sampled_from(known), st.lists(words, min_size=arity, max_size=arity), st.lists(words, max_size=arity - 1)
+        )
 
     two, three = runs([DAG, RUN], [DAG, REPLAY], arity=2), runs([DAG, RUN, REPLAY], [DAG, RUN, RUN], arity=3)
     lineage_opts = options(**{"--namespace": words, "--version": words, "--header": words, "--timeout": numbers})
@@ -172,10 +199,18 @@ def _strategies(world: dict[str, str]) -> st.SearchStrategy[list[str]]:
         command(["fsck"], no_args, options(**{"--home": homes, "--repository": words}), flags("--json")),
         command(["gc"], no_args, options(**{"--home": homes, "--grace": durations}), flags("--json", "--delete")),
         command(["schema"], no_args, options(**{"--out": outs}), no_args),
-        command(["verify"], runs([DAG, REPLAY], [DAG, RUN], arity=2),
-                options(**{"--abs-tol": numbers, "--rel-tol": numbers}), flags("--stored", "--deep", "--json")),
-        command(["replay"], two, options(**{"--mode": st.one_of(st.sampled_from(["pinned", "latest-code"]), words),
-                                            "--timeout": numbers}), flags("--wait", "--verify", "--json")),
+        command(
+            ["verify"],
+            runs([DAG, REPLAY], [DAG, RUN], arity=2),
+            options(**{"--abs-tol": numbers, "--rel-tol": numbers}),
+            flags("--stored", "--deep", "--json"),
+        ),
+        command(
+            ["replay"],
+            two,
+            options(**{"--mode": st.one_of(st.sampled_from(["pinned", "latest-code"]), words), "--timeout": numbers}),
+            flags("--wait", "--verify", "--json"),
+        ),
         command(["lineage", "datasets"], sources.map(lambda s: [s]), lineage_opts, flags("--json")),
         command(["lineage", "produced-by"], st.tuples(sources, words).map(list), lineage_opts, flags("--json")),
         command(["lineage", "readers"], st.tuples(sources, words).map(list), lineage_opts, flags("--json")),
@@ -183,15 +218,24 @@ def _strategies(world: dict[str, str]) -> st.SearchStrategy[list[str]]:
 
 
 #: Where exit 1 is allowed, and what the output then says: a difference, damage, a failed replay.
-_DIFFERS = {"verify": ("DIFFERS", '"verdict": "differs"'), "diff": (": output ", ": only in ", '"change": ', '"field": '),
-            "fsck": ("problem",), "replay": ("ended",)}
+_DIFFERS = {
+    "verify": ("DIFFERS", '"verdict": "differs"'),
+    "diff": (": output ", ": only in ", '"change": ', '"field": '),
+    "fsck": ("problem",),
+    "replay": ("ended",),
+}
 
 
 def test_every_command_exits_with_a_documented_code_and_no_traceback(world):
     env = {"AIRFLOW__REPRO__HOME": world["home"], "AIRFLOW_REPRO_DEBUG": ""}
 
-    @settings(max_examples=1000, deadline=None, database=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=1000,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(args=_strategies(world))
     def check(args: list[str]) -> None:
         result = CliRunner().invoke(main, args, env=env)

@@ -9,8 +9,12 @@ from pathlib import Path
 import airflow_repro
 
 ROOT = Path(airflow_repro.__file__).parent
-RECORD_PATH = {"airflow_repro.airflow.operators", "airflow_repro.airflow.kubernetes", "airflow_repro.airflow.record",
-               "airflow_repro.airflow.lineage"}
+RECORD_PATH = {
+    "airflow_repro.airflow.operators",
+    "airflow_repro.airflow.kubernetes",
+    "airflow_repro.airflow.record",
+    "airflow_repro.airflow.lineage",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -102,6 +106,8 @@ def test_the_record_path_has_no_cycle_even_through_deferred_imports() -> None:
     both use ``record``, which reaches ``lineage`` only when the provider asks for facets."""
     graph = import_graph(nested=True)
     assert "airflow_repro.airflow.operators" not in graph["airflow_repro.airflow.kubernetes"]
-    assert not graph["airflow_repro.airflow.record"] & {"airflow_repro.airflow.operators",
-                                                          "airflow_repro.airflow.kubernetes"}
+    assert not graph["airflow_repro.airflow.record"] & {
+        "airflow_repro.airflow.operators",
+        "airflow_repro.airflow.kubernetes",
+    }
     assert [c for c in cycles(graph) if c & RECORD_PATH] == []

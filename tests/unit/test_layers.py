@@ -12,10 +12,7 @@ HEAVY = ("airflow", "mlflow", "lakefs", "lakefs_sdk", "kubernetes", "openlineage
 
 
 def _imported_after(statement: str) -> list[str]:
-    code = (
-        f"import sys; {statement}; "
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
-    )
+    code = f"import sys; {statement}; print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return eval(out.stdout)  # noqa: S307 - our own printed list
 
@@ -36,8 +33,12 @@ def test_package_import_and_local_store_are_light() -> None:
 
 
 def test_the_composition_root_and_the_trackers_import_no_outside_system() -> None:
-    assert _imported_after("import airflow_repro.backends, airflow_repro.adapters.mlflow_tracker, "
-                           "airflow_repro.adapters.mlflow_common") == []
+    assert (
+        _imported_after(
+            "import airflow_repro.backends, airflow_repro.adapters.mlflow_tracker, airflow_repro.adapters.mlflow_common"
+        )
+        == []
+    )
 
 
 def test_no_import_cycle_outside_the_airflow_shell_even_through_deferred_imports() -> None:
@@ -61,9 +62,18 @@ def test_only_the_shell_and_the_composition_root_reach_the_shell() -> None:
 
 def test_public_api() -> None:
     assert airflow_repro.__all__ == [
-        "DagRunManifest", "Input", "LocalStore", "ReproError", "ReproKubernetesPodOperator", "ReproPythonOperator",
+        "DagRunManifest",
+        "Input",
+        "LocalStore",
+        "ReproError",
+        "ReproKubernetesPodOperator",
+        "ReproPythonOperator",
         "ReproSettings",
-        "Resources", "TaskManifest", "__version__", "repro_task", "runtime",
+        "Resources",
+        "TaskManifest",
+        "__version__",
+        "repro_task",
+        "runtime",
     ]
     for name in airflow_repro.__all__:
         assert getattr(airflow_repro, name) is not None

@@ -45,9 +45,7 @@ def put(store: LocalStore, data: bytes, *, move: bool = True) -> StagedObject:
     return store.stage_file(REPO, source, move=move)
 
 
-def commit_files(
-    store: LocalStore, branch: str, files: dict[str, bytes | None], message: str = "c"
-):
+def commit_files(store: LocalStore, branch: str, files: dict[str, bytes | None], message: str = "c"):
     changes = {path: None if data is None else put(store, data) for path, data in files.items()}
     return store.commit(REPO, branch, changes, message=message)
 
@@ -148,9 +146,7 @@ def test_materialized_inputs_are_copies_a_task_cannot_use_to_alter_the_store(sto
         assert reader.read() == b"payload"
 
 
-def test_materialize_link_falls_back_to_copy_when_hard_links_are_impossible(
-    store, repo, tmp_path, monkeypatch
-):
+def test_materialize_link_falls_back_to_copy_when_hard_links_are_impossible(store, repo, tmp_path, monkeypatch):
     commit_files(store, "main", {"a": b"payload"})
 
     def no_links(*args, **kwargs):
@@ -166,9 +162,7 @@ def test_materialize_link_falls_back_to_copy_when_hard_links_are_impossible(
 
 
 @pytest.mark.parametrize("bad_content", [b"PAYLOAD", b"payload plus more", b""])
-def test_a_tampered_object_is_detected_on_every_read(
-    store, repo, tmp_path, monkeypatch, bad_content
-):
+def test_a_tampered_object_is_detected_on_every_read(store, repo, tmp_path, monkeypatch, bad_content):
     commit_files(store, "main", {"a": b"payload"})
     info = store.stat_object(repo, "main", "a")
     tamper(store, info.content_hash, bad_content)
@@ -252,10 +246,7 @@ def test_concurrent_processes_never_lose_a_commit(store, repo):
         store.create_branch(repo, f"own-{worker}", "main")
     context = multiprocessing.get_context("spawn")  # fresh interpreters: nothing shared but disk
     start = context.Event()
-    processes = [
-        context.Process(target=_commit_worker, args=(str(store.root), w, start))
-        for w in range(WORKERS)
-    ]
+    processes = [context.Process(target=_commit_worker, args=(str(store.root), w, start)) for w in range(WORKERS)]
     for process in processes:
         process.start()
     start.set()
@@ -264,9 +255,7 @@ def test_concurrent_processes_never_lose_a_commit(store, repo):
     assert [p.exitcode for p in processes] == [0] * WORKERS
 
     shared_log = list(store.log(repo, SHARED_BRANCH))
-    shared_expected = {
-        f"w{w} c{s}" for w in range(WORKERS) for s in range(0, COMMITS_PER_WORKER, 2)
-    }
+    shared_expected = {f"w{w} c{s}" for w in range(WORKERS) for s in range(0, COMMITS_PER_WORKER, 2)}
     assert shared_log[-1].id == base
     assert len(shared_log) - 1 == len(shared_expected) == 32
     assert {c.message for c in shared_log[:-1]} == shared_expected

@@ -30,8 +30,10 @@ def make_manifest(**overrides: object) -> TaskManifest:
         "identity": AirflowIdentity(dag_id="d", run_id="manual__1", task_id="t", try_number=1),
         "code": CodeVersion(source_hash="sha256:" + "a" * 64),
         "environment": EnvironmentPin(kind="fingerprint", digest="sha256:" + "b" * 64, python="CPython 3.11.7"),
-        "outputs": [DataOutput(path="b.csv", content_hash="blake3:" + "1" * 64, size=3),
-                    DataOutput(path="a.csv", content_hash="blake3:" + "2" * 64, size=4)],
+        "outputs": [
+            DataOutput(path="b.csv", content_hash="blake3:" + "1" * 64, size=3),
+            DataOutput(path="a.csv", content_hash="blake3:" + "2" * 64, size=4),
+        ],
         "output_repository": "repro",
         "output_branch": "run_d_manual__1_x",
         "hardware": Hardware(platform="Linux", machine="x86_64"),

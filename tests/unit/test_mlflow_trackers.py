@@ -253,9 +253,7 @@ def test_a_server_that_is_not_mlflow_is_reported_as_misconfigured(mlflow_server:
 def test_artifact_proxy_path_comes_from_the_runs_artifact_uri() -> None:
     server = "http://mlflow:5000"
     assert artifact_proxy_path("mlflow-artifacts:/1/abc/artifacts", server) == "1/abc/artifacts"
-    assert artifact_proxy_path("mlflow-artifacts://mlflow:5000/1/abc/artifacts", server) == (
-        "1/abc/artifacts"
-    )
+    assert artifact_proxy_path("mlflow-artifacts://mlflow:5000/1/abc/artifacts", server) == ("1/abc/artifacts")
     with pytest.raises(TrackerMisconfigured, match="artifact serving") as caught:
         artifact_proxy_path("s3://bucket/1/abc/artifacts", server)
     assert not caught.value.retryable
@@ -313,8 +311,17 @@ def test_make_tracker_picks_the_adapter_by_uri(uri: str, adapter: type) -> None:
 
 @pytest.mark.parametrize(
     "uri",
-    ["", "   ", "mlruns", "sqlite:///relative.db", "sqlite://", "http://",
-     f"postgresql://repro:{SECRET}@db/mlflow", "databricks", "ftp://host/x"],
+    [
+        "",
+        "   ",
+        "mlruns",
+        "sqlite:///relative.db",
+        "sqlite://",
+        "http://",
+        f"postgresql://repro:{SECRET}@db/mlflow",
+        "databricks",
+        "ftp://host/x",
+    ],
 )
 def test_make_tracker_refuses_other_uris_and_says_what_works(uri: str) -> None:
     with pytest.raises(ConfigError, match=r"sqlite:////absolute") as caught:
@@ -330,6 +337,5 @@ def test_redact_uri_drops_only_the_credentials() -> None:
 def _same_metrics(stored: dict[str, float], logged: dict[str, float]) -> bool:
     """Equal, counting NaN equal to NaN."""
     return stored.keys() == logged.keys() and all(
-        (math.isnan(value) and math.isnan(stored[key])) or stored[key] == value
-        for key, value in logged.items()
+        (math.isnan(value) and math.isnan(stored[key])) or stored[key] == value for key, value in logged.items()
     )

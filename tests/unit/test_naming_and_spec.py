@@ -18,10 +18,16 @@ from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import InvalidNameError, ReproUserError
 
 
-@pytest.mark.parametrize("run_id", [
-    "manual__2026-01-01T00:00:00+00:00", "scheduled__2026-01-01T00:00:00.123456+00:00",
-    "replay/of:x", "ümlaut run", "a" * 400,
-])
+@pytest.mark.parametrize(
+    "run_id",
+    [
+        "manual__2026-01-01T00:00:00+00:00",
+        "scheduled__2026-01-01T00:00:00.123456+00:00",
+        "replay/of:x",
+        "ümlaut run",
+        "a" * 400,
+    ],
+)
 def test_run_branch_names_are_valid_lakefs_branches(run_id: str) -> None:
     name = run_branch_name("my.dag", run_id)
     assert BRANCH_RE.match(name) and len(name) <= 255

@@ -56,7 +56,9 @@ def run_task(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], tr
 BRANCH = run_branch_name("dag", "manual__1")
 
 
-def test_outputs_and_manifest_land_in_one_commit_and_inputs_pin_to_it(recorder: TaskRecorder, store: LocalStore) -> None:
+def test_outputs_and_manifest_land_in_one_commit_and_inputs_pin_to_it(
+    recorder: TaskRecorder, store: LocalStore
+) -> None:
     first = run_task(recorder, TaskSpec(task_id="a", outputs=("data/x.csv",)), {"data/x.csv": b"1,2\n"})
     assert store.resolve_ref("repro", BRANCH) == first.commit.id
     assert {o.path for o in store.list_objects("repro", first.commit.id)} == {"data/x.csv", manifest_path("a", -1)}
@@ -81,18 +83,24 @@ def test_inputs_can_pin_other_refs(recorder: TaskRecorder, store: LocalStore, tm
     staged = store.stage_file("reference-data", source)
     commit = store.commit("reference-data", "main", {"labels.csv": staged}, message="labels v1")
     store.create_tag("reference-data", "v1", commit.id)
-    spec = TaskSpec(task_id="t", inputs={"l": Input("labels.csv", repository="reference-data", ref="v1")}, outputs=("o",))
+    spec = TaskSpec(
+        task_id="t", inputs={"l": Input("labels.csv", repository="reference-data", ref="v1")}, outputs=("o",)
+    )
     recorded = run_task(recorder, spec, {"o": b"o"})
     assert recorded.manifest.inputs[0].commit_id == commit.id and recorded.manifest.inputs[0].ref == "v1"
 
 
-@pytest.mark.parametrize(("declared", "error", "message"), [
-    (Input("missing.csv"), ObjectNotFound, "task t: input 'x'.*missing.csv.*upstream"),
-    (Input("a.csv", repository="no-such-repo"), RepositoryNotFound, "task t: input 'x'.*no-such-repo"),
-    (Input("a.csv", ref="no-such-branch"), RefNotFound, "task t: input 'x'.*no-such-branch"),
-])
-def test_bad_inputs_fail_before_the_task_naming_it(recorder: TaskRecorder, store: LocalStore, declared: Input,
-                                                   error: type[Exception], message: str) -> None:
+@pytest.mark.parametrize(
+    ("declared", "error", "message"),
+    [
+        (Input("missing.csv"), ObjectNotFound, "task t: input 'x'.*missing.csv.*upstream"),
+        (Input("a.csv", repository="no-such-repo"), RepositoryNotFound, "task t: input 'x'.*no-such-repo"),
+        (Input("a.csv", ref="no-such-branch"), RefNotFound, "task t: input 'x'.*no-such-branch"),
+    ],
+)
+def test_bad_inputs_fail_before_the_task_naming_it(
+    recorder: TaskRecorder, store: LocalStore, declared: Input, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         recorder.prepare(TaskSpec(task_id="t", inputs={"x": declared}), environment("t"))
     assert [c.message for c in store.log("repro", BRANCH)] == ["Repository created"]
@@ -104,12 +112,16 @@ def test_params_that_are_not_json_are_refused(recorder: TaskRecorder) -> None:
         recorder.prepare(TaskSpec(task_id="t"), env)
 
 
-@pytest.mark.parametrize(("outputs", "written", "message"), [
-    (("a.txt", "b.txt"), {"a.txt": b"a"}, r"did not write: \['b.txt'\]"),
-    (("a.txt",), {"a.txt": b"a", "extra.txt": b"e"}, r"undeclared outputs \['extra.txt'\]"),
-])
-def test_output_mismatch_commits_nothing(recorder: TaskRecorder, store: LocalStore, outputs: tuple[str, ...],
-                                         written: dict[str, bytes], message: str) -> None:
+@pytest.mark.parametrize(
+    ("outputs", "written", "message"),
+    [
+        (("a.txt", "b.txt"), {"a.txt": b"a"}, r"did not write: \['b.txt'\]"),
+        (("a.txt",), {"a.txt": b"a", "extra.txt": b"e"}, r"undeclared outputs \['extra.txt'\]"),
+    ],
+)
+def test_output_mismatch_commits_nothing(
+    recorder: TaskRecorder, store: LocalStore, outputs: tuple[str, ...], written: dict[str, bytes], message: str
+) -> None:
     with pytest.raises(OutputError, match=message):
         run_task(recorder, TaskSpec(task_id="t", outputs=outputs), written)
     head = store.resolve_ref("repro", BRANCH)
@@ -117,7 +129,9 @@ def test_output_mismatch_commits_nothing(recorder: TaskRecorder, store: LocalSto
 
 
 def test_folder_outputs_and_abort(recorder: TaskRecorder, store: LocalStore) -> None:
-    recorded = run_task(recorder, TaskSpec(task_id="t", outputs=("plots/",)), {"plots/a.png": b"a", "plots/b/c.png": b"c"})
+    recorded = run_task(
+        recorder, TaskSpec(task_id="t", outputs=("plots/",)), {"plots/a.png": b"a", "plots/b/c.png": b"c"}
+    )
     assert [o.path for o in recorded.manifest.outputs] == ["plots/a.png", "plots/b/c.png"]
     prepared = recorder.prepare(TaskSpec(task_id="u", outputs=("u.txt",)), environment("u"))
     (prepared.output_dir / "u.txt").write_bytes(b"half")
@@ -126,8 +140,9 @@ def test_folder_outputs_and_abort(recorder: TaskRecorder, store: LocalStore) -> 
     assert store.resolve_ref("repro", BRANCH) == recorded.commit.id
 
 
-def test_a_retry_with_identical_outputs_reuses_the_commit_and_a_changed_one_does_not(recorder: TaskRecorder,
-                                                                                       store: LocalStore) -> None:
+def test_a_retry_with_identical_outputs_reuses_the_commit_and_a_changed_one_does_not(
+    recorder: TaskRecorder, store: LocalStore
+) -> None:
     spec = TaskSpec(task_id="t", outputs=("o.txt",))
     first = run_task(recorder, spec, {"o.txt": b"same"}, try_number=1)
     again = run_task(recorder, spec, {"o.txt": b"same"}, try_number=2)

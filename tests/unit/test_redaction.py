@@ -30,8 +30,13 @@ def test_sensitive_keys_follow_airflows_rule_and_defaults() -> None:
 
 
 def test_values_under_sensitive_keys_nested_and_in_lists_become_markers() -> None:
-    conf = {"password": "hunter2-secret", "db": {"api_token": {"nested": "tok-123456"}, "host": "db.local"},
-            "items": [{"secret": "s3cr3t-value"}, 1], "size": 0.25, "empty_password": ""}
+    conf = {
+        "password": "hunter2-secret",
+        "db": {"api_token": {"nested": "tok-123456"}, "host": "db.local"},
+        "items": [{"secret": "s3cr3t-value"}, 1],
+        "size": 0.25,
+        "empty_password": "",
+    }
     out = Redactor(key=KEY).redact(conf)
     text = json.dumps(out)
     for value in ("hunter2-secret", "tok-123456", "s3cr3t-value"):
@@ -70,7 +75,9 @@ def test_a_replay_needs_each_secret_again_and_names_how_to_give_it() -> None:
 
     missing = secret_drift(recorded, {})
     assert [(d.kind, d.detail.split("'")[1]) for d in missing] == [
-        (DriftKind.SECRET_MISSING, "api_token"), (DriftKind.SECRET_MISSING, "db.password")]
+        (DriftKind.SECRET_MISSING, "api_token"),
+        (DriftKind.SECRET_MISSING, "db.password"),
+    ]
     assert all("--secret" in d.detail and d.blocks("latest-code") for d in missing)
 
     same = {"api_token": redactor.marker("old-token"), "db.password": redactor.marker("pw-value")}
@@ -85,12 +92,15 @@ def test_a_replay_needs_each_secret_again_and_names_how_to_give_it() -> None:
     assert recorded["db"]["password"] != "pw-value", "the recorded conf is not modified"
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    ("tok-typed-here", "KEY=env:ENV_VAR"),
-    ("api_token=plain-value", "KEY=env:ENV_VAR"),
-    ("api_token=env:", "KEY=env:ENV_VAR"),
-    ("api_token=env:REPRO_TEST_SURELY_UNSET", "is not set"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("tok-typed-here", "KEY=env:ENV_VAR"),
+        ("api_token=plain-value", "KEY=env:ENV_VAR"),
+        ("api_token=env:", "KEY=env:ENV_VAR"),
+        ("api_token=env:REPRO_TEST_SURELY_UNSET", "is not set"),
+    ],
+)
 def test_the_cli_takes_secrets_from_where_they_live_never_from_its_arguments(source: str, message: str) -> None:
     from click.testing import CliRunner
 

@@ -152,8 +152,9 @@ def run(recorder: TaskRecorder) -> RecordedRun:
 # -- plan_replay: pins and drift ----------------------------------------------------------------------
 
 
-def test_an_unchanged_dag_plans_without_drift_and_pins_exactly_what_was_recorded(run: RecordedRun,
-                                                                                  store: LocalStore) -> None:
+def test_an_unchanged_dag_plans_without_drift_and_pins_exactly_what_was_recorded(
+    run: RecordedRun, store: LocalStore
+) -> None:
     the_plan = plan(run, current_of(run), store)
     assert the_plan.drift == [] and the_plan.blocking_drift == []
     assert (the_plan.dag_id, the_plan.original_run_id, the_plan.mode) == (DAG, RUN, "pinned")
@@ -178,14 +179,17 @@ def test_an_unchanged_dag_plans_without_drift_and_pins_exactly_what_was_recorded
     assert the_plan.pins_for("train", map_index=0) is None
 
 
-@pytest.mark.parametrize(("kind", "changes", "recorded", "current"), [
-    (DriftKind.CODE_CHANGED, {"source_hash": OTHER_SOURCE}, SOURCE, OTHER_SOURCE),
-    (DriftKind.BUNDLE_VERSION_CHANGED, {"bundle_version": "bundle-v2"}, "bundle-v1", "bundle-v2"),
-    (DriftKind.ENVIRONMENT_CHANGED, {"environment_digest": "sha256:" + "e" * 64}, None, "sha256:" + "e" * 64),
-])
-def test_each_code_drift_names_the_task_and_both_values(run: RecordedRun, store: LocalStore, kind: DriftKind,
-                                                        changes: dict[str, str], recorded: str | None,
-                                                        current: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "changes", "recorded", "current"),
+    [
+        (DriftKind.CODE_CHANGED, {"source_hash": OTHER_SOURCE}, SOURCE, OTHER_SOURCE),
+        (DriftKind.BUNDLE_VERSION_CHANGED, {"bundle_version": "bundle-v2"}, "bundle-v1", "bundle-v2"),
+        (DriftKind.ENVIRONMENT_CHANGED, {"environment_digest": "sha256:" + "e" * 64}, None, "sha256:" + "e" * 64),
+    ],
+)
+def test_each_code_drift_names_the_task_and_both_values(
+    run: RecordedRun, store: LocalStore, kind: DriftKind, changes: dict[str, str], recorded: str | None, current: str
+) -> None:
     recorded = recorded or fingerprint_pin().digest
     the_plan = plan(run, changed(current_of(run), "train", **changes), store)
     (drift,) = the_plan.drift
@@ -216,7 +220,8 @@ def test_tasks_added_and_removed_since_the_run_are_drift(run: RecordedRun, store
     current["evaluate"] = CurrentTask(task_id="evaluate", source_hash=SOURCE, environment_digest="sha256:x")
     the_plan = plan(run, current, store)
     assert {(d.kind, d.task_id) for d in the_plan.drift} == {
-        (DriftKind.TASK_ADDED, "evaluate"), (DriftKind.TASK_REMOVED, "train"),
+        (DriftKind.TASK_ADDED, "evaluate"),
+        (DriftKind.TASK_REMOVED, "train"),
     }
     assert [p.task_id for p in the_plan.tasks] == ["extract", "train"], "a removed task keeps its recorded pins"
     assert the_plan.pins_for("evaluate") is None
@@ -240,12 +245,14 @@ def test_an_input_whose_data_was_deleted_is_drift_that_blocks_every_mode(run: Re
 def test_pinned_blocks_every_drift_and_latest_code_only_data_and_params(kind: DriftKind) -> None:
     drift = Drift(kind=kind, task_id="t", detail="d")
     assert drift.blocks("pinned")
-    assert drift.blocks("latest-code") == (kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING,
-                                                   DriftKind.SECRET_MISSING})
+    assert drift.blocks("latest-code") == (
+        kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING, DriftKind.SECRET_MISSING}
+    )
 
 
-def test_refusal_lists_each_blocking_drift_and_suggests_latest_code_only_for_code_drift(run: RecordedRun,
-                                                                                         store: LocalStore) -> None:
+def test_refusal_lists_each_blocking_drift_and_suggests_latest_code_only_for_code_drift(
+    run: RecordedRun, store: LocalStore
+) -> None:
     code_only = changed(current_of(run), "train", source_hash=OTHER_SOURCE)
     code_only = changed(code_only, "extract", bundle_version="bundle-v2")
     message = str(ReplayRefused(plan(run, code_only, store)))
@@ -297,8 +304,12 @@ def test_a_saved_plan_lives_on_the_replays_branch_and_loads_back_identical(run: 
     assert loaded == the_plan
     assert loaded.digest == the_plan.digest == ReplayPlan.model_validate_json(the_plan.canonical_json()).digest
     assert loaded.drift[0].kind == DriftKind.CODE_CHANGED
-    assert replay_marker(loaded) == {"of": RUN, "mode": "latest-code", "plan": REPLAY_PLAN_PATH,
-                                     "plan_digest": the_plan.digest}
+    assert replay_marker(loaded) == {
+        "of": RUN,
+        "mode": "latest-code",
+        "plan": REPLAY_PLAN_PATH,
+        "plan_digest": the_plan.digest,
+    }
     with pytest.raises(NotFoundError):
         load_plan(store, REPO, DAG, "replay__never__of__manual__1")
 
@@ -312,8 +323,9 @@ def test_list_replays_finds_only_the_replays_of_the_given_run(recorder: TaskReco
         save_plan(store, p, default_branch="main")
     assert len({p.replay_run_id for p in plans_1 + plans_2}) == 3
 
-    assert sorted(p.replay_run_id for p in list_replays(store, REPO, DAG, "manual__1")) == \
-        sorted(p.replay_run_id for p in plans_1)
+    assert sorted(p.replay_run_id for p in list_replays(store, REPO, DAG, "manual__1")) == sorted(
+        p.replay_run_id for p in plans_1
+    )
     assert list_replays(store, REPO, DAG, "manual__2") == plans_2
     assert list_replays(store, REPO, DAG, "manual__3") == []
     assert list_replays(store, REPO, "other_dag", "manual__1") == []
@@ -338,8 +350,9 @@ def test_a_faithful_replay_verifies_identical(recorder: TaskRecorder, run: Recor
     assert by_task["train"].replay_manifest_digest == replay.tasks[1].manifest.digest
 
 
-def test_a_changed_output_names_the_path_sizes_and_both_hashes(recorder: TaskRecorder, run: RecordedRun,
-                                                               replay_id: str) -> None:
+def test_a_changed_output_names_the_path_sizes_and_both_hashes(
+    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+) -> None:
     other_model = b"model weights v2, a little longer"
     replay = record_pipeline(recorder, replay_id, model=other_model)
     report = verify_replay(run, replay)
@@ -347,11 +360,14 @@ def test_a_changed_output_names_the_path_sizes_and_both_hashes(recorder: TaskRec
     by_task = {t.task_id: t for t in report.tasks}
     assert by_task["extract"].status == "identical"
     assert by_task["train"].status == "differs"
-    assert by_task["train"].objects == [ObjectDifference(
-        path="model.bin", change="changed",
-        original=ObjectSide(content_hash=hash_bytes(MODEL), size=len(MODEL)),
-        replay=ObjectSide(content_hash=hash_bytes(other_model), size=len(other_model)),
-    )]
+    assert by_task["train"].objects == [
+        ObjectDifference(
+            path="model.bin",
+            change="changed",
+            original=ObjectSide(content_hash=hash_bytes(MODEL), size=len(MODEL)),
+            replay=ObjectSide(content_hash=hash_bytes(other_model), size=len(other_model)),
+        )
+    ]
 
 
 def test_outputs_missing_from_or_extra_in_the_replay(recorder: TaskRecorder, replay_id: str) -> None:
@@ -362,10 +378,12 @@ def test_outputs_missing_from_or_extra_in_the_replay(recorder: TaskRecorder, rep
     (task,) = verify_replay(original, replay).tasks
     assert task.status == "differs" and task.objects_compared == 3
     assert task.objects == [
-        ObjectDifference(path="b.txt", change="missing_in_replay",
-                         original=ObjectSide(content_hash=hash_bytes(b"b"), size=1)),
-        ObjectDifference(path="c.txt", change="extra_in_replay",
-                         replay=ObjectSide(content_hash=hash_bytes(b"cc"), size=2)),
+        ObjectDifference(
+            path="b.txt", change="missing_in_replay", original=ObjectSide(content_hash=hash_bytes(b"b"), size=1)
+        ),
+        ObjectDifference(
+            path="c.txt", change="extra_in_replay", replay=ObjectSide(content_hash=hash_bytes(b"cc"), size=2)
+        ),
     ]
 
 
@@ -386,8 +404,9 @@ def test_verifying_against_another_dags_run_is_refused(run: RecordedRun) -> None
 KEY = ("train", -1)
 
 
-def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(recorder: TaskRecorder, run: RecordedRun,
-                                                                        replay_id: str) -> None:
+def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(
+    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+) -> None:
     replay = record_pipeline(recorder, replay_id)
     before, after = {KEY: {"acc": 0.9}}, {KEY: {"acc": 0.9000001}}
     exact = verify_replay(run, replay, original_metrics=before, replay_metrics=after)
@@ -400,15 +419,18 @@ def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(recorder
     assert verify_replay(run, replay, original_metrics=before, replay_metrics=before).verdict == "identical"
 
 
-@pytest.mark.parametrize(("a", "b", "tolerance", "matches"), [
-    (100.0, 100.00005, Tolerance(rel=1e-6), True),
-    (100.0, 100.001, Tolerance(rel=1e-6), False),
-    (0.0, 1e-12, Tolerance(rel=1.0), False),  # rel is relative to |original|: no help at 0
-    (0.0, 1e-12, Tolerance(abs=1e-9, rel=1.0), True),
-    (math.nan, math.nan, Tolerance(), True),
-    (0.5, math.nan, Tolerance(abs=10.0), False),
-    (math.nan, 0.5, Tolerance(abs=10.0), False),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "tolerance", "matches"),
+    [
+        (100.0, 100.00005, Tolerance(rel=1e-6), True),
+        (100.0, 100.001, Tolerance(rel=1e-6), False),
+        (0.0, 1e-12, Tolerance(rel=1.0), False),  # rel is relative to |original|: no help at 0
+        (0.0, 1e-12, Tolerance(abs=1e-9, rel=1.0), True),
+        (math.nan, math.nan, Tolerance(), True),
+        (0.5, math.nan, Tolerance(abs=10.0), False),
+        (math.nan, 0.5, Tolerance(abs=10.0), False),
+    ],
+)
 def test_relative_tolerance_and_nan(a: float, b: float, tolerance: Tolerance, matches: bool) -> None:
     assert tolerance.matches(a, b) is matches
     assert (compare_metrics({"m": a}, {"m": b}, tolerance) == []) is matches
@@ -427,8 +449,9 @@ def test_equal_infinite_metrics_match() -> None:
     assert Tolerance().matches(math.inf, math.inf)
 
 
-def test_a_report_with_a_nan_metric_difference_can_be_saved(recorder: TaskRecorder, run: RecordedRun,
-                                                            replay_id: str) -> None:
+def test_a_report_with_a_nan_metric_difference_can_be_saved(
+    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+) -> None:
     replay = record_pipeline(recorder, replay_id)
     report = verify_replay(run, replay, original_metrics={KEY: {"loss": 0.5}}, replay_metrics={KEY: {"loss": math.nan}})
     assert report.verdict == "differs"
@@ -438,11 +461,17 @@ def test_a_report_with_a_nan_metric_difference_can_be_saved(recorder: TaskRecord
     assert load_report(recorder.store, REPO, report.dag_id, replay_id) == report
 
 
-def test_a_saved_report_lives_on_the_replays_branch_and_loads_back(recorder: TaskRecorder, run: RecordedRun,
-                                                                   replay_id: str) -> None:
+def test_a_saved_report_lives_on_the_replays_branch_and_loads_back(
+    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+) -> None:
     replay = record_pipeline(recorder, replay_id, model=b"other")
-    report = verify_replay(run, replay, original_metrics={KEY: {"acc": 0.9}}, replay_metrics={KEY: {"acc": 0.8}},
-                           tolerance=Tolerance(abs=1e-6, rel=1e-3))
+    report = verify_replay(
+        run,
+        replay,
+        original_metrics={KEY: {"acc": 0.9}},
+        replay_metrics={KEY: {"acc": 0.8}},
+        tolerance=Tolerance(abs=1e-6, rel=1e-3),
+    )
     store = recorder.store
     replay_head = store.resolve_ref(REPO, replay.branch)
     commit_id = save_report(store, REPO, report)
@@ -473,8 +502,9 @@ def set_labels(store: LocalStore, tmp_path: Path, data: bytes) -> str:
     return store.commit("reference-data", "main", {"labels.csv": staged}, message="labels").id
 
 
-LABELLED = TaskSpec(task_id="fit", inputs={"labels": Input("labels.csv", repository="reference-data", ref="main")},
-                    outputs=("out.bin",))
+LABELLED = TaskSpec(
+    task_id="fit", inputs={"labels": Input("labels.csv", repository="reference-data", ref="main")}, outputs=("out.bin",)
+)
 
 
 def test_two_runs_with_the_same_pins_and_outputs_diff_identical(recorder: TaskRecorder, reference: str) -> None:
@@ -489,13 +519,20 @@ def _labels_at(commit_id: str) -> str:
 
 
 @pytest.mark.parametrize("what", ["seed", "params", "inputs", "outputs"])
-def test_diff_names_exactly_what_changed(recorder: TaskRecorder, store: LocalStore, reference: str, tmp_path: Path,
-                                         what: str) -> None:
+def test_diff_names_exactly_what_changed(
+    recorder: TaskRecorder, store: LocalStore, reference: str, tmp_path: Path, what: str
+) -> None:
     first_labels = store.resolve_ref(reference, "main")
     record(recorder, "manual__a", LABELLED, {"out.bin": b"same"}, seed=7, params={"k": 1})
     second_labels = set_labels(store, tmp_path, b"labels v2") if what == "inputs" else first_labels
-    record(recorder, "manual__b", LABELLED, {"out.bin": b"other" if what == "outputs" else b"same"},
-           seed=8 if what == "seed" else 7, params={"k": 2} if what == "params" else {"k": 1})
+    record(
+        recorder,
+        "manual__b",
+        LABELLED,
+        {"out.bin": b"other" if what == "outputs" else b"same"},
+        seed=8 if what == "seed" else 7,
+        params={"k": 2} if what == "params" else {"k": 1},
+    )
     diff = diff_runs(load_run(store, DAG, "manual__a"), load_run(store, DAG, "manual__b"))
     assert not diff.identical and diff.only_in_a == diff.only_in_b == []
     fields = [(f.task_id, f.field, f.a, f.b) for f in diff.fields]
@@ -507,10 +544,16 @@ def test_diff_names_exactly_what_changed(recorder: TaskRecorder, store: LocalSto
     }[what]
     assert fields == expected
     if what == "outputs":
-        assert diff.objects == {"fit": [ObjectDifference(
-            path="out.bin", change="changed", original=ObjectSide(content_hash=hash_bytes(b"same"), size=4),
-            replay=ObjectSide(content_hash=hash_bytes(b"other"), size=5),
-        )]}
+        assert diff.objects == {
+            "fit": [
+                ObjectDifference(
+                    path="out.bin",
+                    change="changed",
+                    original=ObjectSide(content_hash=hash_bytes(b"same"), size=4),
+                    replay=ObjectSide(content_hash=hash_bytes(b"other"), size=5),
+                )
+            ]
+        }
     else:
         assert diff.objects == {}
 
@@ -547,8 +590,9 @@ def test_a_manifest_replaced_after_recording_fails_its_digest_check(recorder: Ta
         close_run(store, DAG, RUN, "success")
 
 
-def test_a_closed_run_reads_its_tag_so_a_later_edit_of_the_branch_does_not_reach_it(run: RecordedRun,
-                                                                                     store: LocalStore) -> None:
+def test_a_closed_run_reads_its_tag_so_a_later_edit_of_the_branch_does_not_reach_it(
+    run: RecordedRun, store: LocalStore
+) -> None:
     _tamper(store, run, "train")
     again = load_run(store, DAG, RUN)
     assert again.closed and again.tasks == run.tasks

@@ -17,10 +17,15 @@ def write_context(tmp_path: Path) -> Path:
     data = tmp_path / "in.csv"
     data.write_text("a,b\n1,2\n")
     context = {
-        "task": "dag.task", "seed": 7, "output_dir": str(tmp_path / "out"),
+        "task": "dag.task",
+        "seed": 7,
+        "output_dir": str(tmp_path / "out"),
         "declared_outputs": ["model.json", "plots/"],
-        "inputs": {"raw": {"path": str(data), "repository": "repro", "commit_id": "c" * 64, "store_path": "raw/in.csv"}},
-        "params": {"alpha": 1}, "metrics_file": str(tmp_path / "metrics.json"),
+        "inputs": {
+            "raw": {"path": str(data), "repository": "repro", "commit_id": "c" * 64, "store_path": "raw/in.csv"}
+        },
+        "params": {"alpha": 1},
+        "metrics_file": str(tmp_path / "metrics.json"),
     }
     (tmp_path / "out").mkdir()
     path = tmp_path / "context.json"
@@ -61,8 +66,9 @@ def test_current_reads_the_env_file_without_airflow(tmp_path: Path) -> None:
         "bad = [m for m in ('airflow', 'mlflow', 'lakefs', 'kubernetes', 'pydantic') if m in sys.modules]; "
         "print(bad)"
     )
-    out = subprocess.run([sys.executable, "-c", code], env={runtime.CONTEXT_ENV: str(path)},
-                         capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={runtime.CONTEXT_ENV: str(path)}, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "7 in.csv"
     assert out[1] == "[]"
 

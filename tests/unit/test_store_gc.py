@@ -238,8 +238,9 @@ def test_gc_after_killed_commits_returns_the_store_to_its_referenced_size_while_
     start.set()
     runs = []
     while any(p.is_alive() for p in committers) or not runs:
-        result = CliRunner().invoke(main, ["gc", "--delete", "--grace", f"{grace}s", "--json",
-                                           "--home", str(store.root.parent)])
+        result = CliRunner().invoke(
+            main, ["gc", "--delete", "--grace", f"{grace}s", "--json", "--home", str(store.root.parent)]
+        )
         assert result.exit_code == 0, result.output
         runs.append(json.loads(result.output))
         time.sleep(0.2)

@@ -55,8 +55,9 @@ def output_hash(store: LocalStore, run_id: str, path: str) -> str:
 
 
 def tree_snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes())
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -164,8 +165,9 @@ def replayed(store: LocalStore, home: Path, monkeypatch: pytest.MonkeyPatch) -> 
     record(store, home, RUN, {"model.bin": b"weights"})
     original = load_run(store, DAG, RUN)
     replay_id = f"replay__1__of__{RUN}"
-    save_plan(store, plan_replay(original, {}, store, mode="latest-code", replay_run_id=replay_id),
-              default_branch="main")
+    save_plan(
+        store, plan_replay(original, {}, store, mode="latest-code", replay_run_id=replay_id), default_branch="main"
+    )
     record(store, home, replay_id, {"model.bin": b"weights"})
     save_report(store, REPO, verify_replay(original, load_run(store, DAG, replay_id)))
 
@@ -217,8 +219,11 @@ def test_a_damaged_repository_file_affects_only_its_repository_and_names_the_fil
     assert [r.name for r in fresh.list_repositories()] == [REPO, "zz-other"]
     assert [t.manifest.identity.task_id for t in load_run(fresh, DAG, RUN).tasks] == ["a"]
     assert CliRunner().invoke(main, ["show", DAG, RUN, "--home", str(home)]).exit_code == 0
-    for touch in (lambda: fresh.get_repository("aa-broken"), lambda: fresh.list_branches("aa-broken"),
-                  lambda: fresh.create_repository("aa-broken", exist_ok=True)):
+    for touch in (
+        lambda: fresh.get_repository("aa-broken"),
+        lambda: fresh.list_branches("aa-broken"),
+        lambda: fresh.create_repository("aa-broken", exist_ok=True),
+    ):
         with pytest.raises(StoreCorruption, match=str(broken)):
             touch()
     result = fsck(home, "--json")
@@ -231,9 +236,14 @@ def test_a_damaged_repository_file_affects_only_its_repository_and_names_the_fil
 # ---- store faults -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("code", "words"), [
-    (errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left"), (errno.EACCES, "permission denied"),
-])
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        (errno.EROFS, "read-only file system"),
+        (errno.ENOSPC, "no space left"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
 def test_os_errors_of_the_store_are_store_unavailable_naming_the_folder_and_the_fix(
     store, tmp_path, monkeypatch, code, words
 ):

@@ -35,8 +35,9 @@ def elsewhere(tmp_path: Path) -> Path:
     return folder
 
 
-def test_an_output_folder_replaced_by_a_symlink_moves_nothing(recorder: TaskRecorder, store: LocalStore,
-                                                              elsewhere: Path) -> None:
+def test_an_output_folder_replaced_by_a_symlink_moves_nothing(
+    recorder: TaskRecorder, store: LocalStore, elsewhere: Path
+) -> None:
     prepared = recorder.prepare(TaskSpec(task_id="t", outputs=("model.bin",)), environment("t"))
     prepared.output_dir.rmdir()
     prepared.output_dir.symlink_to(elsewhere, target_is_directory=True)

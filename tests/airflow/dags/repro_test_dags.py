@@ -54,14 +54,17 @@ def repro_lockfile():
 
         ctx = runtime.current()
         with ctx.open_output("env.json", "w") as handle:
-            json.dump({
-                "six": six.__version__,
-                "airflow_importable": importlib.util.find_spec("airflow") is not None,
-                "prefix": sys.prefix,
-                "seed": ctx.seed,
-                "first_random": random.random(),
-                "greeting": greeting,
-            }, handle)
+            json.dump(
+                {
+                    "six": six.__version__,
+                    "airflow_importable": importlib.util.find_spec("airflow") is not None,
+                    "prefix": sys.prefix,
+                    "seed": ctx.seed,
+                    "first_random": random.random(),
+                    "greeting": greeting,
+                },
+                handle,
+            )
         ctx.log_metric("answer", 42)
         return {"ok": True}
 
@@ -88,8 +91,7 @@ def repro_nondeterministic():
 repro_nondeterministic()
 
 
-@dag(dag_id="repro_runtime_misuse", schedule=None,
-     default_args={"retries": 2, "retry_delay": timedelta(seconds=0)})
+@dag(dag_id="repro_runtime_misuse", schedule=None, default_args={"retries": 2, "retry_delay": timedelta(seconds=0)})
 def repro_runtime_misuse():
     @repro_task(outputs=["declared.txt"], seed=1)
     def writes_undeclared():

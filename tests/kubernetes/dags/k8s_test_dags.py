@@ -16,8 +16,13 @@ POD = {"namespace": "ml", "secrets": [Secret("env", "API_TOKEN", "train-secrets"
 
 @dag(dag_id="k8s_record", schedule=None, params={"scale": 3})
 def k8s_record():
-    @repro_task.kubernetes(image=IMAGE, kubernetes=POD, outputs=["data/numbers.txt"], seed=11,
-                           resources={"cpu": "1", "memory": "1Gi", "gpu": 1, "accelerator": "h100"})
+    @repro_task.kubernetes(
+        image=IMAGE,
+        kubernetes=POD,
+        outputs=["data/numbers.txt"],
+        seed=11,
+        resources={"cpu": "1", "memory": "1Gi", "gpu": 1, "accelerator": "h100"},
+    )
     def produce(params=None):
         import os
         import random
@@ -28,8 +33,13 @@ def k8s_record():
         ctx.output_path("data/numbers.txt").write_text(" ".join(map(str, numbers)))
         ctx.log_metric("count", len(numbers))
 
-    @repro_task.kubernetes(image=IMAGE, kubernetes={"namespace": "ml"}, inputs={"numbers": Input("data/numbers.txt")},
-                           outputs=["data/total.txt"], seed=11)
+    @repro_task.kubernetes(
+        image=IMAGE,
+        kubernetes={"namespace": "ml"},
+        inputs={"numbers": Input("data/numbers.txt")},
+        outputs=["data/total.txt"],
+        seed=11,
+    )
     def total():
         import sys
 
@@ -45,10 +55,16 @@ def k8s_record():
 def k8s_operator():
     # A plain image task: its own command, which calls the runtime itself.
     ReproKubernetesPodOperator(
-        task_id="script", image=IMAGE, namespace="ml", outputs=["out/hello.txt"], seed=5,
+        task_id="script",
+        image=IMAGE,
+        namespace="ml",
+        outputs=["out/hello.txt"],
+        seed=5,
         cmds=["python", "-c"],
-        arguments=["from airflow_repro import runtime; "
-                   "runtime.current().output_path('out/hello.txt').write_text('hello from the pod')"],
+        arguments=[
+            "from airflow_repro import runtime; "
+            "runtime.current().output_path('out/hello.txt').write_text('hello from the pod')"
+        ],
     )
 
 
@@ -65,8 +81,13 @@ def k8s_failing():
 @dag(dag_id="k8s_resolve", schedule=None)
 def k8s_resolve():
     # A tag, resolved to its digest by the registry when the task starts (opt-in).
-    @repro_task.kubernetes(image=os.environ.get("REPRO_TEST_TAGGED_IMAGE", "localhost:5999/acme/train:v1"),
-                           resolve_tag=True, kubernetes={"namespace": "ml"}, outputs=["x.txt"], seed=1)
+    @repro_task.kubernetes(
+        image=os.environ.get("REPRO_TEST_TAGGED_IMAGE", "localhost:5999/acme/train:v1"),
+        resolve_tag=True,
+        kubernetes={"namespace": "ml"},
+        outputs=["x.txt"],
+        seed=1,
+    )
     def tagged():
         runtime.current().output_path("x.txt").write_text("x")
 
