@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test bench lint env clean
+.PHONY: demo test test-fast bench lint env clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,13 +28,22 @@ demo: env
 test: env
 	$(VENV)/bin/pytest
 
+# The fast tier: everything but the tests marked slow (tests/conftest.py marks the api and e2e folders
+# and every test that starts a real MLflow, PostgreSQL or api-server). About a minute; `make test` runs all.
+test-fast: env
+	$(VENV)/bin/pytest -m "not slow"
+
 bench: env
 	$(VENV)/bin/python bench/bench_store_hash.py --size-mib 1024
 	$(VENV)/bin/python bench/bench_overhead.py
 	$(VENV)/bin/python bench/bench_replay.py
 
+# What CI checks before the tests: lint rules, formatting, and types (strict for core and adapters).
+LINTED := airflow_repro tests bench scripts dags
 lint: env
-	$(VENV)/bin/ruff check airflow_repro tests bench scripts dags
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/mypy airflow_repro
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .repro-demo .bench

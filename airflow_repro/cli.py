@@ -83,7 +83,7 @@ class _ReproGroup(click.Group):
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             _fail(exc, f"error (OSError, retry may help): {exc.strerror or exc}{where}", EXIT_INFRA_ERROR)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line and exit 3, never a traceback
             _fail(
                 exc,
                 f"error (unexpected {type(exc).__name__}: {exc}); set {DEBUG_ENV}=1 for details and please report it",
@@ -111,34 +111,12 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON.")
 def show(dag_id: str, run_id: str, home: str | None, as_json: bool) -> None:
     """Show the recorded manifests of a DAG run (as recorded: 'fsck' or 'verify --deep' re-read the data)."""
-    from airflow_repro.core.runs import load_run
+    from airflow_repro.core.runs import load_run, run_document
 
-    run = load_run(_read_store(home), dag_id, run_id)
+    store = _read_store(home)
+    run = load_run(store, dag_id, run_id)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "dag_id": run.dag_id,
-                    "run_id": run.run_id,
-                    "repository": run.repository,
-                    "branch": run.branch,
-                    "ref": run.ref,
-                    "head_commit": run.head_commit,
-                    "closed": run.closed,
-                    "tasks": [
-                        {
-                            "commit_id": t.commit_id,
-                            "manifest_path": t.manifest_path,
-                            "manifest_digest": t.manifest.digest,
-                            "manifest": t.manifest.model_dump(mode="json"),
-                        }
-                        for t in run.tasks
-                    ],
-                },
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        click.echo(run_document(store, run).model_dump_json(indent=2))
         return
     _print_run_table(run)
 

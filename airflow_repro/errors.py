@@ -1,33 +1,51 @@
 """The airflow-repro error tree.
 
-Every error the project raises on purpose derives from :class:`ReproError`. The tree separates
-mistakes a user can fix (bad arguments, unknown refs, unpinned environments) from faults of the
-infrastructure (a store or tracker that cannot be reached), which are worth retrying::
+Every error the project raises on purpose derives from :class:`ReproError`, and every one of them
+is defined here (standard library only, so the task-side runtime can import it). The tree
+separates mistakes a user can fix (bad arguments, unknown refs, unpinned environments) from faults
+of the infrastructure (a store, tracker or registry that cannot be reached), which are worth
+retrying unless ``retryable`` says otherwise::
 
     ReproError
     ├── ReproUserError                  the user's input is wrong; retrying will not help
     │   ├── ConfigError                 a setting is missing or invalid
     │   ├── ManifestError               a manifest is malformed or its digest does not match
     │   ├── EnvironmentNotPinnedError   a task has no usable environment pin
+    │   ├── ImageNotPinnedError         a task image is named by a mutable tag, or its digest is malformed
+    │   ├── ResourceError               a CPU/memory/GPU request Kubernetes would reject
     │   ├── ParamsNotSerializableError  task params / DAG-run conf are not JSON
     │   ├── InvalidNameError            a repository, branch, tag or ref name is malformed
     │   ├── NotFoundError               a repository, branch, tag, commit or path does not exist
     │   │   ├── StoreNotFound           no store at the configured folder (read-only commands never create one)
     │   │   ├── RepositoryNotFound, RefNotFound, ObjectNotFound
-    │   │   └── ObjectGone             the path is recorded but its data was deleted (GC; HTTP 410)
+    │   │   │   └── ObjectGone          the path is recorded but its data was deleted (GC; HTTP 410)
+    │   │   └── TrackerNotFound         the MLflow run, experiment or artifact does not exist
     │   ├── AlreadyExistsError          a repository, branch or tag already exists (and differs)
-    │   └── OutputError                 a task did not write what it declared, or wrote more
+    │   ├── OutputError                 a task did not write what it declared, or wrote more
+    │   ├── RuntimeContextError         task code misused the runtime (also a ``RuntimeError``)
+    │   ├── TaskProcessError            the task's code failed inside its pinned environment
+    │   ├── DagParseError               the DAG file cannot be parsed now (import error or timeout)
+    │   ├── RunNotFinished              the DAG run is still queued or running
+    │   ├── ReplayRefused               a replay cannot hold its pins; ``plan`` says why
+    │   ├── TrackerRequestRejected      MLflow refused a request as invalid (HTTP 4xx)
+    │   └── InvalidRunRecord            a tag, metric, key or artifact MLflow cannot record as given
     └── ReproInfraError                 infrastructure fault; ``retryable`` says whether to retry
         ├── StoreUnavailable            the data store cannot be reached, written (read-only, full,
         │                               permission denied) or is locked too long
         ├── StoreCorruption             stored content does not match its hash, or a store file is damaged
+        │                               (not retryable)
         ├── StoreConflict               a concurrent update won; retry the operation
-        └── TrackerUnavailable          the experiment tracker (MLflow) cannot be reached
+        ├── TrackerUnavailable          the experiment tracker (MLflow) cannot be reached
+        ├── TrackerMisconfigured        the tracker answers but is set up so it cannot serve us
+        │                               (not retryable)
+        └── RegistryError               the image registry could not be reached or sent no digest
 
-Only the Airflow shell maps user errors to ``AirflowFailException`` (no retry).
+Only the Airflow shell maps errors that are not ``retryable`` to ``AirflowFailException`` (no retry).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class ReproError(Exception):
@@ -50,6 +68,14 @@ class ManifestError(ReproUserError):
 
 class EnvironmentNotPinnedError(ReproUserError):
     """A task's environment cannot be pinned (e.g. its lockfile is missing)."""
+
+
+class ImageNotPinnedError(ReproUserError):
+    """A task image is named by a mutable tag, or its digest is malformed."""
+
+
+class ResourceError(ReproUserError):
+    """A resource request Kubernetes would reject, or a GPU the project cannot schedule."""
 
 
 class ParamsNotSerializableError(ReproUserError):
@@ -84,12 +110,60 @@ class ObjectGone(ObjectNotFound):
     """The path is in the commit, but its data was deleted (garbage collection; lakeFS answers 410)."""
 
 
+class TrackerNotFound(NotFoundError):
+    """The run, experiment or artifact asked for does not exist in MLflow."""
+
+
 class AlreadyExistsError(ReproUserError):
     """The repository, branch or tag already exists with different content."""
 
 
 class OutputError(ReproUserError):
     """A task did not write an output it declared, or wrote one it did not declare."""
+
+
+class RuntimeContextError(ReproUserError, RuntimeError):
+    """The task-side context is missing, or a name the task used was not declared.
+
+    Still a ``RuntimeError``, as it was before it joined the tree.
+    """
+
+
+class TaskProcessError(ReproUserError):
+    """The task's code failed inside its pinned environment."""
+
+
+class DagParseError(ReproUserError):
+    """The DAG file cannot be parsed now (an import error, or it took longer than the timeout)."""
+
+
+class RunNotFinished(ReproUserError):
+    """The DAG run is still queued or running."""
+
+
+class ReplayRefused(ReproUserError):
+    """The replay cannot hold its pins; ``plan.drift`` says why. Nothing was triggered.
+
+    ``plan`` is the refused :class:`airflow_repro.core.replay.ReplayPlan` (typed loosely: this
+    module imports nothing of the project); the message is the plan's ``refusal_message()``.
+    """
+
+    def __init__(self, plan: Any) -> None:
+        self.plan = plan
+        super().__init__(plan.refusal_message())
+
+
+class TrackerRequestRejected(ReproUserError):
+    """MLflow refused a request as invalid (HTTP 4xx); retrying the same request will not help."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, error_code: str = "") -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_code = error_code
+
+
+class InvalidRunRecord(ReproUserError):
+    """A tag, metric, key or JSON artifact cannot be recorded in MLflow as given."""
 
 
 class ReproInfraError(ReproError):
@@ -115,3 +189,14 @@ class StoreConflict(ReproInfraError):
 
 class TrackerUnavailable(ReproInfraError):
     """The experiment tracker (MLflow) cannot be reached or refused the request."""
+
+
+class TrackerMisconfigured(ReproInfraError):
+    """The tracker answers but is set up so that it cannot serve us (not an MLflow server, no
+    artifact serving): a fault of the deployment, not of the task, and retrying will not help."""
+
+    retryable = False
+
+
+class RegistryError(ReproInfraError):
+    """The image registry could not be reached or did not answer with a digest."""

@@ -21,7 +21,8 @@ the operator reads it back.
 
 The context file, the pod's variables and the pod report are defined once, in
 :mod:`airflow_repro.task_formats`; what the process runs on is probed by :mod:`airflow_repro.probes`.
-Both are standard library only and ship with this module (:data:`RUNTIME_FILES`).
+Both are standard library only and ship with this module (:data:`RUNTIME_FILES`), as does
+:mod:`airflow_repro.errors`, where :class:`RuntimeContextError` is defined.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from airflow_repro import probes
+from airflow_repro.errors import RuntimeContextError
 from airflow_repro.task_formats import (
     CONTEXT_ENV,
     POD_ENV,
@@ -57,7 +59,7 @@ from airflow_repro.task_formats import (
 XCOM_RETURN_FILE = Path("/airflow/xcom/return.json")  # KubernetesPodOperator's XCom sidecar convention
 #: The files of the ``airflow_repro`` package a task's own process needs, and all that images and
 #: lockfile virtualenvs get of it (standard library only; ``__init__`` imports nothing eagerly).
-RUNTIME_FILES = ("__init__.py", "runtime.py", "task_formats.py", "probes.py")
+RUNTIME_FILES = ("__init__.py", "runtime.py", "task_formats.py", "probes.py", "errors.py")
 
 __all__ = [
     "CONTEXT_ENV",
@@ -77,10 +79,6 @@ __all__ = [
     "seed_everything",
     "write_report",
 ]
-
-
-class RuntimeContextError(RuntimeError):
-    """The task-side context is missing, or a name the task used was not declared."""
 
 
 @dataclass
@@ -167,7 +165,7 @@ class TaskContext:
     def open_input(self, name: str, mode: str = "rb", **kwargs: Any) -> IO[Any]:
         if any(flag in mode for flag in "wax+"):
             raise RuntimeContextError(f"inputs are read-only; open {name!r} with mode 'r' or 'rb'")
-        return open(self.input_path(name), mode, **kwargs)  # noqa: SIM115 - the caller closes it
+        return open(self.input_path(name), mode, **kwargs)
 
     # -- outputs -----------------------------------------------------------------------------
     def output_path(self, path: str) -> Path:
@@ -184,7 +182,7 @@ class TaskContext:
         return target
 
     def open_output(self, path: str, mode: str = "wb", **kwargs: Any) -> IO[Any]:
-        return open(self.output_path(path), mode, **kwargs)  # noqa: SIM115 - the caller closes it
+        return open(self.output_path(path), mode, **kwargs)
 
     def _is_declared(self, path: PurePosixPath) -> bool:
         if path.is_absolute() or ".." in path.parts or not path.parts:

@@ -13,7 +13,7 @@ apart. (The fourth format that crosses a process, the replay marker in a DAG run
 :class:`airflow_repro.core.replay.ReplayMarker`: only Airflow-side code reads it.) Standard library
 only: the runtime ships with this module into images and virtualenvs that have neither Airflow nor
 pydantic. Readers raise ``KeyError``, ``ValueError`` or ``TypeError`` on a malformed value; the
-runtime turns them into its ``RuntimeContextError``.
+runtime turns them into its ``RuntimeContextError`` (:mod:`airflow_repro.errors`).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Run:  .venv/bin/python bench/bench_replay.py [--tasks 1000] [--repeats 3]
     store would raise StoreCorruption. Timed: ``verify_replay`` (best of max(``--repeats``, 10))
     and ``load_run`` of both runs (what the ``verify`` command does first; best of
     max(``--repeats``, 5)). Every store read is counted by wrapping ``LocalStore.open_object`` /
-    ``materialize`` / ``_open_object_file`` / ``verify_object`` / ``_link_or_copy_verified``.
+    ``materialize`` / ``_open_object_file`` / ``_copy_verified``.
 
 Prints a table, then one JSON line with every figure.
 """
@@ -69,7 +69,7 @@ from airflow_repro.core.recorder import (  # noqa: E402
     task_key,
 )
 from airflow_repro.core.replay import CurrentTask, plan_replay, replay_run_id  # noqa: E402
-from airflow_repro.core.runs import RecordedRun, close_run, load_run  # noqa: E402
+from airflow_repro.core.runs import StoredRun, close_run, load_run  # noqa: E402
 from airflow_repro.core.spec import Input, TaskSpec  # noqa: E402
 from airflow_repro.core.verify import verify_replay  # noqa: E402
 
@@ -96,7 +96,7 @@ def fsync_off() -> Iterator[None]:
         os.fsync = real
 
 
-READ_METHODS = ("open_object", "materialize", "_open_object_file", "verify_object", "_link_or_copy_verified")
+READ_METHODS = ("open_object", "materialize", "_open_object_file", "_copy_verified")
 
 
 @contextlib.contextmanager
@@ -136,14 +136,13 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def data_reads(counts: Counter[str]) -> int:
     """Reads of anything but a manifest. ``open_object`` calls ``_open_object_file`` and
-    ``materialize`` calls ``_link_or_copy_verified``: those inner calls are not counted twice."""
+    ``materialize`` calls ``_copy_verified``: those inner calls are not counted twice."""
     opened = counts["open_object(manifest)"] + counts["open_object(data)"]
     return (
         counts["open_object(data)"]
         + counts["materialize"]
-        + counts["verify_object"]
         + max(counts["_open_object_file"] - opened, 0)
-        + max(counts["_link_or_copy_verified"] - counts["materialize"], 0)
+        + max(counts["_copy_verified"] - counts["materialize"], 0)
     )
 
 
@@ -367,7 +366,7 @@ def build_verify_runs(store: LocalStore, repository: str, n: int, size: int, tas
     return original, replay
 
 
-def counter_self_check(store_root: Path, repository: str, run: RecordedRun) -> int:
+def counter_self_check(store_root: Path, repository: str, run: StoredRun) -> int:
     """The counters see real reads: one open_object + one materialize of an output count as 2."""
     store = LocalStore(store_root)
     path = run.tasks[0].manifest.outputs[0].path
@@ -379,7 +378,7 @@ def counter_self_check(store_root: Path, repository: str, run: RecordedRun) -> i
     return data_reads(counts)
 
 
-def load_both(store_root: Path, original_id: str, replay_id: str) -> tuple[RecordedRun, RecordedRun]:
+def load_both(store_root: Path, original_id: str, replay_id: str) -> tuple[StoredRun, StoredRun]:
     store = LocalStore(store_root)  # fresh in-process caches each time
     return load_run(store, DAG, original_id), load_run(store, DAG, replay_id)
 

@@ -81,7 +81,7 @@ def replay_ids(stack: EmbeddedStack, run_id: str) -> list[str]:
     return [p.replay_run_id for p in list_replays(store, "repro", DAG_ID, run_id)]
 
 
-def print_record(recorded) -> None:  # noqa: ANN001 - a RecordedRun
+def print_record(recorded) -> None:
     console.rule(f"recorded: {recorded.dag_id} / {recorded.run_id}")
     for task in recorded.tasks:
         m = task.manifest

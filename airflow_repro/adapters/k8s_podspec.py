@@ -15,8 +15,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_repro.core.gpus import GPU_RESOURCE, PRODUCT_LABEL, quantity_text
+from airflow_repro.core.gpus import GPU_RESOURCE, PRODUCT_LABEL
 from airflow_repro.core.manifest import AirflowIdentity, Resources
+from airflow_repro.core.resources import quantity_text
 from airflow_repro.task_formats import TERMINATION_MESSAGE_PATH, PodEnv
 
 LABEL_PREFIX = "airflow-repro.dev"

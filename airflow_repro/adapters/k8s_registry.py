@@ -15,7 +15,7 @@ import re
 import httpx
 
 from airflow_repro.core.images import ImageRef, check_digest
-from airflow_repro.errors import ReproInfraError, ReproUserError
+from airflow_repro.errors import RegistryError, ReproUserError
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -25,10 +25,6 @@ MANIFEST_TYPES = (
 )
 _DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_RE = re.compile(r'(\w+)="([^"]*)"')
-
-
-class RegistryError(ReproInfraError):
-    """The registry could not be reached or did not answer with a digest."""
 
 
 def registry_url(ref: ImageRef) -> str:

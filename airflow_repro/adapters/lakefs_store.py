@@ -946,8 +946,8 @@ class LakeFSStore:
         )
         return io.BufferedReader(reader, buffer_size=READ_CHUNK), info
 
-    def materialize(self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False) -> ObjectInfo:
-        """Download the verified content of ``path`` to ``destination`` (read-only); ``link`` is ignored."""
+    def materialize(self, repository: str, ref: str, path: str, destination: Path) -> ObjectInfo:
+        """Download the verified content of ``path`` to ``destination`` (read-only)."""
         destination = Path(destination).absolute()
         destination.parent.mkdir(parents=True, exist_ok=True)
         staging = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.repro-tmp"

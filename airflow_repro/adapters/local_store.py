@@ -460,7 +460,7 @@ def _garbage_report(
 
 
 @dataclass(frozen=True, slots=True)
-class _CommitRecord:
+class _StoredCommit:
     """A commit as stored: the fields its id is computed from."""
 
     tree: str
@@ -483,7 +483,7 @@ class _CommitRecord:
         )
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> _CommitRecord:
+    def from_json(cls, data: dict[str, Any]) -> _StoredCommit:
         return cls(
             tree=data["tree"],
             parents=tuple(data["parents"]),
@@ -818,7 +818,7 @@ class LocalStore:
                     "the changes leave every path as it is (pass allow_empty=True to commit anyway)"
                 )
             self._write_immutable(repo_dir / "trees" / f"{tree_id}.json", tree_bytes)
-            record = _CommitRecord(
+            record = _StoredCommit(
                 tree=tree_id,
                 parents=(parent_id,),
                 message=message,
@@ -896,12 +896,11 @@ class LocalStore:
         return io.BufferedReader(reader, buffer_size=1024 * 1024)
 
     @_os_errors_translated
-    def materialize(self, repository: str, ref: str, path: str, destination: Path, *, link: bool = False) -> ObjectInfo:
+    def materialize(self, repository: str, ref: str, path: str, destination: Path) -> ObjectInfo:
         """Place the verified content of ``path`` at ``destination``, read-only.
 
-        A copy by default: task code (root ignores read-only bits) can then never alter what was
-        recorded. ``link=True`` hard-links the object instead (no copy) where the filesystem
-        allows; the linked file shares the object's inode and must not be edited.
+        Always a copy, never a link: task code (root ignores read-only bits) can then never alter
+        what was recorded.
         """
         info = self.stat_object(repository, ref, path)
         destination = Path(destination).absolute()
@@ -910,7 +909,7 @@ class LocalStore:
         # Build the result next to the destination, then rename: never a half-written destination.
         staging = destination.parent / f".{destination.name}.{uuid.uuid4().hex}.repro-tmp"
         try:
-            self._link_or_copy_verified(info, staging, what, link=link)
+            self._copy_verified(info, staging, what)
             os.replace(staging, destination)
         finally:
             # Also covers rename(2)'s no-op when both names already link the same inode.
@@ -929,19 +928,6 @@ class LocalStore:
         """Where the content with this hash is (or would be) stored."""
         digest = parse_content_hash(content_hash)
         return self._objects / digest[:2] / digest[2:]
-
-    @_os_errors_translated
-    def verify_object(self, content_hash: str) -> int:
-        """Re-hash a stored object: its size, or ``StoreCorruption`` / ``ObjectNotFound``."""
-        path = self.object_path(content_hash)
-        try:
-            with open(path, "rb", buffering=0) as stream:
-                actual, size = hash_stream(stream)
-        except FileNotFoundError:
-            raise ObjectNotFound(f"no object {content_hash} in the store at {self.root}") from None
-        if actual != content_hash:
-            raise StoreCorruption(f"object file {path} holds {actual}, not {content_hash}: it was modified or damaged")
-        return size
 
     # ---- maintenance: layout check, garbage collection ---------------------------------------
 
@@ -1168,7 +1154,7 @@ class LocalStore:
         info = {"name": name, "default_branch": default_branch, "created_at": created_at}
         empty_tree = _canonical_json({})
         empty_tree_id = _sha256_hex(empty_tree)
-        record = _CommitRecord(empty_tree_id, (), INITIAL_COMMIT_MESSAGE, {}, created_at, self.committer)
+        record = _StoredCommit(empty_tree_id, (), INITIAL_COMMIT_MESSAGE, {}, created_at, self.committer)
         commit_bytes = record.canonical_bytes()
         commit_id = _sha256_hex(commit_bytes)
         _write_new_file_durably(staging / _REPOSITORY_FILE, _canonical_json(info))
@@ -1262,17 +1248,17 @@ class LocalStore:
     def _commit_file(self, repo_dir: Path, commit_id: str) -> Path:
         return repo_dir / "commits" / f"{commit_id}.json"
 
-    def _write_commit(self, repo_dir: Path, record: _CommitRecord) -> str:
+    def _write_commit(self, repo_dir: Path, record: _StoredCommit) -> str:
         data = record.canonical_bytes()
         commit_id = _sha256_hex(data)
         self._write_immutable(self._commit_file(repo_dir, commit_id), data)
         return commit_id
 
-    def _read_commit_record(self, repository: str, commit_id: str) -> _CommitRecord:
+    def _read_commit_record(self, repository: str, commit_id: str) -> _StoredCommit:
         path = self._commit_file(self._repos / repository, commit_id)
         data = self._read_verified_bytes(path, commit_id)
         try:
-            return _CommitRecord.from_json(json.loads(data))
+            return _StoredCommit.from_json(json.loads(data))
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreCorruption(f"commit file {path} is not a valid commit: {exc}") from exc
 
@@ -1487,25 +1473,14 @@ class LocalStore:
         except FileNotFoundError:
             raise StoreCorruption(f"object file {path} for {content_hash} is missing from the store") from None
 
-    def _link_or_copy_verified(self, info: ObjectInfo, target: Path, what: str, *, link: bool) -> None:
-        """Copy (or hard-link) the object to ``target``, checking its hash in one read."""
+    def _copy_verified(self, info: ObjectInfo, target: Path, what: str) -> None:
+        """Copy the object to ``target``, checking its hash in the same read."""
         source = self.object_path(info.content_hash)
         if not source.exists():
             raise StoreCorruption(f"{what}: object file {source} is missing from the store")
-        linked = False
-        if link:
-            try:
-                os.link(source, target)
-                linked = True
-            except OSError:  # another filesystem, or links not supported: copy instead
-                linked = False
-        if linked:
-            with open(target, "rb", buffering=0) as stream:
-                actual, size = hash_stream(stream)
-        else:
-            with open(target, "xb", buffering=0) as out:
-                actual, size = copy_and_hash(source, out)
-            os.chmod(target, READ_ONLY)
+        with open(target, "xb", buffering=0) as out:
+            actual, size = copy_and_hash(source, out)
+        os.chmod(target, READ_ONLY)
         if actual != info.content_hash or size != info.size:
             raise StoreCorruption(
                 f"{what}: object file {source} holds {actual} ({size} bytes), not the recorded "

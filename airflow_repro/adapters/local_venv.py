@@ -26,14 +26,10 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from airflow_repro import runtime
-from airflow_repro.errors import EnvironmentNotPinnedError, ReproInfraError, ReproUserError
+from airflow_repro.errors import EnvironmentNotPinnedError, ReproInfraError, ReproUserError, TaskProcessError
 
 BUILD_TIMEOUT_S = 1800
 _COMPLETE_MARKER = ".airflow-repro-complete"
-
-
-class TaskProcessError(ReproUserError):
-    """The task's code failed inside its pinned environment."""
 
 
 def venv_key(lockfile_digest: str, python: str = sys.executable) -> str:

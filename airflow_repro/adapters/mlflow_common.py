@@ -22,13 +22,16 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from airflow_repro.core.ports import RunRecord
+from airflow_repro.core.ports import TrackerLog
 from airflow_repro.errors import (
     ConfigError,
-    NotFoundError,
+    InvalidRunRecord,
     ParamsNotSerializableError,
     ReproError,
     ReproUserError,
+    TrackerMisconfigured,
+    TrackerNotFound,
+    TrackerRequestRejected,
     TrackerUnavailable,
 )
 
@@ -52,37 +55,11 @@ ACCEPTED_URI_FORMS = (
 )
 
 
-# --- errors -------------------------------------------------------------------------------------
-
-
-class TrackerRequestRejected(ReproUserError):
-    """MLflow refused a request as invalid (HTTP 4xx); retrying the same request will not help."""
-
-    def __init__(self, message: str, *, status_code: int | None = None, error_code: str = ""):
-        super().__init__(message)
-        self.status_code = status_code
-        self.error_code = error_code
-
-
-class TrackerNotFound(NotFoundError):
-    """The run, experiment or artifact asked for does not exist in MLflow."""
-
-
-class TrackerMisconfigured(TrackerUnavailable):
-    """The tracker answers but is set up so that it cannot serve us; retrying will not help."""
-
-    retryable = False
-
-
-class InvalidRunRecord(ReproUserError):
-    """A tag, metric, key or JSON artifact cannot be recorded in MLflow as given."""
-
-
 # --- tracking URIs ------------------------------------------------------------------------------
 
 
 def redact_uri(uri: str) -> str:
-    """``uri`` without ``user:password@``, fit for messages, logs and ``TrackedRun``."""
+    """``uri`` without ``user:password@``, fit for messages, logs and ``TrackerRun``."""
     try:
         parts = urlsplit(uri)
     except ValueError:
@@ -141,14 +118,14 @@ class LogBatch:
 
 
 @dataclass(frozen=True, slots=True)
-class PreparedRecord:
-    """A :class:`RunRecord` checked against MLflow's limits and cut into requests."""
+class PreparedTrackerLog:
+    """A :class:`TrackerLog` checked against MLflow's limits and cut into requests."""
 
     batches: tuple[LogBatch, ...]
     json_artifacts: tuple[tuple[str, bytes], ...]  # (artifact path, UTF-8 JSON)
 
 
-def prepare_record(record: RunRecord) -> PreparedRecord:
+def prepare_record(record: TrackerLog) -> PreparedTrackerLog:
     """Check all of ``record`` first, so that a bad value fails before anything is logged."""
     params = [_checked_param(key, value) for key, value in record.params.items()]
     tags = checked_tags(record.tags)
@@ -157,7 +134,7 @@ def prepare_record(record: RunRecord) -> PreparedRecord:
         (checked_artifact_path(path), encode_json_artifact(path, value))
         for path, value in record.json_artifacts.items()
     )
-    return PreparedRecord(split_into_batches(params, tags, metrics), artifacts)
+    return PreparedTrackerLog(split_into_batches(params, tags, metrics), artifacts)
 
 
 def split_into_batches(

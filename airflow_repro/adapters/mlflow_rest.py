@@ -8,7 +8,7 @@ Artifacts go through the tracking server's artifact proxy (``mlflow-artifacts:``
 Credentials come from the URI's ``user:password@`` or from the variables MLflow itself reads
 (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING_TOKEN``); TLS
 follows ``MLFLOW_TRACKING_INSECURE_TLS`` and ``MLFLOW_TRACKING_SERVER_CERT_PATH``. Credentials
-never appear in messages or in :class:`TrackedRun`: only the redacted URI does.
+never appear in messages or in :class:`TrackerRun`: only the redacted URI does.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ import httpx
 
 from airflow_repro.adapters.mlflow_common import (
     LogBatch,
-    TrackerMisconfigured,
-    TrackerNotFound,
-    TrackerRequestRejected,
     checked_artifact_path,
     checked_experiment_name,
     checked_status,
@@ -38,8 +35,14 @@ from airflow_repro.adapters.mlflow_common import (
     redact_uri,
     tracker_kind,
 )
-from airflow_repro.core.ports import RunRecord, TrackedRun
-from airflow_repro.errors import ConfigError, TrackerUnavailable
+from airflow_repro.core.ports import TrackerLog, TrackerRun
+from airflow_repro.errors import (
+    ConfigError,
+    TrackerMisconfigured,
+    TrackerNotFound,
+    TrackerRequestRejected,
+    TrackerUnavailable,
+)
 
 TRACKING_API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
@@ -101,7 +104,7 @@ class MlflowRestTracker:
             self._experiment_ids[name] = self._find_or_create_experiment(name)
         return self._experiment_ids[name]
 
-    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackedRun:
+    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackerRun:
         run_tags = checked_tags(tags)
         experiment_id = self.get_or_create_experiment(experiment)
         body = {
@@ -113,14 +116,14 @@ class MlflowRestTracker:
         run = self._post("runs/create", body, doing=f"create run {run_name!r}")["run"]
         run_id = run["info"]["run_id"]
         self._artifact_uris[run_id] = run["info"]["artifact_uri"]
-        return TrackedRun(
+        return TrackerRun(
             run_id=run_id,
             experiment_id=experiment_id,
             tracking_uri=self.tracking_uri,
             url=f"{self.tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}",
         )
 
-    def log(self, run: TrackedRun, record: RunRecord) -> None:
+    def log(self, run: TrackerRun, record: TrackerLog) -> None:
         """Log ``record`` in as few requests as MLflow's limits allow; JSON artifacts last."""
         prepared = prepare_record(record)  # fails before anything is sent
         for batch in prepared.batches:
@@ -128,7 +131,7 @@ class MlflowRestTracker:
         for path, content in prepared.json_artifacts:
             self._upload_artifact(run.run_id, path, content)
 
-    def end_run(self, run: TrackedRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
+    def end_run(self, run: TrackerRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         body = {"run_id": run.run_id, "status": checked_status(status), "end_time": now_ms()}
         self._post("runs/update", body, doing=f"end run {run.run_id} as {status}")
 
@@ -159,7 +162,7 @@ class MlflowRestTracker:
             )
         except TrackerNotFound:
             return None
-        return answer["experiment"]
+        return dict(answer["experiment"])
 
     def _create_experiment(self, name: str) -> str | None:
         """The new experiment's id, or None when another process created it first."""
@@ -169,7 +172,7 @@ class MlflowRestTracker:
             if exc.error_code == "RESOURCE_ALREADY_EXISTS":
                 return None
             raise
-        return answer["experiment_id"]
+        return str(answer["experiment_id"])
 
     def _find_or_create_experiment(self, name: str) -> str:
         experiment = self._find_experiment(name)
@@ -188,12 +191,12 @@ class MlflowRestTracker:
                 "(mlflow experiments restore) or choose another experiment name",
                 error_code="EXPERIMENT_DELETED",
             )
-        return experiment["experiment_id"]
+        return str(experiment["experiment_id"])
 
     # --- runs and artifacts ------------------------------------------------------------------
 
     def _get_run(self, run_id: str) -> dict[str, Any]:
-        return self._get("runs/get", {"run_id": run_id}, doing=f"read run {run_id}")["run"]
+        return dict(self._get("runs/get", {"run_id": run_id}, doing=f"read run {run_id}")["run"])
 
     def _upload_artifact(self, run_id: str, path: str, content: bytes) -> None:
         url = self._artifact_url(run_id, path)
@@ -232,7 +235,7 @@ class MlflowRestTracker:
 
     def _json(self, response: httpx.Response, doing: str) -> dict[str, Any]:
         try:
-            return response.json()
+            return dict(response.json())
         except ValueError:
             raise TrackerMisconfigured(
                 f"{self.tracking_uri} did not answer with JSON when asked to {doing}: is it an MLflow tracking server?"

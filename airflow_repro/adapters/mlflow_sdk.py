@@ -20,7 +20,6 @@ from urllib.parse import unquote, urlsplit
 
 from airflow_repro.adapters.mlflow_common import (
     LogBatch,
-    TrackerRequestRejected,
     checked_artifact_path,
     checked_experiment_name,
     checked_status,
@@ -32,8 +31,8 @@ from airflow_repro.adapters.mlflow_common import (
     redact_uri,
     tracker_kind,
 )
-from airflow_repro.core.ports import RunRecord, TrackedRun
-from airflow_repro.errors import ConfigError
+from airflow_repro.core.ports import TrackerLog, TrackerRun
+from airflow_repro.errors import ConfigError, TrackerRequestRejected
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,14 +67,14 @@ class MlflowSdkTracker:
             self._experiment_ids[name] = self._find_or_create_experiment(name)
         return self._experiment_ids[name]
 
-    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackedRun:
+    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackerRun:
         run_tags = dict(checked_tags(tags))
         experiment_id = self.get_or_create_experiment(experiment)
         with self._mlflow_errors(f"create run {run_name!r}"):
             run = self._mlflow.create_run(experiment_id, start_time=now_ms(), tags=run_tags, run_name=run_name)
-        return TrackedRun(run_id=run.info.run_id, experiment_id=experiment_id, tracking_uri=self.tracking_uri)
+        return TrackerRun(run_id=run.info.run_id, experiment_id=experiment_id, tracking_uri=self.tracking_uri)
 
-    def log(self, run: TrackedRun, record: RunRecord) -> None:
+    def log(self, run: TrackerRun, record: TrackerLog) -> None:
         """Log ``record`` in the same batches as the REST adapter; JSON artifacts last."""
         prepared = prepare_record(record)  # fails before anything is logged
         for batch in prepared.batches:
@@ -86,7 +85,7 @@ class MlflowSdkTracker:
                 # log_text, not log_dict: the bytes must match the REST adapter's exactly.
                 self._mlflow.log_text(run.run_id, content.decode("utf-8"), path)
 
-    def end_run(self, run: TrackedRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
+    def end_run(self, run: TrackerRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None:
         with self._mlflow_errors(f"end run {run.run_id} as {status}"):
             self._mlflow.set_terminated(run.run_id, checked_status(status), end_time=now_ms())
 
@@ -166,7 +165,7 @@ class MlflowSdkTracker:
             if config_error:
                 raise ConfigError(f"cannot open the MLflow store {self.tracking_uri}: {exc.message}") from exc
             raise error_from_mlflow(
-                exc.get_http_status_code(),
+                exc.get_http_status_code(),  # type: ignore[no-untyped-call]  # mlflow's own method, untyped
                 exc.error_code,
                 exc.message,
                 doing=doing,

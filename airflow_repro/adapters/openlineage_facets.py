@@ -346,7 +346,7 @@ def manifest_run_facet(
     """The ``repro_manifest`` facet; ``manifest``/``commit_id`` once the attempt is recorded.
 
     ``identity`` is a manifest ``AirflowIdentity``; ``mlflow_run`` anything with ``run_id``,
-    ``experiment_id`` and ``tracking_uri`` (a ``TrackedRun`` or a manifest's ``Tracking``).
+    ``experiment_id`` and ``tracking_uri`` (a ``TrackerRun`` or a manifest's ``Tracking``).
     """
     mlflow = None
     run_id = getattr(mlflow_run, "run_id", None) or getattr(mlflow_run, "mlflow_run_id", None)
@@ -512,6 +512,6 @@ def _uri_or_none(value: str) -> str | None:
 
 def facet_dict(facet: Any) -> Mapping[str, Any]:
     """A facet as the JSON it is sent as (nulls dropped), for tests and logs."""
-    from openlineage.client.serde import Serde  # noqa: TID253 - the OpenLineage adapter
+    from openlineage.client.serde import Serde
 
     return Serde.to_dict(facet)

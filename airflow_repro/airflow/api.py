@@ -43,16 +43,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_repro.airflow import replay as service
 from airflow_repro.airflow.api_guards import handle_invalid_request, public_text, refuse_cross_site
-from airflow_repro.core.replay import CODE_DRIFT, Drift, ReplayPlan, ReplayRefused
-from airflow_repro.core.runs import RecordedRun, load_dag_run_manifest_at, load_run
-from airflow_repro.core.verify import Tolerance
+from airflow_repro.core.replay import CODE_DRIFT, Drift, ReplayPlan
+from airflow_repro.core.runs import RunDocument, load_run, run_document
+from airflow_repro.core.verify import Tolerance, VerificationReport
 from airflow_repro.errors import (
     ConfigError,
     NotFoundError,
     ObjectNotFound,
+    ReplayRefused,
     ReproError,
     ReproInfraError,
     ReproUserError,
+    RunNotFinished,
 )
 
 log = logging.getLogger(__name__)
@@ -189,7 +191,7 @@ def _refusal_message(plan: ReplayPlan) -> str:
 def _user_name(user: Any) -> str | None:
     try:
         return str(user.get_name())
-    except Exception:  # an auth manager's user without a name: trigger anonymously
+    except Exception:  # noqa: BLE001 - any auth manager's user object: without a name, trigger anonymously
         return None
 
 
@@ -204,7 +206,7 @@ def _error_response(exc: ReproError) -> JSONResponse:
                 "drift": _drift_items(exc.plan.drift, exc.plan.mode),
             },
         )
-    if isinstance(exc, service.RunNotFinished):
+    if isinstance(exc, RunNotFinished):
         code = status.HTTP_409_CONFLICT
     elif isinstance(exc, NotFoundError):
         code = status.HTTP_404_NOT_FOUND
@@ -249,43 +251,16 @@ SAME_ORIGIN = Depends(refuse_cross_site)
 router = APIRouter(prefix=API_PREFIX + "/dags/{dag_id}/runs", tags=["airflow-repro"], dependencies=[SAME_ORIGIN])
 
 
-@router.get("/{run_id}/manifest", dependencies=[READ_RUN], summary="The recorded run and its task manifests")
-def get_manifest(dag_id: str, run_id: str) -> dict[str, Any]:
+@router.get(
+    "/{run_id}/manifest",
+    dependencies=[READ_RUN],
+    response_model=RunDocument,
+    summary="The recorded run and its task manifests",
+)
+def get_manifest(dag_id: str, run_id: str) -> RunDocument:
     backends = _backends()
     with _explain_not_found(dag_id, run_id):
-        run = load_run(backends.store, dag_id, run_id)
-    return _run_body(backends, run)
-
-
-def _run_body(backends: service.Backends, run: RecordedRun) -> dict[str, Any]:
-    dag_run_manifest = None
-    if run.closed:
-        try:
-            dag_run_manifest = load_dag_run_manifest_at(backends.store, run.repository, run.ref).model_dump(mode="json")
-        except ObjectNotFound:  # tagged without its DAG-run manifest: report the tasks anyway
-            log.warning("run %s of %s is closed but has no DAG-run manifest at %s", run.run_id, run.dag_id, run.ref)
-    return {
-        "dag_id": run.dag_id,
-        "run_id": run.run_id,
-        "repository": run.repository,
-        "branch": run.branch,
-        "ref": run.ref,
-        "closed": run.closed,
-        "head_commit": run.head_commit,
-        "tasks": [
-            {
-                "task_id": t.manifest.identity.task_id,
-                "map_index": t.manifest.identity.map_index,
-                "try_number": t.manifest.identity.try_number,
-                "commit_id": t.commit_id,
-                "manifest_path": t.manifest_path,
-                "manifest_digest": t.manifest.digest,
-                "manifest": t.manifest.model_dump(mode="json"),
-            }
-            for t in run.tasks
-        ],
-        "dag_run_manifest": dag_run_manifest,
-    }
+        return run_document(backends.store, load_run(backends.store, dag_id, run_id))
 
 
 @router.post(
@@ -357,7 +332,10 @@ def get_replays(dag_id: str, run_id: str) -> dict[str, Any]:
 
 
 @router.get(
-    "/{replay_run_id}/verification", dependencies=[READ_RUN], summary="The stored verification report of a replay"
+    "/{replay_run_id}/verification",
+    dependencies=[READ_RUN],
+    response_model=VerificationReport,
+    summary="The stored verification report of a replay",
 )
 def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[str, Any]:
     backends = _backends()
@@ -377,6 +355,7 @@ def get_verification(dag_id: str, replay_run_id: str, request: Request) -> dict[
 @router.post(
     "/{replay_run_id}/verification",
     dependencies=[CREATE_RUN],
+    response_model=VerificationReport,
     summary="Verify a finished replay against its original; store and return the report",
     responses={409: {"description": "The replay has not finished"}},
 )

@@ -29,17 +29,13 @@ from typing import Any
 
 from airflow_repro import errors
 from airflow_repro.core.replay import CurrentTask, ReplayMarker
-from airflow_repro.errors import NotFoundError, ReproError, ReproUserError
+from airflow_repro.errors import DagParseError, NotFoundError, ReproError
 
 # Airflow's "0: no limit" still gets a limit here: a request must never wait forever.
 DEFAULT_TIMEOUT_S = 30.0
 # What the child needs beyond the import timeout: start Python and import Airflow (~3 s here).
 STARTUP_ALLOWANCE_S = 60.0
 TIMED_OUT = "timeout"
-
-
-class DagParseError(ReproUserError):
-    """The DAG file cannot be parsed now (an import error, or it took longer than the timeout)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +75,7 @@ def dag_file(dag_id: str) -> DagFile:
     if found is None or not found[0]:
         raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow; check the dag_id with 'airflow dags list'")
     fileloc, bundle_name, relative = found
+    fileloc = str(fileloc)
     return DagFile(
         dag_id=dag_id,
         fileloc=fileloc,
@@ -163,7 +160,7 @@ def _error_from_child(source: DagFile, answer: Mapping[str, Any]) -> ReproError:
     """The child's error as the same airflow-repro error class, or a parse error."""
     message = source.public(str(answer.get("error", "the parsing process gave no answer")))
     cls = getattr(errors, str(answer.get("error_class")), None)
-    if isinstance(cls, type) and issubclass(cls, ReproError):
+    if isinstance(cls, type) and issubclass(cls, ReproError) and cls is not errors.ReplayRefused:  # needs its plan
         return cls(message)
     return DagParseError(message)
 
@@ -193,11 +190,12 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
     for task in dag.tasks:
         if not isinstance(task, ReproTaskMixin):
             continue
-        params = process_params(dag, task, dict(conf), suppress_exception=True)
+        task_id = task.task_id  # type: ignore[attr-defined]  # the mixin sits on an Airflow operator
+        params = process_params(dag, task, dict(conf), suppress_exception=True)  # type: ignore[arg-type]
         params = ReplayMarker.strip(params)
         pin = task.repro_environment_pin()
-        tasks[task.task_id] = CurrentTask(
-            task_id=task.task_id,
+        tasks[task_id] = CurrentTask(
+            task_id=task_id,
             source_hash=task.repro_source_hash(),
             environment_digest=_plannable_digest(pin),
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
@@ -229,7 +227,7 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
         tasks = current_tasks(dag, request["conf"])
     except ReproError as exc:
         return {"error": str(exc), "error_class": type(exc).__name__}
-    except BaseException as exc:  # the DAG's own code failed (or exited) while its tasks were read
+    except BaseException as exc:  # noqa: BLE001 - the DAG's own code failed (or exited) while its tasks were read
         return {
             "error": f"DAG {request['dag_id']!r} failed while its tasks were read: {type(exc).__name__}: {exc}",
             "error_class": DagParseError.__name__,

@@ -21,8 +21,7 @@ from airflow.sdk import BaseHook
 from airflow_repro.errors import ConfigError
 
 if TYPE_CHECKING:
-    from airflow_repro.adapters.lakefs_store import LakeFSConnection, LakeFSStore
-    from airflow_repro.config import ReproSettings
+    from airflow_repro.adapters.lakefs_store import LakeFSConnection
 
 
 def endpoint_url(host: str | None, port: int | None, schema: str | None, *, what: str, conn_id: str) -> str:
@@ -92,13 +91,6 @@ class LakeFSHook(BaseHook):
                 "the access key id and password to the secret access key"
             )
         return LakeFSConnection(endpoint, conn.login, conn.password)
-
-    def get_store(self, settings: ReproSettings) -> LakeFSStore:
-        from airflow_repro.adapters.lakefs_store import LakeFSStore
-
-        return LakeFSStore.from_connection(
-            self.get_conn(), storage_namespace=settings.lakefs_storage_namespace, airflow_ui_url=settings.airflow_ui_url
-        )
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's "Test" button: list repositories with the given credentials."""

@@ -323,7 +323,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
 
     def _what_ran(self, prepared: PreparedTask) -> TaskEnvironment:
         """The pod as the cluster reported it, and the hardware the task itself reported."""
-        pod = self.remote_pod
+        pod: Any = self.remote_pod  # KPO sets it once the pod has run
         status = _container_status(pod, self.base_container_name)
         terminated = status.state.terminated if status is not None and status.state else None
         report = PodReport.from_message(terminated.message if terminated else None)

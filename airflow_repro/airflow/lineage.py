@@ -99,7 +99,7 @@ def _build(event: str, operator: Any, task_instance: Any, builder: Callable[[Any
             "airflow-repro: OpenLineage provider not importable; no lineage for %s", _task_id(operator), exc_info=True
         )
         return None
-    lineage = OperatorLineage()
+    lineage: Any = OperatorLineage()
     try:
         builder(operator, task_instance, lineage)
     except Exception:
@@ -342,7 +342,7 @@ def emit_verdict(report: Any, original: Any, replayed: Any) -> int:
     one on the replay's DAG run, each with the ``repro_replay`` facet (verdict, task status, and
     the OpenLineage run it replays). Returns how many events were handed to the provider.
 
-    ``report`` is a ``VerificationReport``; ``original`` and ``replayed`` are the ``RecordedRun``s
+    ``report`` is a ``VerificationReport``; ``original`` and ``replayed`` are the ``StoredRun``s
     it compares. Needs the Airflow metadata DB (as ``airflow-repro verify`` has) to name the runs
     as the provider did. Never raises; does nothing when OpenLineage is disabled.
     """

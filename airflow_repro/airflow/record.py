@@ -34,10 +34,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_repro import runtime
 from airflow_repro.core.environment import hardware, versions
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters, ReplayInfo
-from airflow_repro.core.recorder import PreparedTask, RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.recorder import PreparedTask, RecordedAttempt, TaskEnvironment, TaskRecorder
 from airflow_repro.core.redaction import Redactor
 from airflow_repro.core.replay import ReplayMarker, ReplayPlan, load_plan
 from airflow_repro.core.spec import TaskSpec
@@ -62,7 +61,7 @@ class Attempt:
     recorder: TaskRecorder | None = None
     replay_plan: ReplayPlan | None = None  # loaded once: a pod task requests the hardware it recorded
     prepared: PreparedTask | None = None
-    recorded: RecordedTask | None = None
+    recorded: RecordedAttempt | None = None
 
 
 class RecordedOperator(Protocol):
@@ -172,7 +171,7 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
 
 def finish(
     operator: RecordedOperator, context: Any, attempt: Attempt, recorder: TaskRecorder, prepared: PreparedTask
-) -> RecordedTask:
+) -> RecordedAttempt:
     """Commit the outputs with the manifest (or abort the attempt), then report it in XCom."""
     try:
         recorded = recorder.finish(prepared)
@@ -190,7 +189,7 @@ def raise_if_final(exc: BaseException) -> None:
     damaged stored data, a task misusing the runtime. Otherwise return (the caller re-raises)."""
     if isinstance(exc, AirflowFailException):
         return
-    if (isinstance(exc, ReproError) and not exc.retryable) or isinstance(exc, runtime.RuntimeContextError):
+    if isinstance(exc, ReproError) and not exc.retryable:  # RuntimeContextError is a ReproUserError
         raise AirflowFailException(str(exc)) from exc
 
 
@@ -303,7 +302,7 @@ def source_hash(fn: Callable[..., Any]) -> str:
     return "sha256:" + hashlib.sha256(source.encode()).hexdigest()
 
 
-def _report(operator: RecordedOperator, context: Any, recorded: RecordedTask) -> None:
+def _report(operator: RecordedOperator, context: Any, recorded: RecordedAttempt) -> None:
     run = recorded.tracked_run
     summary = {
         "repository": recorded.manifest.output_repository,

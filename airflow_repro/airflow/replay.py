@@ -14,12 +14,11 @@ from typing import Any
 from airflow_repro.airflow import dag_parsing
 from airflow_repro.backends import Backends
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.ports import ExperimentTracker, RunRecord, TrackedRun
+from airflow_repro.core.ports import ExperimentTracker, TrackerLog, TrackerRun
 from airflow_repro.core.replay import (
     ReplayMarker,
     ReplayMode,
     ReplayPlan,
-    ReplayRefused,
     conf_with_secrets,
     list_replays,
     load_plan,
@@ -27,7 +26,7 @@ from airflow_repro.core.replay import (
     replay_run_id,
     save_plan,
 )
-from airflow_repro.core.runs import RecordedRun, load_run
+from airflow_repro.core.runs import StoredRun, load_run
 from airflow_repro.core.verify import (
     Tolerance,
     VerificationReport,
@@ -37,15 +36,18 @@ from airflow_repro.core.verify import (
     save_report,
     verify_replay,
 )
-from airflow_repro.errors import NotFoundError, ObjectNotFound, ReproError, ReproInfraError, ReproUserError
+from airflow_repro.errors import (
+    NotFoundError,
+    ObjectNotFound,
+    ReplayRefused,
+    ReproError,
+    ReproInfraError,
+    RunNotFinished,
+)
 
 log = logging.getLogger(__name__)
 
 FINISHED_STATES = ("success", "failed")
-
-
-class RunNotFinished(ReproUserError):
-    """The DAG run is still queued or running."""
 
 
 # -- the DAG as it is now ------------------------------------------------------------------------
@@ -170,7 +172,6 @@ def verify(
     replay_run_id: str,
     tolerance: Tolerance | None = None,
     *,
-    store_report: bool = True,
     deep: bool = False,
 ) -> VerificationReport:
     """Compare a finished replay with the run it replays; store the report with the replay.
@@ -193,16 +194,15 @@ def verify(
     )
     if deep:
         report = add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
-    if store_report:
-        save_report(backends.store, replayed.repository, report)
-        _tag_tracked_runs(tracker, replayed, report)
-        from airflow_repro.airflow.lineage import emit_verdict  # OpenLineage only when it is on
+    save_report(backends.store, replayed.repository, report)
+    _tag_tracked_runs(tracker, replayed, report)
+    from airflow_repro.airflow.lineage import emit_verdict  # OpenLineage only when it is on
 
-        emit_verdict(report, original, replayed)
+    emit_verdict(report, original, replayed)
     return report
 
 
-def _plan_of(backends: Backends, replayed: RecordedRun) -> ReplayPlan:
+def _plan_of(backends: Backends, replayed: StoredRun) -> ReplayPlan:
     try:
         return load_plan(backends.store, replayed.repository, replayed.dag_id, replayed.run_id)
     except ObjectNotFound:
@@ -231,7 +231,7 @@ def _tracker_or_none(backends: Backends) -> ExperimentTracker | None:
         return None
 
 
-def _metrics(tracker: ExperimentTracker | None, run: RecordedRun) -> dict[tuple[str, int], dict[str, float]]:
+def _metrics(tracker: ExperimentTracker | None, run: StoredRun) -> dict[tuple[str, int], dict[str, float]]:
     if tracker is None:
         return {}
     metrics = {}
@@ -242,7 +242,7 @@ def _metrics(tracker: ExperimentTracker | None, run: RecordedRun) -> dict[tuple[
     return metrics
 
 
-def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: RecordedRun, report: VerificationReport) -> None:
+def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: StoredRun, report: VerificationReport) -> None:
     if tracker is None:
         return
     status = {(t.task_id, t.map_index): t.status for t in report.tasks}
@@ -251,7 +251,7 @@ def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: RecordedRun, 
         m = task.manifest
         if not m.tracking.mlflow_run_id:
             continue
-        run = TrackedRun(
+        run = TrackerRun(
             run_id=m.tracking.mlflow_run_id,
             experiment_id=m.tracking.mlflow_experiment_id or "",
             tracking_uri=m.tracking.mlflow_tracking_uri or "",
@@ -260,4 +260,4 @@ def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: RecordedRun, 
             keys.MLFLOW_VERDICT: report.verdict,
             keys.MLFLOW_TASK_VERDICT: status.get((m.identity.task_id, m.identity.map_index), "extra"),
         }
-        tracker.log(run, RunRecord(tags=tags, json_artifacts={"repro/verification.json": body}))
+        tracker.log(run, TrackerLog(tags=tags, json_artifacts={"repro/verification.json": body}))

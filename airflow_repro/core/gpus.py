@@ -1,4 +1,4 @@
-"""CPU, memory and GPU requests of a task, validated as Kubernetes would, at DAG parse time.
+"""GPU requests of a task, and its whole resource request, validated as Kubernetes would, at DAG parse time.
 
 A GPU request is a count and, optionally, an accelerator: a named model, which schedules the pod
 on nodes whose GPU-feature-discovery label ``nvidia.com/gpu.product`` names that model, or a MIG
@@ -11,7 +11,9 @@ slice of one, which requests the extended resource ``nvidia.com/mig-<profile>`` 
     task_resources(task_id, gpu=1, accelerator=A100_40GB.mig("1g.5gb"))
 
 The result is the manifest's :class:`~airflow_repro.core.manifest.Resources`, which is also what
-a replay reads back to request the same hardware. Pure: no Kubernetes import.
+a replay reads back to request the same hardware. CPU and memory quantities are parsed by
+:mod:`airflow_repro.core.resources` (``parse_quantity`` and ``quantity_text`` are still importable from
+here). Pure: no Kubernetes import.
 """
 
 from __future__ import annotations
@@ -19,35 +21,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from airflow_repro.core.manifest import Resources
-from airflow_repro.errors import ReproUserError
+from airflow_repro.core.resources import check_limit, parse_cpu, parse_memory, parse_quantity, quantity_text
+from airflow_repro.errors import ResourceError
 
 GPU_RESOURCE = "nvidia.com/gpu"
 PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on each GPU node by NVIDIA GPU feature discovery
 
-# k8s.io/apimachinery/pkg/api/resource: <signedNumber><suffix>; requests may not be negative.
-_QUANTITY_RE = re.compile(
-    r"^\+?(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]+)?$"
-)
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {
-    "m": Decimal("0.001"),
-    "": Decimal(1),
-    "k": Decimal(10) ** 3,
-    "M": Decimal(10) ** 6,
-    "G": Decimal(10) ** 9,
-    "T": Decimal(10) ** 12,
-    "P": Decimal(10) ** 15,
-    "E": Decimal(10) ** 18,
-}
 _MIG_RE = re.compile(r"^[1-7]g\.[0-9]+gb(?:\+me)?$")
-
-
-class ResourceError(ReproUserError):
-    """A resource request Kubernetes would reject, or a GPU the project cannot schedule."""
 
 
 @dataclass(frozen=True)
@@ -100,29 +83,6 @@ ALIASES: dict[str, Accelerator] = {
 }
 
 
-def parse_quantity(value: Any, *, what: str) -> Decimal:
-    """A Kubernetes quantity (``"500m"``, ``"2"``, ``"4Gi"``, ``1.5``) as a Decimal; errors say the fix."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ResourceError(f"{what} {value!r} is not a Kubernetes quantity; write e.g. '500m', '2', '512Mi' or '4Gi'")
-    text = str(value).strip() if isinstance(value, str) else repr(value)
-    match = _QUANTITY_RE.match(text)
-    if match is None:
-        raise ResourceError(
-            f"{what} {value!r} is not a Kubernetes quantity; write a number with an optional suffix and no "
-            "space, e.g. '500m' or '2' (CPU) and '512Mi', '4Gi' or '2G' (memory)"
-        )
-    try:
-        number = Decimal(match["number"])
-    except InvalidOperation as exc:  # pragma: no cover - the regex admits only decimals
-        raise ResourceError(f"{what} {value!r} is not a number") from exc
-    suffix = match["suffix"] or ""
-    if suffix in _BINARY:
-        return number * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return number * _DECIMAL[suffix]
-    return number * (Decimal(10) ** int(suffix[1:]))
-
-
 def resolve_accelerator(accelerator: Accelerator | str | None, *, task_id: str) -> Accelerator | None:
     if accelerator is None or isinstance(accelerator, Accelerator):
         return accelerator
@@ -159,12 +119,12 @@ def task_resources(
     it does not schedule by as free text, as given, with or without ``gpu``; quantities stay strict.
     """
     try:
-        cpu_cores = _cores(cpu, "cpu")
-        cpu_max = _cores(cpu_limit, "cpu_limit")
-        memory_text = _memory(memory, "memory")
-        memory_max = _memory(memory_limit, "memory_limit")
-        _check_limit("cpu", cpu, cpu_limit)
-        _check_limit("memory", memory, memory_limit)
+        cpu_cores = parse_cpu(cpu, "cpu")
+        cpu_max = parse_cpu(cpu_limit, "cpu_limit")
+        memory_text = parse_memory(memory, "memory")
+        memory_max = parse_memory(memory_limit, "memory_limit")
+        check_limit("cpu", cpu, cpu_limit)
+        check_limit("memory", memory, memory_limit)
         count = 0 if allow_zero_gpu and gpu == 0 and not isinstance(gpu, bool) else _gpu_count(gpu)
     except ResourceError as exc:
         raise ResourceError(f"task {task_id}: {exc}") from exc
@@ -222,43 +182,6 @@ def resources_from_mapping(
     if unknown:
         raise ResourceError(f"task {task_id}: unknown resources {unknown}; use {sorted(allowed)}")
     return task_resources(task_id, **dict(values), allow_zero_gpu=allow_zero_gpu, local=local)
-
-
-def quantity_text(cores: float) -> str:
-    """CPU cores as a canonical quantity: 2.0 -> '2', 0.5 -> '500m'."""
-    value = Decimal(str(cores))
-    if value == value.to_integral_value():
-        return str(int(value))
-    return f"{int((value * 1000).to_integral_value())}m"
-
-
-def _cores(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    cores = parse_quantity(value, what=what)
-    if cores <= 0:
-        raise ResourceError(f"{what} {value!r} must be more than zero")
-    if cores != (cores * 1000).to_integral_value() / 1000:
-        raise ResourceError(f"{what} {value!r} is finer than Kubernetes allows (1m = 0.001 CPU)")
-    return float(cores)
-
-
-def _memory(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    amount = parse_quantity(value, what=what)
-    if amount <= 0:
-        raise ResourceError(f"{what} {value!r} must be more than zero")
-    return str(value).strip() if isinstance(value, str) else str(int(amount))
-
-
-def _check_limit(what: str, request: Any, limit: Any) -> None:
-    if request is None or limit is None:
-        return
-    if parse_quantity(limit, what=f"{what}_limit") < parse_quantity(request, what=what):
-        raise ResourceError(
-            f"{what}_limit {limit!r} is below the request {request!r}; Kubernetes requires limit >= request"
-        )
 
 
 def _gpu_count(gpu: Any) -> int:

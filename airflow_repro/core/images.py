@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from airflow_repro.errors import ReproUserError
+from airflow_repro.errors import ImageNotPinnedError
 
 DEFAULT_REGISTRY = "docker.io"
 DIGEST_ALGORITHM = "sha256"
@@ -36,10 +36,6 @@ PIN_HINT = (
     "'{name}@sha256:<digest>' (a tag may stay beside it: '{name}:<tag>@sha256:<digest>'); or pass "
     "resolve_tag=True to resolve the tag through the registry when the task runs (both are recorded)"
 )
-
-
-class ImageNotPinnedError(ReproUserError):
-    """A task image is named by a mutable tag, or its digest is malformed."""
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ class TaskManifest(_Frozen):
         return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
 
 
-class TaskRecord(_Frozen):
+class DagRunManifestEntry(_Frozen):
     """One task of a DAG run as the DAG-run manifest lists it."""
 
     task_id: str
@@ -243,7 +243,7 @@ class DagRunManifest(_Frozen):
     repository: str
     branch: str
     state: str
-    tasks: list[TaskRecord]
+    tasks: list[DagRunManifestEntry]
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))

@@ -197,7 +197,7 @@ class CollectsGarbage(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class TrackedRun:
+class TrackerRun:
     """A run of the experiment tracker (MLflow): ids and the URL a person can open."""
 
     run_id: str
@@ -207,7 +207,7 @@ class TrackedRun:
 
 
 @dataclass(frozen=True, slots=True)
-class RunRecord:
+class TrackerLog:
     """What is logged to a tracked run after the task: all in one batch where possible."""
 
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -220,11 +220,11 @@ class RunRecord:
 class ExperimentTracker(Protocol):
     """The experiment tracker port (MLflow)."""
 
-    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackedRun: ...
+    def start_run(self, experiment: str, run_name: str, tags: Mapping[str, str]) -> TrackerRun: ...
 
-    def log(self, run: TrackedRun, record: RunRecord) -> None: ...
+    def log(self, run: TrackerRun, record: TrackerLog) -> None: ...
 
-    def end_run(self, run: TrackedRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None: ...
+    def end_run(self, run: TrackerRun, status: Literal["FINISHED", "FAILED", "KILLED"]) -> None: ...
 
     def get_run_tags(self, run_id: str) -> dict[str, str]: ...
 

@@ -40,9 +40,9 @@ from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import (
     Commit,
     ExperimentTracker,
-    RunRecord,
     StagedObject,
-    TrackedRun,
+    TrackerLog,
+    TrackerRun,
     VersionedDataStore,
 )
 from airflow_repro.core.spec import TaskSpec
@@ -108,7 +108,7 @@ class PreparedTask:
     output_dir: Path
     context_file: Path
     context: ContextFile  # what ``context_file`` holds: the pins the task's process reads
-    tracked_run: TrackedRun | None
+    tracked_run: TrackerRun | None
     started_at: str
     started_monotonic: float = field(default_factory=time.monotonic)
 
@@ -118,13 +118,13 @@ class PreparedTask:
 
 
 @dataclass(frozen=True)
-class RecordedTask:
+class RecordedAttempt:
     """The outcome of a recorded task attempt."""
 
     manifest: TaskManifest
     commit: Commit
     reused_commit: bool
-    tracked_run: TrackedRun | None
+    tracked_run: TrackerRun | None
 
 
 class TaskRecorder:
@@ -259,7 +259,7 @@ class TaskRecorder:
 
     def _start_tracked_run(
         self, ident: AirflowIdentity, repository: str, branch: str, replay: ReplayInfo | None
-    ) -> TrackedRun | None:
+    ) -> TrackerRun | None:
         if self.tracker is None:
             return None
         tags = {
@@ -278,7 +278,7 @@ class TaskRecorder:
         return self.tracker.start_run(self.experiment or ident.dag_id, f"{run_name} try {ident.try_number}", tags)
 
     # -- after the task ------------------------------------------------------------------------
-    def finish(self, prepared: PreparedTask) -> RecordedTask:
+    def finish(self, prepared: PreparedTask) -> RecordedAttempt:
         """Commit outputs and manifest in one commit, then link the tracked run to it."""
         staged = self._stage_outputs(prepared)
         ident = prepared.env.identity
@@ -302,9 +302,9 @@ class TaskRecorder:
         )
         self._link_tracked_run(prepared, manifest, commit)
         shutil.rmtree(prepared.workdir, ignore_errors=True)
-        return RecordedTask(manifest=manifest, commit=commit, reused_commit=False, tracked_run=prepared.tracked_run)
+        return RecordedAttempt(manifest=manifest, commit=commit, reused_commit=False, tracked_run=prepared.tracked_run)
 
-    def _adopt_commit(self, prepared: PreparedTask, commit: Commit) -> RecordedTask:
+    def _adopt_commit(self, prepared: PreparedTask, commit: Commit) -> RecordedAttempt:
         """A retry whose outputs equal its task's earlier commit: report that commit's manifest and
         MLflow run (linked and ended FINISHED), and end this attempt's own run as superseded."""
         ident = prepared.env.identity
@@ -323,17 +323,17 @@ class TaskRecorder:
             }
             if recorded_run is not None:
                 tags[keys.MLFLOW_SUPERSEDED_BY] = recorded_run.run_id
-            self.tracker.log(own_run, RunRecord(tags=tags, metrics=_read_metrics(prepared.metrics_file)))
+            self.tracker.log(own_run, TrackerLog(tags=tags, metrics=_read_metrics(prepared.metrics_file)))
             self.tracker.end_run(own_run, "FAILED")
         shutil.rmtree(prepared.workdir, ignore_errors=True)
-        return RecordedTask(manifest=committed, commit=commit, reused_commit=True, tracked_run=recorded_run)
+        return RecordedAttempt(manifest=committed, commit=commit, reused_commit=True, tracked_run=recorded_run)
 
     def abort(self, prepared: PreparedTask, error: BaseException | None = None) -> None:
         """A failed attempt commits nothing; its tracked run is marked FAILED."""
         try:
             if self.tracker is not None and prepared.tracked_run is not None:
                 tags = {keys.MLFLOW_ERROR: _short(repr(error))} if error is not None else {}
-                self.tracker.log(prepared.tracked_run, RunRecord(tags=tags))
+                self.tracker.log(prepared.tracked_run, TrackerLog(tags=tags))
                 self.tracker.end_run(prepared.tracked_run, "FAILED")
         finally:
             shutil.rmtree(prepared.workdir, ignore_errors=True)
@@ -421,12 +421,12 @@ class TaskRecorder:
         return None
 
     def _link_tracked_run(
-        self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit, run: TrackedRun | None = None
+        self, prepared: PreparedTask, manifest: TaskManifest, commit: Commit, run: TrackerRun | None = None
     ) -> None:
         run = run or prepared.tracked_run
         if self.tracker is None or run is None:
             return
-        record = RunRecord(
+        record = TrackerLog(
             tags={
                 keys.MLFLOW_COMMIT_ID: commit.id,
                 keys.MLFLOW_MANIFEST_DIGEST: manifest.digest,
@@ -452,14 +452,14 @@ def recorded_tracking_uri(uri: str) -> str:
     return f"{scheme}:///<local>/{PurePosixPath(rest).name}"
 
 
-def _tracked_run_of(manifest: TaskManifest, current: TrackedRun | None) -> TrackedRun | None:
+def _tracked_run_of(manifest: TaskManifest, current: TrackerRun | None) -> TrackerRun | None:
     """The tracked run a committed manifest links to (this attempt's own, when it is the same)."""
     tracking = manifest.tracking
     if not tracking.mlflow_run_id:
         return None
     if current is not None and current.run_id == tracking.mlflow_run_id:
         return current
-    return TrackedRun(
+    return TrackerRun(
         run_id=tracking.mlflow_run_id,
         experiment_id=tracking.mlflow_experiment_id or "",
         tracking_uri=current.tracking_uri if current else (tracking.mlflow_tracking_uri or ""),
@@ -554,7 +554,7 @@ def _utcnow() -> str:
 
 __all__ = [
     "PreparedTask",
-    "RecordedTask",
+    "RecordedAttempt",
     "TaskEnvironment",
     "TaskRecorder",
     "manifest_path",

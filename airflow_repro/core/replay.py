@@ -22,7 +22,7 @@ from airflow_repro.core.manifest import SCHEMA_VERSION, DataInput, canonical_jso
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
 from airflow_repro.core.redaction import dotted, redacted_paths, with_value_at
-from airflow_repro.core.runs import RecordedRun, read_json_model
+from airflow_repro.core.runs import StoredRun, read_json_model
 from airflow_repro.errors import ManifestError, NotFoundError, ReproUserError
 
 ReplayMode = Literal["pinned", "latest-code"]
@@ -106,6 +106,20 @@ class ReplayPlan(_Frozen):
     def blocking_drift(self) -> list[Drift]:
         return [d for d in self.drift if d.blocks(self.mode)]
 
+    def refusal_message(self) -> str:
+        """Why this plan cannot be triggered: the message of :class:`~airflow_repro.errors.ReplayRefused`."""
+        lines = [f"- [{d.kind}] {d.task_id}: {d.detail}" for d in self.blocking_drift]
+        hint = (
+            " Use --mode latest-code to replay with the current code and environment (data, params and "
+            "seeds stay pinned)."
+            if all(d.kind in CODE_DRIFT for d in self.blocking_drift)
+            else ""
+        )
+        return (
+            f"cannot replay run {self.original_run_id!r} of {self.dag_id!r} in mode {self.mode}: "
+            f"{len(self.blocking_drift)} pin(s) no longer hold:\n" + "\n".join(lines) + hint
+        )
+
     def pins_for(self, task_id: str, map_index: int = -1) -> TaskPins | None:
         for pins in self.tasks:
             if pins.task_id == task_id and pins.map_index == map_index:
@@ -131,24 +145,6 @@ class CurrentTask:
     task_params: Mapping[str, Any] = field(default_factory=dict)
 
 
-class ReplayRefused(ReproUserError):
-    """The replay cannot hold its pins; ``plan.drift`` says why. Nothing was triggered."""
-
-    def __init__(self, plan: ReplayPlan) -> None:
-        self.plan = plan
-        lines = [f"- [{d.kind}] {d.task_id}: {d.detail}" for d in plan.blocking_drift]
-        hint = (
-            " Use --mode latest-code to replay with the current code and environment (data, params and "
-            "seeds stay pinned)."
-            if all(d.kind in CODE_DRIFT for d in plan.blocking_drift)
-            else ""
-        )
-        super().__init__(
-            f"cannot replay run {plan.original_run_id!r} of {plan.dag_id!r} in mode {plan.mode}: "
-            f"{len(plan.blocking_drift)} pin(s) no longer hold:\n" + "\n".join(lines) + hint
-        )
-
-
 def replay_run_id(original_run_id: str, now: datetime | None = None) -> str:
     """A run id that says what it replays (Airflow allows ``[A-Za-z0-9_.~:+-]``)."""
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%f")
@@ -156,7 +152,7 @@ def replay_run_id(original_run_id: str, now: datetime | None = None) -> str:
 
 
 def plan_replay(
-    recorded: RecordedRun,
+    recorded: StoredRun,
     current: Mapping[str, CurrentTask],
     store: VersionedDataStore,
     *,
@@ -332,7 +328,7 @@ def _missing_inputs(store: VersionedDataStore, task_id: str, inputs: list[DataIn
     return missing
 
 
-def _original_conf(recorded: RecordedRun) -> dict[str, Any]:
+def _original_conf(recorded: StoredRun) -> dict[str, Any]:
     confs = {canonical_json(t.manifest.parameters.dag_run_conf) for t in recorded.tasks}
     if len(confs) > 1:  # cannot happen within one DAG run; refuse rather than guess
         raise ReproUserError(f"run {recorded.run_id!r}: its tasks recorded different DAG-run confs")

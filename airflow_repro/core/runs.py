@@ -2,36 +2,42 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.manifest import (
     DagRunManifest,
+    DagRunManifestEntry,
     TaskManifest,
-    TaskRecord,
     load_dag_run_manifest,
     load_task_manifest,
 )
 from airflow_repro.core.naming import run_branch_name, run_tag_name
 from airflow_repro.core.ports import Commit, VersionedDataStore
 from airflow_repro.core.recorder import MANIFEST_DIR
-from airflow_repro.errors import AlreadyExistsError, ManifestError, RefNotFound, RepositoryNotFound
+from airflow_repro.errors import AlreadyExistsError, ManifestError, ObjectNotFound, RefNotFound, RepositoryNotFound
+
+log = logging.getLogger(__name__)
 
 DAG_RUN_MANIFEST_PATH = "_repro/dag_run.json"
 
 
 @dataclass(frozen=True)
-class RecordedTaskView:
+class StoredTaskManifest:
+    """A task manifest as the store holds it: the commit it is in and its path there."""
+
     manifest: TaskManifest
     commit_id: str
     manifest_path: str
 
 
 @dataclass(frozen=True)
-class RecordedRun:
+class StoredRun:
     """A DAG run as recorded: where it lives and the manifests of its tasks."""
 
     dag_id: str
@@ -41,7 +47,7 @@ class RecordedRun:
     ref: str  # the tag when the run is closed, else the branch
     head_commit: str
     closed: bool
-    tasks: list[RecordedTaskView]
+    tasks: list[StoredTaskManifest]
 
 
 def find_run_repository(store: VersionedDataStore, dag_id: str, run_id: str) -> str:
@@ -57,7 +63,7 @@ def find_run_repository(store: VersionedDataStore, dag_id: str, run_id: str) -> 
     )
 
 
-def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> RecordedRun:
+def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> StoredRun:
     repository = find_run_repository(store, dag_id, run_id)
     branch = run_branch_name(dag_id, run_id)
     tag = run_tag_name(dag_id, run_id)
@@ -77,9 +83,9 @@ def load_run(store: VersionedDataStore, dag_id: str, run_id: str) -> RecordedRun
                 "(no commit names it with its digest); its content cannot be trusted for a replay"
             )
         manifest = load_task_manifest(data, expected_digest=digest)
-        tasks.append(RecordedTaskView(manifest=manifest, commit_id=commit.id, manifest_path=info.path))
+        tasks.append(StoredTaskManifest(manifest=manifest, commit_id=commit.id, manifest_path=info.path))
     tasks.sort(key=lambda t: (t.manifest.timing.started_at, t.manifest.identity.task_id))
-    return RecordedRun(
+    return StoredRun(
         dag_id=dag_id,
         run_id=run_id,
         repository=repository,
@@ -120,7 +126,7 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
         branch=run.branch,
         state=state,
         tasks=[
-            TaskRecord(
+            DagRunManifestEntry(
                 task_id=t.manifest.identity.task_id,
                 map_index=t.manifest.identity.map_index,
                 try_number=t.manifest.identity.try_number,
@@ -155,6 +161,65 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
 def load_dag_run_manifest_at(store: VersionedDataStore, repository: str, ref: str) -> DagRunManifest:
     with store.open_object(repository, ref, DAG_RUN_MANIFEST_PATH) as handle:
         return load_dag_run_manifest(handle.read())
+
+
+class RunTaskDocument(BaseModel):
+    """One task of a recorded run, as ``show --json`` and the REST API print it."""
+
+    task_id: str
+    map_index: int
+    try_number: int
+    commit_id: str
+    manifest_path: str
+    manifest_digest: str
+    manifest: dict[str, Any] = Field(description="The task manifest, as committed (canonical JSON).")
+
+
+class RunDocument(BaseModel):
+    """A recorded DAG run as JSON: the one shape the CLI (``show --json``) and the REST API answer."""
+
+    dag_id: str
+    run_id: str
+    repository: str
+    branch: str
+    ref: str = Field(description="The run's tag once it is closed, else its branch.")
+    closed: bool
+    head_commit: str
+    tasks: list[RunTaskDocument]
+    dag_run_manifest: DagRunManifest | None = Field(
+        description="The DAG-run manifest of a closed run (None while open, or if it was never written)."
+    )
+
+
+def run_document(store: VersionedDataStore, run: StoredRun) -> RunDocument:
+    dag_run_manifest = None
+    if run.closed:
+        try:
+            dag_run_manifest = load_dag_run_manifest_at(store, run.repository, run.ref)
+        except ObjectNotFound:  # tagged without its DAG-run manifest: report the tasks anyway
+            log.warning("run %s of %s is closed but has no DAG-run manifest at %s", run.run_id, run.dag_id, run.ref)
+    return RunDocument(
+        dag_id=run.dag_id,
+        run_id=run.run_id,
+        repository=run.repository,
+        branch=run.branch,
+        ref=run.ref,
+        closed=run.closed,
+        head_commit=run.head_commit,
+        dag_run_manifest=dag_run_manifest,
+        tasks=[
+            RunTaskDocument(
+                task_id=t.manifest.identity.task_id,
+                map_index=t.manifest.identity.map_index,
+                try_number=t.manifest.identity.try_number,
+                commit_id=t.commit_id,
+                manifest_path=t.manifest_path,
+                manifest_digest=t.manifest.digest,
+                manifest=json.loads(t.manifest.canonical_json()),
+            )
+            for t in run.tasks
+        ],
+    )
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

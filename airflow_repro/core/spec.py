@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from airflow_repro.core.gpus import parse_quantity
 from airflow_repro.core.manifest import Resources
 from airflow_repro.core.naming import validate_ref, validate_repository_name
+from airflow_repro.core.resources import parse_quantity
 from airflow_repro.errors import InvalidNameError, ReproUserError
 
 
@@ -79,19 +79,7 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         for name, spec in self.inputs.items():
-            try:
-                validate_input_name(name)
-            except InvalidNameError as exc:
-                raise InvalidNameError(f"task {self.task_id}: {exc}") from None
-            if not isinstance(spec, Input):
-                raise ReproUserError(
-                    f"task {self.task_id}: input {name!r} must be airflow_repro.Input(path, "
-                    f"repository=None, ref=None), got {type(spec).__name__}"
-                )
-            try:
-                spec.validate()
-            except InvalidNameError as exc:
-                raise InvalidNameError(f"task {self.task_id}: input {name!r}: {exc}") from exc
+            self._check_input(name, spec)
         for output in self.outputs:
             validate_store_path(output, what=f"output of task {self.task_id}", allow_folder=True)
         if len(set(self.outputs)) != len(self.outputs):
@@ -105,3 +93,18 @@ class TaskSpec:
                 parse_quantity(self.resources.memory, what="memory")
             except ReproUserError as exc:
                 raise ReproUserError(f"task {self.task_id}: {exc}") from None
+
+    def _check_input(self, name: str, spec: object) -> None:
+        try:
+            validate_input_name(name)
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"task {self.task_id}: {exc}") from None
+        if not isinstance(spec, Input):
+            raise ReproUserError(
+                f"task {self.task_id}: input {name!r} must be airflow_repro.Input(path, "
+                f"repository=None, ref=None), got {type(spec).__name__}"
+            )
+        try:
+            spec.validate()
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"task {self.task_id}: input {name!r}: {exc}") from exc

@@ -20,7 +20,7 @@ from airflow_repro.core.integrity import DamagedOutput, damaged_outputs
 from airflow_repro.core.manifest import SCHEMA_VERSION, DataOutput, TaskManifest, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
-from airflow_repro.core.runs import RecordedRun, read_json_model
+from airflow_repro.core.runs import StoredRun, read_json_model
 from airflow_repro.errors import ReproUserError
 
 VERIFICATION_PATH = "_repro/verification.json"
@@ -108,8 +108,8 @@ MetricsByTask = Mapping[TaskKey, Mapping[str, float]]
 
 
 def verify_replay(
-    original: RecordedRun,
-    replay: RecordedRun,
+    original: StoredRun,
+    replay: StoredRun,
     *,
     original_metrics: MetricsByTask | None = None,
     replay_metrics: MetricsByTask | None = None,
@@ -223,7 +223,7 @@ def _key(manifest: TaskManifest) -> TaskKey:
     return (manifest.identity.task_id, manifest.identity.map_index)
 
 
-def run_damage(store: VersionedDataStore, run: RecordedRun) -> list[DamagedOutput]:
+def run_damage(store: VersionedDataStore, run: StoredRun) -> list[DamagedOutput]:
     """Re-read every output of a recorded run from the store and re-hash it: the damaged ones."""
     return damaged_outputs(store, run.repository, [(t.commit_id, t.manifest) for t in run.tasks])
 
@@ -322,7 +322,7 @@ _PINNED_FIELDS: dict[str, Callable[[TaskManifest], object]] = {
 }
 
 
-def diff_runs(run_a: RecordedRun, run_b: RecordedRun) -> RunDiff:
+def diff_runs(run_a: StoredRun, run_b: StoredRun) -> RunDiff:
     tasks_a = {_label(t.manifest): t.manifest for t in run_a.tasks}
     tasks_b = {_label(t.manifest): t.manifest for t in run_b.tasks}
     fields, objects = [], {}

@@ -13,7 +13,7 @@ from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.environment import lockfile_digest
 from airflow_repro.core.naming import run_branch_name, run_tag_name
 from airflow_repro.core.runs import DAG_RUN_MANIFEST_PATH, load_dag_run_manifest_at, load_run
-from tests.airflow.conftest import DAGS_FOLDER, load_dag
+from tests.support.airflow_session import DAGS_FOLDER, load_dag
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 

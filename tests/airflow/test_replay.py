@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,33 +9,12 @@ import pytest
 
 from airflow_repro.airflow import replay as service
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.replay import REPLAY_CONF_KEY, DriftKind, ReplayPlan, ReplayRefused, replay_marker, save_plan
+from airflow_repro.core.replay import REPLAY_CONF_KEY, DriftKind, ReplayPlan, save_plan
 from airflow_repro.core.runs import load_run
-from airflow_repro.errors import NotFoundError
-from tests.airflow.conftest import DAGS_FOLDER, load_dag
+from airflow_repro.errors import NotFoundError, ReplayRefused
+from tests.support.airflow_session import DAGS_FOLDER, load_dag, run_id_for_next_test_run, run_replay
 
 pytestmark = pytest.mark.usefixtures("repro_env")
-
-
-@contextlib.contextmanager
-def run_id_for_next_test_run(run_id: str) -> Iterator[None]:
-    """``dag.test()`` names its run itself; a replay run must carry the id its plan was made for."""
-    from airflow.models.dagrun import DagRun
-
-    original = DagRun.generate_run_id
-    DagRun.generate_run_id = staticmethod(lambda **_: run_id)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        DagRun.generate_run_id = original  # type: ignore[method-assign]
-
-
-def run_replay(dag: Any, plan: ReplayPlan, backends: service.Backends) -> Any:
-    """What ``service.trigger`` does, with ``dag.test()`` standing in for the scheduler."""
-    save_plan(backends.store, plan, default_branch=backends.settings.default_branch)
-    conf = {**plan.dag_run_conf, REPLAY_CONF_KEY: {**replay_marker(plan), "repository": plan.original_repository}}
-    with run_id_for_next_test_run(plan.replay_run_id):
-        return dag.test(run_conf=conf)
 
 
 def test_replay_of_the_example_is_identical_and_replayable_again(repro_env: dict[str, str]) -> None:

@@ -1,107 +1,37 @@
 """The REST API against a real ``airflow api-server`` (SimpleAuthManager, users admin and viewer).
 
 The runs are recorded first, in this process with ``dag.test()``, in the session's Airflow home
-and DB from ``tests/airflow/conftest.py`` (imported, not copied: Airflow reads its configuration
-once per process, so every test directory of a pytest run must share that home). The api-server
+and DB (``tests/support/airflow_session.py``: Airflow reads its configuration once per process, so
+every test directory of a pytest run shares that home). The api-server
 subprocess then serves the same DB, DAGs folder and store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
 from airflow_repro.embedded import Service, free_port, wait_until_healthy
-from tests.airflow import conftest as airflow_conftest
-from tests.airflow.conftest import DAGS_FOLDER, load_dag
+from tests.support import airflow_session, api
+from tests.support.airflow_session import load_dag
+from tests.support.api import DAG_IMPORT_TIMEOUT_S, EXAMPLE_DAG, PASSWORDS, SMALL_DAG, ApiServer, RecordedRuns
 
-# The session's Airflow DB and [repro] settings, shared with tests/airflow. When both directories
-# run, pytest holds a definition per directory: the DB's initdb then runs twice (0.1 s the second time).
-airflow_db = airflow_conftest.airflow_db
-repro_env = airflow_conftest.repro_env
-
-PASSWORDS = {"admin": "admin-pw-for-tests", "viewer": "viewer-pw-for-tests"}
-# The api-server's [core] dagbag_import_timeout: ample for the test DAGs, short for a hanging one.
-DAG_IMPORT_TIMEOUT_S = 8
-EXAMPLE_DAG = "example_ml_pipeline"
-SMALL_DAG = "repro_api_small"
-SMALL_DAG_FILE = DAGS_FOLDER / "repro_api_dags.py"
-
-# A one-task recorded DAG that the drift tests rewrite (its params, its code), as a user would.
-SMALL_DAG_SOURCE = '''"""A one-task recorded DAG for the REST API tests."""
-from airflow.sdk import dag
-
-from airflow_repro import repro_task, runtime
-
-
-@dag(dag_id="repro_api_small", schedule=None, params={"factor": 2})
-def repro_api_small():
-    @repro_task(outputs=["out.txt"], seed=7)
-    def scale(params=None):
-        runtime.current().output_path("out.txt").write_text(str(params["factor"] * 21))
-
-    scale()
-
-
-repro_api_small()
-'''
-SMALL_DAG_FILE.write_text(SMALL_DAG_SOURCE)
-
-
-@contextlib.contextmanager
-def dag_file_edited(old: str, new: str) -> Iterator[None]:
-    """Edit the small DAG's file as a user would; restore it afterwards.
-
-    Every edit changes the file's size, and the mtime is bumped, so that neither the bytecode
-    cache nor ``linecache`` in the api-server can serve the previous version.
-    """
-    original = SMALL_DAG_FILE.read_text()
-    assert old in original and len(old) != len(new)
-    try:
-        SMALL_DAG_FILE.write_text(original.replace(old, new))
-        _bump_mtime(SMALL_DAG_FILE)
-        yield
-    finally:
-        SMALL_DAG_FILE.write_text(original)
-        _bump_mtime(SMALL_DAG_FILE)
-
-
-def _bump_mtime(path: Path) -> None:
-    stat = path.stat()
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
-
-
-@dataclass(frozen=True)
-class RecordedRuns:
-    example: str
-    small: str
-
-
-@dataclass(frozen=True)
-class ApiServer:
-    url: str
-    service: Service
-    tokens: dict[str, str]
-
-    def client(self, user: str | None = None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+airflow_session.start()
+api.write_small_dag()
 
 
 @pytest.fixture(scope="session")
 def recorded_runs(repro_env: dict[str, str]) -> RecordedRuns:
     """Real recorded runs of the example pipeline and of the small DAG, in the session's DB and store."""
     run_ids = {}
-    for dag_id, file_name in ((EXAMPLE_DAG, "example_ml_pipeline.py"), (SMALL_DAG, SMALL_DAG_FILE.name)):
+    for dag_id, file_name in ((EXAMPLE_DAG, "example_ml_pipeline.py"), (SMALL_DAG, api.SMALL_DAG_FILE.name)):
         dag_run = load_dag(dag_id, file_name).test()
         assert dag_run.state == "success", f"{dag_id} failed in dag.test()"
         run_ids[dag_id] = dag_run.run_id

@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from airflow_repro.embedded import free_port
-from tests.api.conftest import EXAMPLE_DAG, ApiServer, RecordedRuns
-from tests.api.test_rest_api import API, replays, run_count
+from tests.support.api import API, EXAMPLE_DAG, ApiServer, RecordedRuns, replays, run_count
 
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -172,7 +171,7 @@ def attacker_page(api_server: ApiServer, replay_url: str) -> Iterator[str]:
     )
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             body = page.encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/html; charset=utf-8")

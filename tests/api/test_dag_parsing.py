@@ -14,9 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.airflow.conftest import SESSION_HOME
-from tests.api.conftest import DAG_IMPORT_TIMEOUT_S, SMALL_DAG, ApiServer, RecordedRuns, dag_file_edited
-from tests.api.test_rest_api import API, EXAMPLE_DAG
+from tests.support.airflow_session import SESSION_HOME
+from tests.support.api import (
+    API,
+    DAG_IMPORT_TIMEOUT_S,
+    EXAMPLE_DAG,
+    SMALL_DAG,
+    ApiServer,
+    RecordedRuns,
+    dag_file_edited,
+)
 
 DOCSTRING = '"""A one-task recorded DAG for the REST API tests."""'
 # What the child may need beyond the timeout: start Python and import Airflow, on a loaded machine.

@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airflow_repro.core.naming import run_branch_name
-from tests.airflow.conftest import SESSION_HOME
-from tests.api.conftest import EXAMPLE_DAG, SMALL_DAG, ApiServer, RecordedRuns
-from tests.api.test_rest_api import API
+from tests.support.airflow_session import SESSION_HOME
+from tests.support.api import API, EXAMPLE_DAG, SMALL_DAG, ApiServer, RecordedRuns
 
 ROUTES = ["manifest", "replay", "replays", "verification"]
 # Bounded to keep the suite fast; raise it (REPRO_FUZZ_EXAMPLES=2000) for a deeper search.

@@ -15,27 +15,11 @@ from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.airflow.lazy_app import LazyASGIApp
 from airflow_repro.core.replay import REPLAY_CONF_KEY, load_plan
 from airflow_repro.core.runs import load_run
-from tests.api.conftest import EXAMPLE_DAG, SMALL_DAG, ApiServer, RecordedRuns, dag_file_edited
-
-API = "/repro/api/v1/dags"
+from tests.support.api import API, EXAMPLE_DAG, SMALL_DAG, ApiServer, RecordedRuns, dag_file_edited, replays, run_count
 
 
 def store(repro_env: dict[str, str]) -> LocalStore:
     return LocalStore(Path(repro_env["home"]) / "store")
-
-
-def run_count(api: ApiServer, dag_id: str) -> int:
-    with api.client("admin") as admin:
-        response = admin.get(f"/api/v2/dags/{dag_id}/dagRuns")
-    assert response.status_code == 200, response.text
-    return int(response.json()["total_entries"])
-
-
-def replays(api: ApiServer, dag_id: str, run_id: str, user: str = "viewer") -> list[dict[str, Any]]:
-    with api.client(user) as client:
-        response = client.get(f"{API}/{dag_id}/runs/{run_id}/replays")
-    assert response.status_code == 200, response.text
-    return list(response.json()["replays"])
 
 
 # -- the plugin stays cheap in every process -----------------------------------------------------------
@@ -93,9 +77,15 @@ def _echo_app_factory() -> Any:
 
 def test_errors_map_to_http_statuses() -> None:
     from airflow_repro.airflow import api
-    from airflow_repro.airflow.replay import RunNotFinished
-    from airflow_repro.core.replay import Drift, DriftKind, ReplayPlan, ReplayRefused
-    from airflow_repro.errors import ManifestError, ObjectNotFound, StoreCorruption, StoreUnavailable
+    from airflow_repro.core.replay import Drift, DriftKind, ReplayPlan
+    from airflow_repro.errors import (
+        ManifestError,
+        ObjectNotFound,
+        ReplayRefused,
+        RunNotFinished,
+        StoreCorruption,
+        StoreUnavailable,
+    )
 
     def answer(exc: Exception) -> tuple[int, dict[str, Any], str | None]:
         response = api._error_response(exc)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from airflow_repro.core.redaction import is_redacted
-from tests.airflow.conftest import load_dag
-from tests.api.conftest import ApiServer
+from tests.support.airflow_session import load_dag
+from tests.support.api import ApiServer
 
 API = "/repro/api/v1/dags"
 DAG = "repro_conf_secret"

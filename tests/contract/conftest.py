@@ -9,8 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,50 +17,7 @@ import pytest
 from airflow_repro.adapters.lakefs_store import LakeFSConnection, LakeFSStore
 from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.core.ports import VersionedDataStore
-from tests.doubles.lakefs_double import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LakeFSDouble, find_spec
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-LIVE_ENV = ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_ACCESS_KEY")
-
-
-@pytest.fixture(scope="session")
-def lakefs_server() -> Iterator[LakeFSDouble]:
-    """One double per session (state is reset per test). Spec validation needs ../shared."""
-    double = LakeFSDouble(find_spec(REPO_ROOT))
-    double.serve()
-    yield double
-    double.stop()
-
-
-@pytest.fixture
-def lakefs_double(lakefs_server: LakeFSDouble) -> Iterator[LakeFSDouble]:
-    """The double, empty; the test fails if any request or response broke lakeFS's OpenAPI spec."""
-    if lakefs_server._openapi is None:
-        import warnings
-
-        warnings.warn(
-            "lakeFS double runs WITHOUT OpenAPI validation: ../shared/specs/lakefs/swagger.yml is absent "
-            f"(looked beside {REPO_ROOT})",
-            stacklevel=1,
-        )
-    lakefs_server.reset()
-    yield lakefs_server
-    assert lakefs_server.violations == [], "requests/responses that break lakeFS's swagger.yml"
-
-
-def double_store(double: LakeFSDouble, **kwargs: object) -> LakeFSStore:
-    connection = LakeFSConnection(double.url, ACCESS_KEY_ID, SECRET_ACCESS_KEY)
-    return LakeFSStore.from_connection(connection, storage_namespace="local://repro", **kwargs)  # type: ignore[arg-type]
-
-
-@dataclass
-class Backend:
-    """A store under test plus what only the test needs to know about its backend."""
-
-    name: str
-    store: VersionedDataStore
-    repo: str
-    make_gone: Callable[[str, str], None] | None  # (ref, path) -> delete its data like GC does
+from tests.support.stores import LIVE_ENV, Backend, double_store
 
 
 @pytest.fixture(params=["local", "lakefs-double", pytest.param("lakefs-live", marks=pytest.mark.live)])

@@ -24,7 +24,7 @@ from airflow_repro.errors import (
     RepositoryNotFound,
     ReproUserError,
 )
-from tests.contract.conftest import Backend
+from tests.support.stores import Backend
 
 
 @pytest.fixture
@@ -428,7 +428,7 @@ def test_a_retried_task_finds_its_own_commit_instead_of_making_a_second(store, b
     )
     spec = TaskSpec(task_id="fit", outputs=("model.bin",))
 
-    def attempt(try_number: int):  # noqa: ANN202
+    def attempt(try_number: int):
         env = TaskEnvironment(
             identity=AirflowIdentity(
                 dag_id="dag", run_id="manual__2026-01-01T00:00:00+00:00", task_id="fit", try_number=try_number

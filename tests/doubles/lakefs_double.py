@@ -36,15 +36,6 @@ SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 COMMIT_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
-def find_spec(repo_root: Path) -> Path | None:
-    """``shared/specs/lakefs/swagger.yml`` beside the repository (never copied into it)."""
-    for shared in (repo_root.parent / "shared", repo_root / "shared"):
-        spec = shared / "specs" / "lakefs" / "swagger.yml"
-        if spec.is_file():
-            return spec
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # State
 # --------------------------------------------------------------------------------------------
@@ -321,7 +312,7 @@ class LakeFSDouble:
             return
         try:
             self._openapi.validate_request(self._mock_request(request, body))
-        except Exception as exc:  # openapi-core raises a family of errors; every one is a violation
+        except Exception as exc:  # noqa: BLE001 - openapi-core raises a family of errors; each is a violation
             self.violations.append(f"request {request.method} {request.url.path}?{request.url.query}: {_explain(exc)}")
 
     def _validate_response(self, request: Request, body: bytes, response: Response) -> Response:
@@ -338,7 +329,7 @@ class LakeFSDouble:
         )
         try:
             self._openapi.validate_response(self._mock_request(request, body), mock)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above, for responses
             self.violations.append(
                 f"response {response.status_code} to {request.method} {request.url.path}: {_explain(exc)}"
             )

@@ -1,26 +1,22 @@
 """Kubernetes tests: the real operator and provider, a fake API at the client boundary.
 
 The Airflow session (metadata DB, DAGs folder, repro home) and the MLflow server are those of
-``tests/airflow``, so both folders can run in one pytest session.
+``tests/airflow`` (``tests/support/airflow_session.py``), so both folders can run in one pytest session.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.airflow.conftest import DAGS_FOLDER, REPO_ROOT, airflow_db, load_dag, repro_env  # noqa: F401
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
+from tests.support import airflow_session
+from tests.support.kubernetes import TOKEN, install_k8s_dags
 
-shutil.copy(Path(__file__).parent / "dags" / "k8s_test_dags.py", DAGS_FOLDER)
-shutil.copy(REPO_ROOT / "dags" / "example_k8s_gpu_pipeline.py", DAGS_FOLDER)
-
-DIGEST = "sha256:" + "4f" * 32
-IMAGE = f"registry.test/acme/train:1.0@{DIGEST}"
-TOKEN = "s3cr3t-token-value-never-recorded"
+airflow_session.start()
+install_k8s_dags()
 
 
 @pytest.fixture

@@ -16,13 +16,11 @@ from airflow_repro.airflow.kubernetes import PodAttempt, ReproKubernetesPodOpera
 from airflow_repro.core.environment import hardware, versions
 from airflow_repro.core.gpus import task_resources
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters
-from airflow_repro.core.ports import TrackedRun
+from airflow_repro.core.ports import TrackerRun
 from airflow_repro.core.recorder import TaskEnvironment, TaskRecorder
 from airflow_repro.core.spec import TaskSpec
 from airflow_repro.task_formats import PodEnv
-from tests.kubernetes.conftest import DIGEST, IMAGE
-from tests.kubernetes.test_review_fixes import DEDICATED, ZONE, _replay
-from tests.unit.test_task_formats import _documented_pod_variables
+from tests.support.kubernetes import DEDICATED, DIGEST, IMAGE, ZONE, documented_pod_variables, replay_pod_resources
 
 
 def test_the_operator_writes_the_documented_pod_variables(tmp_path: Path) -> None:
@@ -45,10 +43,10 @@ def test_the_operator_writes_the_documented_pod_variables(tmp_path: Path) -> Non
         runtime_kwargs={"epochs": 3},
     )
     prepared = recorder.prepare(TaskSpec(task_id="t", outputs=("model.pt",), seed=4), environment)
-    prepared.tracked_run = TrackedRun(run_id="abc", experiment_id="1", tracking_uri="http://mlflow:5000")
+    prepared.tracked_run = TrackerRun(run_id="abc", experiment_id="1", tracking_uri="http://mlflow:5000")
 
     written = {variable["name"]: variable["value"] for variable in podspec.pin_env(op._pod_pins(prepared))}
-    assert set(written) - {"PYTHONHASHSEED"} == _documented_pod_variables()
+    assert set(written) - {"PYTHONHASHSEED"} == documented_pod_variables()
     ctx = runtime.TaskContext.from_env(written)
     assert ctx.task == prepared.context.task and ctx.seed == 4 and ctx.declared_outputs == ("model.pt",)
     assert ctx.params == {"lr": 0.1}, "the pod gets the real params; the manifest records the redacted ones"
@@ -70,7 +68,7 @@ def test_a_replays_hardware_reaches_the_pod_through_the_attempt(monkeypatch: pyt
     def pod() -> dict:
         return ApiClient().sanitize_for_serialization(op.build_pod_request_obj(dry_run=True))
 
-    _replay(monkeypatch, op, task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100"))
+    replay_pod_resources(monkeypatch, op, task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100"))
     replayed = pod()
     assert replayed["spec"]["containers"][0]["resources"] == {
         "requests": {"cpu": "1", "memory": "1Gi", "nvidia.com/gpu": "1"},

@@ -28,7 +28,7 @@ MISSING = [
 
 @pytest.mark.skipif(bool(MISSING), reason=f"no cluster configured: set {', '.join(MISSING)} (see the module docstring)")
 def test_the_example_runs_on_a_real_cluster(repro_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.kubernetes.conftest import load_dag
+    from tests.support.airflow_session import load_dag
 
     monkeypatch.setenv("AIRFLOW__REPRO__EXECUTION", "kubernetes")
     dag = load_dag("example_k8s_gpu_pipeline", "example_k8s_gpu_pipeline.py")

@@ -13,7 +13,8 @@ import kubernetes_validate
 import pytest
 from kubernetes.client import ApiClient
 
-from tests.kubernetes.conftest import DAGS_FOLDER, DIGEST, IMAGE
+from tests.support.airflow_session import DAGS_FOLDER
+from tests.support.kubernetes import DIGEST, IMAGE
 
 SCHEMA_VERSIONS = ("1.31", "1.34")
 

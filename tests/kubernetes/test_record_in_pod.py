@@ -14,8 +14,9 @@ from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.runs import load_run
-from tests.kubernetes.conftest import DIGEST, TOKEN, load_dag
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
+from tests.support.airflow_session import load_dag
+from tests.support.kubernetes import DIGEST, TOKEN
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 SCHEMA_VERSIONS = ("1.31", "1.34")

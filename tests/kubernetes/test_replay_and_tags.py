@@ -15,9 +15,8 @@ import pytest
 from airflow_repro.core.gpus import task_resources
 from airflow_repro.core.replay import CurrentTask, plan_replay, replay_run_id
 from airflow_repro.core.runs import load_run
-from tests.airflow.test_replay import run_replay
-from tests.kubernetes.conftest import load_dag
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
+from tests.support.airflow_session import load_dag, run_replay
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 RESOLVED = "sha256:" + "9e" * 32
@@ -75,7 +74,7 @@ def test_replay_planning_sees_pod_tasks_and_their_image_digests() -> None:
 
 
 class _Registry(BaseHTTPRequestHandler):
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+    def do_HEAD(self) -> None:
         if (
             self.path == "/v2/acme/train/manifests/v1"
             and "application/vnd.oci.image.index.v1+json" in self.headers["Accept"]
@@ -116,7 +115,7 @@ def test_a_tag_is_resolved_when_the_task_starts_and_both_are_recorded(
     assert json.loads(m.canonical_json())["kubernetes"]["image"] == f"{registry}/acme/train:v1@{RESOLVED}"
 
 
-def _store(repro_env: dict[str, str]):  # noqa: ANN202
+def _store(repro_env: dict[str, str]):
     from airflow_repro.adapters.local_store import LocalStore
 
     return LocalStore(Path(repro_env["home"]) / "store")

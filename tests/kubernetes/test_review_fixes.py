@@ -3,8 +3,6 @@ and never records another try's or a half-copied result."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -16,17 +14,13 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_repro import runtime
-from airflow_repro.airflow import kubernetes as k8s_mod
 from airflow_repro.airflow.kubernetes import PodAttempt, ReproKubernetesPodOperator
 from airflow_repro.core.gpus import ResourceError, task_resources
 from airflow_repro.core.manifest import Resources
 from airflow_repro.errors import ConfigError, ReproUserError
-from tests.kubernetes.conftest import IMAGE, load_dag
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
-from tests.kubernetes.test_runtime_in_pod import SCRIPT, pod_env
-
-ZONE = {"topology.kubernetes.io/zone": "eu-west-1a"}
-DEDICATED = {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+from tests.support.airflow_session import load_dag
+from tests.support.kubernetes import DEDICATED, IMAGE, SCRIPT, ZONE, pod_env, replay_pod_resources
 
 
 # -- 1. a retry never attaches to an earlier try's pod --------------------------------------------
@@ -118,42 +112,12 @@ def test_a_half_copied_output_fails_the_task(tmp_path: Path) -> None:
 
 
 # -- 3. a replay requests the recorded hardware and keeps the DAG's own placement ------------------
-def _replay(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPodOperator, original: Resources) -> Any:
-    """The attempt's pod resources after a replay asked for the ``original`` ones."""
-
-    def no_second_load(*_: Any, **__: Any) -> Any:
-        raise AssertionError("the plan _apply_replay_pins loaded is reused, not loaded again")
-
-    monkeypatch.setattr(k8s_mod, "load_plan", no_second_load)
-    monkeypatch.setattr(k8s_mod, "load_task_manifest", lambda *_a, **_k: SimpleNamespace(resources=original))
-    opened: list[tuple[str, str]] = []
-
-    @contextlib.contextmanager
-    def open_object(repository: str, ref: str, path: str) -> Any:
-        opened.append((repository, ref))
-        yield io.BytesIO(b"{}")
-
-    op.repro_attempt = PodAttempt(replay_plan=SimpleNamespace(original_repository="from-marker", original_ref="c1"))
-    recorder = SimpleNamespace(store=SimpleNamespace(open_object=open_object))
-    prepared = SimpleNamespace(
-        env=SimpleNamespace(
-            replay=SimpleNamespace(original_manifest_digest="sha256:m"),
-            identity=SimpleNamespace(task_id="t", map_index=-1, dag_id="d", run_id="r"),
-        ),
-        spec=op.repro_spec,
-        repository="another-repository",
-    )
-    op._request_recorded_hardware(recorder, prepared)
-    assert opened == [("from-marker", "c1")]
-    return prepared, op.repro_attempt.pod_resources
-
-
 def test_a_replay_keeps_the_dags_own_node_selector_and_tolerations(monkeypatch: pytest.MonkeyPatch) -> None:
     op = ReproKubernetesPodOperator(
         task_id="t", image=IMAGE, node_selector=ZONE, tolerations=[DEDICATED], resources={"gpu": 2, "accelerator": "l4"}
     )
     original = task_resources("t", cpu="1", memory="1Gi", gpu=1, accelerator="h100")
-    prepared, requested = _replay(monkeypatch, op, original)
+    prepared, requested = replay_pod_resources(monkeypatch, op, original)
     assert requested.node_selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", **ZONE}
     assert [t.key for t in requested.tolerations] == ["nvidia.com/gpu", "dedicated"]
     assert requested.container_resources.limits["nvidia.com/gpu"] == "1"
@@ -168,7 +132,7 @@ def test_a_replay_of_a_task_that_recorded_no_resources_requests_none(monkeypatch
         tolerations=[DEDICATED],
         resources={"gpu": 1, "accelerator": "h100", "memory": "8Gi"},
     )
-    _, requested = _replay(monkeypatch, op, Resources())
+    _, requested = replay_pod_resources(monkeypatch, op, Resources())
     assert requested.container_resources is None
     assert requested.node_selector == ZONE and [t.key for t in requested.tolerations] == ["dedicated"]
 

@@ -9,38 +9,7 @@ import sys
 from pathlib import Path
 
 from airflow_repro import runtime
-
-SCRIPT = """
-from airflow_repro import runtime
-ctx = runtime.current()
-with ctx.open_output("out/a.txt", "w") as handle:
-    handle.write(ctx.input_path("raw").read_text().upper())
-ctx.log_metric("n", 3)
-import sys
-print(sorted(m for m in sys.modules if m.split(".")[0] in ("airflow", "pydantic", "kubernetes")))
-"""
-
-
-def pod_env(tmp_path: Path) -> dict[str, str]:
-    raw = tmp_path / "inputs" / "raw.txt"
-    raw.parent.mkdir(parents=True)
-    raw.write_text("hello")
-    site = runtime.install_runtime(tmp_path / "site")  # what an image installs: the runtime's files only
-    return {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(site),
-        "AIRFLOW_REPRO_TASK": "d.t",
-        "AIRFLOW_REPRO_SEED": "9",
-        "AIRFLOW_REPRO_INPUTS": json.dumps(
-            {"raw": {"path": str(raw), "repository": "repro", "commit_id": "c" * 64, "store_path": "raw.txt"}}
-        ),
-        "AIRFLOW_REPRO_OUTPUTS": json.dumps(["out/"]),
-        "AIRFLOW_REPRO_OUTPUT_URI": (tmp_path / "handed over").as_uri(),
-        "AIRFLOW_REPRO_METRICS_FILE": str(tmp_path / "metrics.json"),
-        "AIRFLOW_REPRO_REPORT_FILE": str(tmp_path / "termination-log"),
-        "AIRFLOW_REPRO_OUTPUT_BRANCH": "run_d_x",
-        "AIRFLOW_REPRO_MLFLOW_RUN_ID": "r1",
-    }
+from tests.support.kubernetes import SCRIPT, pod_env
 
 
 def test_a_pod_task_reads_its_pins_from_the_environment_without_airflow(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from airflow_repro.adapters.lakefs_store import AIRFLOW_UI_BUTTON, LakeFSConnect
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.naming import retention_branch_name
 from airflow_repro.errors import ConfigError, ObjectGone, ReproUserError, StoreConflict, StoreUnavailable
-from tests.contract.conftest import double_store
 from tests.doubles.lakefs_double import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LakeFSDouble
+from tests.support.stores import double_store
 
 REPO = "ml-data"
 

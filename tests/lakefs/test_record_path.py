@@ -13,12 +13,12 @@ from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.environment import fingerprint_pin, hardware, versions
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters
 from airflow_repro.core.naming import retention_branch_name, run_branch_name, run_tag_name
-from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder
+from airflow_repro.core.recorder import RecordedAttempt, TaskEnvironment, TaskRecorder
 from airflow_repro.core.replay import CurrentTask, DriftKind, plan_replay, replay_run_id
-from airflow_repro.core.runs import RecordedRun, close_run, load_run
+from airflow_repro.core.runs import StoredRun, close_run, load_run
 from airflow_repro.core.spec import Input, TaskSpec
-from tests.contract.conftest import double_store
 from tests.doubles.lakefs_double import LakeFSDouble
+from tests.support.stores import double_store
 
 REPO, DAG, RUN = "ml-data", "train_model", "manual__2026-01-01T00:00:00+00:00"
 EXTRACT = TaskSpec(task_id="extract", outputs=("data/raw.csv",))
@@ -35,7 +35,7 @@ def recorder(store: LakeFSStore, tmp_path: Path) -> TaskRecorder:
     return TaskRecorder(store, None, default_repository=REPO, default_branch="main", work_root=tmp_path / "work")
 
 
-def record(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], try_number: int = 1) -> RecordedTask:
+def record(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], try_number: int = 1) -> RecordedAttempt:
     env = TaskEnvironment(
         identity=AirflowIdentity(dag_id=DAG, run_id=RUN, task_id=spec.task_id, try_number=try_number),
         code=CodeVersion(source_hash="sha256:" + "0" * 64, bundle_version="v1"),
@@ -51,7 +51,7 @@ def record(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], try_
     return recorder.finish(prepared)
 
 
-def current_of(run: RecordedRun) -> dict[str, CurrentTask]:
+def current_of(run: StoredRun) -> dict[str, CurrentTask]:
     return {
         t.manifest.identity.task_id: CurrentTask(
             task_id=t.manifest.identity.task_id,

@@ -27,9 +27,9 @@ from airflow_repro.core.lineage_query import (
     SCHEMA_BASE_URL,
     facet_schema_url,
 )
-from airflow_repro.core.runs import RecordedRun, load_run
-from tests.airflow.conftest import load_dag
-from tests.openlineage.conftest import (
+from airflow_repro.core.runs import StoredRun, load_run
+from tests.support.airflow_session import load_dag, run_replay
+from tests.support.openlineage import (
     LINEAGE_DAGS_FILE,
     LineageReceiver,
     OpenLineageValidator,
@@ -86,7 +86,7 @@ def run_cli(*args: str) -> Any:
 @pytest.fixture(scope="module")
 def example_lineage(
     repro_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Any, list[dict[str, Any]], RecordedRun, Path]]:
+) -> Iterator[tuple[Any, list[dict[str, Any]], StoredRun, Path]]:
     events_file = tmp_path_factory.mktemp("ol-file") / "events.jsonl"
     dag = load_dag("example_ml_pipeline", "example_ml_pipeline.py")
     with openlineage_enabled(file_transport(events_file)):
@@ -387,7 +387,6 @@ def test_a_replay_names_what_it_replays_and_later_its_verdict(
     tmp_path: Path, ol_validator: OpenLineageValidator, repro_env: dict[str, str]
 ) -> None:
     from airflow_repro.airflow import replay as service
-    from tests.airflow.test_replay import run_replay
 
     events_file = tmp_path / "events.jsonl"
     dag = load_dag("repro_ol_small", LINEAGE_DAGS_FILE.name)

@@ -25,7 +25,7 @@ from airflow_repro.core.manifest import (
     Resources,
     Tracking,
 )
-from tests.openlineage.conftest import OpenLineageValidator
+from tests.support.openlineage import OpenLineageValidator
 
 PACKAGE_SCHEMAS = Path(lineage_query.__file__).resolve().parents[1] / "schemas" / "openlineage"
 SHA = "sha256:" + "ab" * 32

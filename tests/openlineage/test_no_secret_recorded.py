@@ -16,9 +16,8 @@ import pytest
 
 from airflow_repro.core.redaction import is_redacted
 from airflow_repro.core.runs import load_run
-from tests.airflow import conftest as airflow_conftest
-from tests.airflow.conftest import load_dag
-from tests.openlineage.conftest import openlineage_enabled, read_events
+from tests.support.airflow_session import DAGS_FOLDER, SESSION_HOME, load_dag
+from tests.support.openlineage import openlineage_enabled, read_events
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 
@@ -34,7 +33,7 @@ SECRETS = {
     "env": "ENV-SECRET-3a3a3a",
 }
 
-DAG_FILE = airflow_conftest.DAGS_FOLDER / "repro_secret_dags.py"
+DAG_FILE = DAGS_FOLDER / "repro_secret_dags.py"
 DAG_FILE.write_text(f'''"""A recorded task that is given secrets every way a user gives them."""
 import hashlib
 import os
@@ -139,7 +138,7 @@ def test_secrets_reach_the_task_and_no_sink(
         ],
         "OpenLineage events": [events_file],
         "workspaces left behind": _files(home / "work"),
-        "Airflow's task logs": _files(airflow_conftest.SESSION_HOME / "airflow" / "logs"),
+        "Airflow's task logs": _files(SESSION_HOME / "airflow" / "logs"),
     }
     events = read_events(events_file)
     assert any(e.get("eventType") == "COMPLETE" for e in events)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from airflow_repro.cli import EXIT_INFRA_ERROR, EXIT_USER_ERROR, main
 from airflow_repro.core import lineage_query as q
 from airflow_repro.errors import ReproUserError
-from tests.openlineage.conftest import LineageReceiver
+from tests.support.openlineage import LineageReceiver
 
 NS = "lakefs://lakefs:8000"
 C1, C2, C3, C4 = ("1" * 64, "2" * 64, "3" * 64, "4" * 64)

@@ -9,8 +9,10 @@ from click.testing import CliRunner
 
 from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.cli import EXIT_USER_ERROR, main
+from airflow_repro.core.recorder import TaskRecorder
 from airflow_repro.core.runs import close_run
-from tests.unit.test_recorder import TaskRecorder, TaskSpec, run_task
+from airflow_repro.core.spec import TaskSpec
+from tests.support.recording import run_task
 
 
 def record_one_run(home: Path) -> None:

@@ -19,7 +19,7 @@ from airflow_repro.core.replay import plan_replay, save_plan
 from airflow_repro.core.runs import load_run
 from airflow_repro.core.verify import save_report, verify_replay
 from airflow_repro.errors import NotFoundError
-from tests.unit.test_store_integrity import DAG, REPO, RUN, record
+from tests.support.recording import DAG, REPO, RUN, record
 
 REPLAY = f"replay__1__of__{RUN}"
 
@@ -83,7 +83,7 @@ def test_a_store_fault_exits_3_naming_the_fix(tmp_path, monkeypatch):
     store.create_repository(REPO)
     store.stage_bytes(REPO, b"garbage")
 
-    def read_only(self, *args, **kwargs):  # noqa: ANN001, ANN202
+    def read_only(self, *args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(self))
 
     monkeypatch.setattr(Path, "unlink", read_only)
@@ -92,7 +92,7 @@ def test_a_store_fault_exits_3_naming_the_fix(tmp_path, monkeypatch):
 
 
 def test_an_unexpected_error_is_one_line_and_exit_3(tmp_path, monkeypatch):
-    def broken(*args, **kwargs):  # noqa: ANN202
+    def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
 
     monkeypatch.setattr("airflow_repro.core.manifest.json_schemas", broken)
@@ -130,7 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     patch.setattr(service, "_tracker_or_none", lambda backends: None)
     patch.setattr("airflow_repro.airflow.lineage.emit_verdict", lambda *args: 0)
 
-    def no_such_dag(backends, dag_id, *args, **kwargs):  # noqa: ANN001, ANN202 - Airflow knows no DAG here
+    def no_such_dag(backends, dag_id, *args, **kwargs):
         raise NotFoundError(f"DAG {dag_id!r} is not known to Airflow")
 
     patch.setattr(service, "plan", no_such_dag)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import airflow_repro
-from tests.unit.test_import_cycles import cycles, import_graph
+from tests.support.import_graph import cycles, import_graph
 
 HEAVY = ("airflow", "mlflow", "lakefs", "lakefs_sdk", "kubernetes", "openlineage")
 

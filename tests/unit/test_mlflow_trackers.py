@@ -21,23 +21,20 @@ from typing import Any
 
 import pytest
 
-from airflow_repro.adapters.mlflow_common import (
-    InvalidRunRecord,
-    TrackerMisconfigured,
-    TrackerNotFound,
-    TrackerRequestRejected,
-    encode_json_artifact,
-    redact_uri,
-)
+from airflow_repro.adapters.mlflow_common import encode_json_artifact, redact_uri
 from airflow_repro.adapters.mlflow_rest import MlflowRestTracker, artifact_proxy_path
 from airflow_repro.adapters.mlflow_sdk import MlflowSdkTracker
 from airflow_repro.adapters.mlflow_tracker import make_tracker
-from airflow_repro.core.ports import ExperimentTracker, RunRecord
+from airflow_repro.core.ports import ExperimentTracker, TrackerLog
 from airflow_repro.embedded import free_port
 from airflow_repro.errors import (
     ConfigError,
+    InvalidRunRecord,
     NotFoundError,
     ParamsNotSerializableError,
+    TrackerMisconfigured,
+    TrackerNotFound,
+    TrackerRequestRejected,
     TrackerUnavailable,
 )
 
@@ -88,7 +85,7 @@ def test_logged_run_reads_back_exactly(backend: Backend, tmp_path: Path) -> None
     tracker, reader = backend.tracker, backend.reader
     assert isinstance(tracker, ExperimentTracker)
     start_tags = {"repro.task_id": "train", "repro.note": "ünïcødé ✓"}
-    record = RunRecord(
+    record = TrackerLog(
         tags={"repro.outcome": "success"},
         params={"lr": "0.1", "conf": json.dumps({"epochs": 3})},
         metrics={"accuracy": 0.9375, "tiny": 1e-300, "count": 3, "undefined": math.nan},
@@ -124,7 +121,7 @@ def test_logged_run_reads_back_exactly(backend: Backend, tmp_path: Path) -> None
 def test_large_records_are_split_into_batches(backend: Backend) -> None:
     # MLflow refuses more than 100 params or tags, or 1000 entries, in one log-batch request.
     start_tags = {f"start.{i}": f"s{i}" for i in range(150)}
-    record = RunRecord(
+    record = TrackerLog(
         tags={f"tag.{i}": f"t{i}" for i in range(150)},
         params={f"param.{i}": f"p{i}" for i in range(120)},
         metrics={f"metric.{i}": float(i) for i in range(1200)},
@@ -189,7 +186,7 @@ INVALID_RECORDS: dict[str, tuple[dict[str, Any], type[Exception]]] = {
 def test_invalid_records_fail_before_anything_is_logged(
     backend: Backend, fields: dict[str, Any], error: type[Exception]
 ) -> None:
-    record = RunRecord(**{"params": {"ok": "1"}, **fields})
+    record = TrackerLog(**{"params": {"ok": "1"}, **fields})
     run = backend.tracker.start_run(new_experiment_name(), "attempt", {})
     with pytest.raises(error):
         backend.tracker.log(run, record)
@@ -279,7 +276,7 @@ def test_importing_the_adapters_does_not_import_mlflow() -> None:
 def test_sqlite_artifacts_live_next_to_the_database(sqlite_uri: str) -> None:
     tracker = MlflowSdkTracker(sqlite_uri)
     run = tracker.start_run(new_experiment_name(), "attempt", {})
-    tracker.log(run, RunRecord(json_artifacts={"repro/manifest.json": MANIFEST}))
+    tracker.log(run, TrackerLog(json_artifacts={"repro/manifest.json": MANIFEST}))
     database_folder = Path(sqlite_uri.removeprefix("sqlite:///")).parent
     stored = database_folder / "mlartifacts" / run.run_id / "artifacts" / "repro/manifest.json"
     assert json.loads(stored.read_text()) == MANIFEST

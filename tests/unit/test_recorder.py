@@ -8,10 +8,8 @@ import pytest
 
 from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.environment import fingerprint_pin, hardware, versions
-from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters
 from airflow_repro.core.naming import run_branch_name
-from airflow_repro.core.recorder import TaskEnvironment, TaskRecorder, manifest_path
+from airflow_repro.core.recorder import TaskRecorder, manifest_path
 from airflow_repro.core.runs import close_run, load_run
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import (
@@ -21,6 +19,7 @@ from airflow_repro.errors import (
     RefNotFound,
     RepositoryNotFound,
 )
+from tests.support.recording import environment, run_task
 
 
 @pytest.fixture
@@ -31,26 +30,6 @@ def store(tmp_path: Path) -> LocalStore:
 @pytest.fixture
 def recorder(store: LocalStore, tmp_path: Path) -> TaskRecorder:
     return TaskRecorder(store, None, default_repository="repro", default_branch="main", work_root=tmp_path / "work")
-
-
-def environment(task_id: str, try_number: int = 1, **params: object) -> TaskEnvironment:
-    return TaskEnvironment(
-        identity=AirflowIdentity(dag_id="dag", run_id="manual__1", task_id=task_id, try_number=try_number),
-        code=CodeVersion(source_hash="sha256:" + "0" * 64),
-        environment=fingerprint_pin(),
-        parameters=Parameters(seed=7, **params),  # type: ignore[arg-type]
-        versions=versions("test"),
-        hardware=hardware(),
-    )
-
-
-def run_task(recorder: TaskRecorder, spec: TaskSpec, files: dict[str, bytes], try_number: int = 1):  # noqa: ANN201
-    prepared = recorder.prepare(spec, environment(spec.task_id, try_number))
-    for path, data in files.items():
-        target = prepared.output_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-    return recorder.finish(prepared)
 
 
 BRANCH = run_branch_name("dag", "manual__1")

@@ -19,14 +19,13 @@ from airflow_repro.core.environment import fingerprint_pin, hardware, versions
 from airflow_repro.core.hashing import hash_bytes
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, Parameters, canonical_json
 from airflow_repro.core.naming import run_branch_name, run_tag_name
-from airflow_repro.core.recorder import RecordedTask, TaskEnvironment, TaskRecorder, manifest_path
+from airflow_repro.core.recorder import RecordedAttempt, TaskEnvironment, TaskRecorder, manifest_path
 from airflow_repro.core.replay import (
     REPLAY_PLAN_PATH,
     CurrentTask,
     Drift,
     DriftKind,
     ReplayPlan,
-    ReplayRefused,
     list_replays,
     load_plan,
     plan_replay,
@@ -34,7 +33,7 @@ from airflow_repro.core.replay import (
     replay_run_id,
     save_plan,
 )
-from airflow_repro.core.runs import RecordedRun, close_run, load_run
+from airflow_repro.core.runs import StoredRun, close_run, load_run
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.core.verify import (
     VERIFICATION_PATH,
@@ -48,7 +47,7 @@ from airflow_repro.core.verify import (
     save_report,
     verify_replay,
 )
-from airflow_repro.errors import ManifestError, NotFoundError, ReproUserError
+from airflow_repro.errors import ManifestError, NotFoundError, ReplayRefused, ReproUserError
 
 DAG = "dag"
 REPO = "repro"
@@ -84,7 +83,7 @@ def record(
     source_hash: str = SOURCE,
     bundle_version: str | None = "bundle-v1",
     map_index: int = -1,
-) -> RecordedTask:
+) -> RecordedAttempt:
     env = TaskEnvironment(
         identity=AirflowIdentity(dag_id=DAG, run_id=run_id, task_id=spec.task_id, map_index=map_index, try_number=1),
         code=CodeVersion(source_hash=source_hash, bundle_version=bundle_version),
@@ -105,7 +104,7 @@ EXTRACT = TaskSpec(task_id="extract", outputs=("data/raw.csv",))
 TRAIN = TaskSpec(task_id="train", inputs={"raw": Input("data/raw.csv")}, outputs=("model.bin",))
 
 
-def record_pipeline(recorder: TaskRecorder, run_id: str, *, model: bytes = MODEL, close: bool = True) -> RecordedRun:
+def record_pipeline(recorder: TaskRecorder, run_id: str, *, model: bytes = MODEL, close: bool = True) -> StoredRun:
     """extract -> train (train reads extract's output from the run branch), like a two-task DAG."""
     conf = {"region": "eu"}
     record(recorder, run_id, EXTRACT, {"data/raw.csv": RAW}, conf=conf)
@@ -115,7 +114,7 @@ def record_pipeline(recorder: TaskRecorder, run_id: str, *, model: bytes = MODEL
     return load_run(recorder.store, DAG, run_id)
 
 
-def current_of(run: RecordedRun) -> dict[str, CurrentTask]:
+def current_of(run: StoredRun) -> dict[str, CurrentTask]:
     """The DAG 'as it is now' when nothing changed since the run."""
     return {
         t.manifest.identity.task_id: CurrentTask(
@@ -133,7 +132,7 @@ def changed(current: dict[str, CurrentTask], task_id: str, **changes: object) ->
     return {**current, task_id: dataclasses.replace(current[task_id], **changes)}
 
 
-def plan(run: RecordedRun, current: dict[str, CurrentTask], store: LocalStore, mode: str = "pinned") -> ReplayPlan:
+def plan(run: StoredRun, current: dict[str, CurrentTask], store: LocalStore, mode: str = "pinned") -> ReplayPlan:
     return plan_replay(run, current, store, mode=mode, replay_run_id=replay_run_id(run.run_id))  # type: ignore[arg-type]
 
 
@@ -145,7 +144,7 @@ def delete_object(store: LocalStore, content_hash: str) -> None:
 
 
 @pytest.fixture
-def run(recorder: TaskRecorder) -> RecordedRun:
+def run(recorder: TaskRecorder) -> StoredRun:
     return record_pipeline(recorder, RUN)
 
 
@@ -153,7 +152,7 @@ def run(recorder: TaskRecorder) -> RecordedRun:
 
 
 def test_an_unchanged_dag_plans_without_drift_and_pins_exactly_what_was_recorded(
-    run: RecordedRun, store: LocalStore
+    run: StoredRun, store: LocalStore
 ) -> None:
     the_plan = plan(run, current_of(run), store)
     assert the_plan.drift == [] and the_plan.blocking_drift == []
@@ -188,7 +187,7 @@ def test_an_unchanged_dag_plans_without_drift_and_pins_exactly_what_was_recorded
     ],
 )
 def test_each_code_drift_names_the_task_and_both_values(
-    run: RecordedRun, store: LocalStore, kind: DriftKind, changes: dict[str, str], recorded: str | None, current: str
+    run: StoredRun, store: LocalStore, kind: DriftKind, changes: dict[str, str], recorded: str | None, current: str
 ) -> None:
     recorded = recorded or fingerprint_pin().digest
     the_plan = plan(run, changed(current_of(run), "train", **changes), store)
@@ -198,13 +197,13 @@ def test_each_code_drift_names_the_task_and_both_values(
     assert plan(run, changed(current_of(run), "train", **changes), store, "latest-code").blocking_drift == []
 
 
-def test_an_environment_the_planner_cannot_check_is_not_drift(run: RecordedRun, store: LocalStore) -> None:
+def test_an_environment_the_planner_cannot_check_is_not_drift(run: StoredRun, store: LocalStore) -> None:
     current = changed(current_of(run), "train", environment_digest=None, source_hash=OTHER_SOURCE)
     (drift,) = plan(run, current, store).drift
     assert (drift.kind, drift.task_id) == (DriftKind.CODE_CHANGED, "train")
 
 
-def test_changed_params_are_drift_that_names_the_params(run: RecordedRun, store: LocalStore) -> None:
+def test_changed_params_are_drift_that_names_the_params(run: StoredRun, store: LocalStore) -> None:
     current = changed(current_of(run), "train", task_params={"lr": 0.2, "layers": [8, 4], "new": 1})
     (drift,) = plan(run, current, store).drift
     assert (drift.kind, drift.task_id) == (DriftKind.PARAMS_CHANGED, "train")
@@ -214,7 +213,7 @@ def test_changed_params_are_drift_that_names_the_params(run: RecordedRun, store:
     assert plan(run, current, store, "latest-code").blocking_drift == [drift]
 
 
-def test_tasks_added_and_removed_since_the_run_are_drift(run: RecordedRun, store: LocalStore) -> None:
+def test_tasks_added_and_removed_since_the_run_are_drift(run: StoredRun, store: LocalStore) -> None:
     current = current_of(run)
     del current["train"]
     current["evaluate"] = CurrentTask(task_id="evaluate", source_hash=SOURCE, environment_digest="sha256:x")
@@ -229,7 +228,7 @@ def test_tasks_added_and_removed_since_the_run_are_drift(run: RecordedRun, store
     assert plan(run, current, store, "latest-code").blocking_drift == []
 
 
-def test_an_input_whose_data_was_deleted_is_drift_that_blocks_every_mode(run: RecordedRun, store: LocalStore) -> None:
+def test_an_input_whose_data_was_deleted_is_drift_that_blocks_every_mode(run: StoredRun, store: LocalStore) -> None:
     (raw,) = run.tasks[1].manifest.inputs
     delete_object(store, raw.content_hash)
     for mode in ("pinned", "latest-code"):
@@ -251,7 +250,7 @@ def test_pinned_blocks_every_drift_and_latest_code_only_data_and_params(kind: Dr
 
 
 def test_refusal_lists_each_blocking_drift_and_suggests_latest_code_only_for_code_drift(
-    run: RecordedRun, store: LocalStore
+    run: StoredRun, store: LocalStore
 ) -> None:
     code_only = changed(current_of(run), "train", source_hash=OTHER_SOURCE)
     code_only = changed(code_only, "extract", bundle_version="bundle-v2")
@@ -273,7 +272,7 @@ def test_refusal_lists_each_blocking_drift_and_suggests_latest_code_only_for_cod
     assert isinstance(refused, ReproUserError) and refused.plan.mode == "latest-code"
 
 
-def test_unknown_mode_and_a_run_without_tasks_are_refused(run: RecordedRun, store: LocalStore) -> None:
+def test_unknown_mode_and_a_run_without_tasks_are_refused(run: StoredRun, store: LocalStore) -> None:
     with pytest.raises(ReproUserError, match="unknown replay mode 'fast'"):
         plan_replay(run, current_of(run), store, mode="fast", replay_run_id="r")  # type: ignore[arg-type]
     store.create_branch(REPO, run_branch_name(DAG, "empty__1"), "main")
@@ -286,7 +285,7 @@ def test_unknown_mode_and_a_run_without_tasks_are_refused(run: RecordedRun, stor
 # -- plans on the store ----------------------------------------------------------------------------
 
 
-def test_a_saved_plan_lives_on_the_replays_branch_and_loads_back_identical(run: RecordedRun, store: LocalStore) -> None:
+def test_a_saved_plan_lives_on_the_replays_branch_and_loads_back_identical(run: StoredRun, store: LocalStore) -> None:
     the_plan = plan(run, changed(current_of(run), "train", source_hash=OTHER_SOURCE), store, "latest-code")
     original_head = store.resolve_ref(REPO, run.ref)
     commit_id = save_plan(store, the_plan, default_branch="main")
@@ -339,7 +338,7 @@ def replay_id() -> str:
     return replay_run_id(RUN)
 
 
-def test_a_faithful_replay_verifies_identical(recorder: TaskRecorder, run: RecordedRun, replay_id: str) -> None:
+def test_a_faithful_replay_verifies_identical(recorder: TaskRecorder, run: StoredRun, replay_id: str) -> None:
     replay = record_pipeline(recorder, replay_id)
     report = verify_replay(run, replay)
     assert report.verdict == "identical" and report.summary() == {"identical": 2, "differs": 0, "missing": 0}
@@ -351,7 +350,7 @@ def test_a_faithful_replay_verifies_identical(recorder: TaskRecorder, run: Recor
 
 
 def test_a_changed_output_names_the_path_sizes_and_both_hashes(
-    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+    recorder: TaskRecorder, run: StoredRun, replay_id: str
 ) -> None:
     other_model = b"model weights v2, a little longer"
     replay = record_pipeline(recorder, replay_id, model=other_model)
@@ -387,7 +386,7 @@ def test_outputs_missing_from_or_extra_in_the_replay(recorder: TaskRecorder, rep
     ]
 
 
-def test_a_task_missing_from_the_replay(recorder: TaskRecorder, run: RecordedRun, replay_id: str) -> None:
+def test_a_task_missing_from_the_replay(recorder: TaskRecorder, run: StoredRun, replay_id: str) -> None:
     record(recorder, replay_id, EXTRACT, {"data/raw.csv": RAW}, conf={"region": "eu"})
     replay = load_run(recorder.store, DAG, replay_id)
     report = verify_replay(run, replay)
@@ -396,7 +395,7 @@ def test_a_task_missing_from_the_replay(recorder: TaskRecorder, run: RecordedRun
     assert train.status == "missing" and train.replay_manifest_digest is None and train.objects_compared == 0
 
 
-def test_verifying_against_another_dags_run_is_refused(run: RecordedRun) -> None:
+def test_verifying_against_another_dags_run_is_refused(run: StoredRun) -> None:
     with pytest.raises(ReproUserError, match="against a run of 'dag'"):
         verify_replay(run, dataclasses.replace(run, dag_id="other"))
 
@@ -405,7 +404,7 @@ KEY = ("train", -1)
 
 
 def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(
-    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+    recorder: TaskRecorder, run: StoredRun, replay_id: str
 ) -> None:
     replay = record_pipeline(recorder, replay_id)
     before, after = {KEY: {"acc": 0.9}}, {KEY: {"acc": 0.9000001}}
@@ -450,7 +449,7 @@ def test_equal_infinite_metrics_match() -> None:
 
 
 def test_a_report_with_a_nan_metric_difference_can_be_saved(
-    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+    recorder: TaskRecorder, run: StoredRun, replay_id: str
 ) -> None:
     replay = record_pipeline(recorder, replay_id)
     report = verify_replay(run, replay, original_metrics={KEY: {"loss": 0.5}}, replay_metrics={KEY: {"loss": math.nan}})
@@ -462,7 +461,7 @@ def test_a_report_with_a_nan_metric_difference_can_be_saved(
 
 
 def test_a_saved_report_lives_on_the_replays_branch_and_loads_back(
-    recorder: TaskRecorder, run: RecordedRun, replay_id: str
+    recorder: TaskRecorder, run: StoredRun, replay_id: str
 ) -> None:
     replay = record_pipeline(recorder, replay_id, model=b"other")
     report = verify_replay(
@@ -572,7 +571,7 @@ def test_diff_lists_tasks_recorded_in_only_one_run(recorder: TaskRecorder) -> No
 # -- tampered manifests ----------------------------------------------------------------------------------
 
 
-def _tamper(store: LocalStore, run: RecordedRun, task_id: str) -> None:
+def _tamper(store: LocalStore, run: StoredRun, task_id: str) -> None:
     """Commit on the run's branch a different, valid manifest for ``task_id``, without repro metadata."""
     view = next(t for t in run.tasks if t.manifest.identity.task_id == task_id)
     forged = view.manifest.model_copy(update={"parameters": view.manifest.parameters.model_copy(update={"seed": 999})})
@@ -591,7 +590,7 @@ def test_a_manifest_replaced_after_recording_fails_its_digest_check(recorder: Ta
 
 
 def test_a_closed_run_reads_its_tag_so_a_later_edit_of_the_branch_does_not_reach_it(
-    run: RecordedRun, store: LocalStore
+    run: StoredRun, store: LocalStore
 ) -> None:
     _tamper(store, run, "train")
     again = load_run(store, DAG, RUN)

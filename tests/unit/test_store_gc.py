@@ -160,7 +160,7 @@ def _write_and_stage(store: LocalStore, root: str, name: str, size: int) -> Stag
     return store.stage_file(REPO, source, move=True)
 
 
-def _victim(root: str, branch: str, started) -> None:  # noqa: ANN001 - a multiprocessing Event
+def _victim(root: str, branch: str, started) -> None:
     """Commits in a loop until the test kills it (SIGKILL: no cleanup of any kind)."""
     store = LocalStore(root, lock_timeout=120)
     started.set()
@@ -191,7 +191,7 @@ def _killed_before_the_ref_moves(root: str) -> None:
 COMMITTERS, COMMITS_EACH = 3, 12
 
 
-def _committer(root: str, worker: int, start) -> None:  # noqa: ANN001
+def _committer(root: str, worker: int, start) -> None:
     store = LocalStore(root, lock_timeout=120)
     start.wait(60)
     for seq in range(COMMITS_EACH):

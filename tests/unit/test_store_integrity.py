@@ -7,7 +7,6 @@ file system that refuses writes: each is reported naming what is damaged, and af
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import errno
 import json
 import os
@@ -18,26 +17,13 @@ from click.testing import CliRunner
 
 from airflow_repro.adapters.local_store import LocalStore
 from airflow_repro.cli import main
+from airflow_repro.core.hashing import hash_file
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.replay import plan_replay, save_plan
 from airflow_repro.core.runs import close_run, load_run
 from airflow_repro.core.verify import save_report, verify_replay
 from airflow_repro.errors import RepositoryNotFound, ReproUserError, StoreCorruption, StoreUnavailable
-from tests.unit.test_recorder import TaskRecorder, TaskSpec, environment
-
-REPO = "repro"
-DAG = "dag"
-RUN = "manual__1"
-
-
-def record(store: LocalStore, home: Path, run_id: str, files: dict[str, bytes], task_id: str = "a") -> None:
-    recorder = TaskRecorder(store, None, default_repository=REPO, default_branch="main", work_root=home / "work")
-    env = environment(task_id)
-    env = dataclasses.replace(env, identity=env.identity.model_copy(update={"run_id": run_id}))
-    prepared = recorder.prepare(TaskSpec(task_id=task_id, outputs=tuple(files)), env)
-    for path, data in files.items():
-        (prepared.output_dir / path).write_bytes(data)
-    recorder.finish(prepared)
+from tests.support.recording import DAG, REPO, RUN, record
 
 
 def flip_a_byte(store: LocalStore, content_hash: str) -> None:
@@ -70,7 +56,7 @@ def store(home: Path) -> LocalStore:
     return LocalStore(home / "store")
 
 
-def fsck(home: Path, *args: str):  # noqa: ANN201 - click's Result
+def fsck(home: Path, *args: str):
     return CliRunner().invoke(main, ["fsck", "--home", str(home), *args])
 
 
@@ -96,7 +82,7 @@ def test_stage_bytes_repairs_a_damaged_object_too(store):
     staged = store.stage_bytes(REPO, b'{"manifest": 1}')
     flip_a_byte(store, staged.content_hash)
     assert store.stage_bytes(REPO, b'{"manifest": 1}') == staged
-    assert store.verify_object(staged.content_hash) == len(b'{"manifest": 1}')
+    assert hash_file(store.object_path(staged.content_hash)) == (staged.content_hash, len(b'{"manifest": 1}'))
 
 
 # ---- fsck ----------------------------------------------------------------------------------------
@@ -180,7 +166,7 @@ def replayed(store: LocalStore, home: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return replay_id
 
 
-def verify(*args: str):  # noqa: ANN201
+def verify(*args: str):
     return CliRunner().invoke(main, ["verify", DAG, *args])
 
 
@@ -252,7 +238,7 @@ def test_os_errors_of_the_store_are_store_unavailable_naming_the_folder_and_the_
     source.write_bytes(b"data")
     real_open = builtins.open
 
-    def failing_open(path, *args, **kwargs):  # noqa: ANN001, ANN202
+    def failing_open(path, *args, **kwargs):
         if str(path).startswith(str(store.root / "tmp")):
             raise OSError(code, os.strerror(code), str(path))
         return real_open(path, *args, **kwargs)
@@ -274,7 +260,7 @@ def test_a_source_the_caller_cannot_read_is_a_user_error(store, tmp_path, monkey
     source.write_bytes(b"x")
     real_open = builtins.open
 
-    def denied(path, *args, **kwargs):  # noqa: ANN001, ANN202
+    def denied(path, *args, **kwargs):
         if str(path) == str(source):
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)

@@ -19,6 +19,7 @@ from airflow_repro.core.manifest import AirflowIdentity
 from airflow_repro.core.replay import REPLAY_CONF_KEY, REPLAY_PLAN_PATH, ReplayMarker
 from airflow_repro.errors import ManifestError
 from airflow_repro.task_formats import POD_ENV, ContextFile, PinnedInput, PodEnv, PodReport
+from tests.support.kubernetes import documented_pod_variables
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RAW = PinnedInput(
@@ -125,16 +126,6 @@ def test_the_replay_marker_round_trips() -> None:
 
 
 # -- documented names are the written ones --------------------------------------------------------------
-def _documented_pod_variables() -> set[str]:
-    """The variables docs/kubernetes.md lists under "What the pod gets" (``_X`` stands for ``AIRFLOW_REPRO_X``)."""
-    text = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
-    paragraph = text.split("## What the pod gets", 1)[1].split("\n\n", 2)[1]
-    names = set()
-    for name in re.findall(r"`([A-Z_]+)`", paragraph):
-        names.add(f"AIRFLOW_REPRO{name}" if name.startswith("_") else name)
-    return names
-
-
 def test_the_documented_pod_variables_are_the_ones_written() -> None:
     pins = podspec.PodPins(
         identity=AirflowIdentity(dag_id="d", run_id="r", task_id="t", try_number=1),
@@ -143,7 +134,7 @@ def test_the_documented_pod_variables_are_the_ones_written() -> None:
         environment_digest="sha256:x",
     )
     written = {variable["name"] for variable in podspec.pin_env(pins)}
-    assert _documented_pod_variables() == written - {"PYTHONHASHSEED"}
+    assert documented_pod_variables() == written - {"PYTHONHASHSEED"}
     # the runtime's table: what it reads; the operator leaves only the pod-local output folder unset
     assert list(POD_ENV) == list(runtime.POD_ENV) and set(POD_ENV) - written == {"AIRFLOW_REPRO_OUTPUT_DIR"}
     assert {name for name in written if name.startswith("AIRFLOW_REPRO_")} <= set(POD_ENV)

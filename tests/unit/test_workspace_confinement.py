@@ -12,7 +12,7 @@ from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.recorder import TaskRecorder
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import InvalidNameError, OutputError
-from tests.unit.test_recorder import environment
+from tests.support.recording import environment
 
 BRANCH = run_branch_name("dag", "manual__1")
 
