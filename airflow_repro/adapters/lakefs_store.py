@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 # One object-path rule for both stores (a relative POSIX path such as ``data/train.csv``).
-from airflow_repro.adapters.local_store import validate_object_path
+from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.hashing import (
     copy_and_hash,
     format_content_hash,
@@ -71,10 +71,10 @@ from airflow_repro.core.naming import (
     validate_tag_name,
 )
 from airflow_repro.core.ports import Commit, DiffEntry, ObjectInfo, Repository, StagedObject
+from airflow_repro.core.store_rules import checked_name, validate_commit_metadata, validate_object_path
 from airflow_repro.errors import (
     AlreadyExistsError,
     ConfigError,
-    InvalidNameError,
     NotFoundError,
     ObjectGone,
     ObjectNotFound,
@@ -93,10 +93,10 @@ if TYPE_CHECKING:
 #: User-metadata key holding an object's BLAKE3 content hash (sent as ``x-lakefs-meta-<key>``).
 CONTENT_HASH_META = "repro-content-hash"
 #: Commit-metadata key of the lakeFS UI button back to the Airflow run (Syphon convention).
-AIRFLOW_UI_BUTTON = "::lakefs::Airflow::url[url:ui]"
-_AIRFLOW_DAG_ID = "::lakefs::Airflow::dag_id"
-_AIRFLOW_RUN_ID = "::lakefs::Airflow::dag_run_id"
-_AIRFLOW_TASK_ID = "airflow_task_id"
+AIRFLOW_UI_BUTTON = keys.LAKEFS_AIRFLOW_URL
+_AIRFLOW_DAG_ID = keys.LAKEFS_AIRFLOW_DAG_ID
+_AIRFLOW_RUN_ID = keys.LAKEFS_AIRFLOW_RUN_ID
+_AIRFLOW_TASK_ID = keys.AIRFLOW_TASK_ID
 
 READ_CHUNK = 8 * 1024 * 1024
 PAGE_SIZE = 1000
@@ -245,28 +245,6 @@ def content_hash_of(user_metadata: Mapping[str, str] | None) -> str | None:
 
 def _iso(epoch_seconds: int) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
-def _validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise ReproUserError(f"commit metadata must be a mapping of str to str, got {type(metadata).__name__}")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise ReproUserError(f"commit metadata keys must be non-empty strings, got {key!r}")
-        if not isinstance(value, str):
-            raise ReproUserError(
-                f"commit metadata value for {key!r} must be a string (lakeFS stores strings only), "
-                f"got {type(value).__name__} {value!r}; convert it, e.g. with str() or json.dumps()"
-            )
-    return dict(metadata)
-
-
-def _checked(validator: Callable[[str], str], name: str) -> str:
-    if isinstance(name, str) and name.endswith("\n"):
-        raise InvalidNameError(f"invalid name {name!r}: names must not end with a newline")
-    return validator(name)
 
 
 class _VerifyingReader(io.RawIOBase):
@@ -464,8 +442,8 @@ class LakeFSStore:
     def create_repository(self, name: str, *, default_branch: str = "main", exist_ok: bool = False) -> Repository:
         import lakefs
 
-        _checked(validate_repository_name, name)
-        _checked(validate_branch_name, default_branch)
+        checked_name(validate_repository_name, name)
+        checked_name(validate_branch_name, default_branch)
 
         def exists(text: str) -> ReproError:
             return AlreadyExistsError(f"repository {name!r} already exists on lakeFS at {self.endpoint}")
@@ -481,7 +459,7 @@ class LakeFSStore:
         return self.get_repository(name)
 
     def get_repository(self, name: str) -> Repository:
-        _checked(validate_repository_name, name)
+        checked_name(validate_repository_name, name)
         with self._errors(f"reading repository {name!r}", not_found=self._repo_missing(name)):
             repo = self.client.sdk_client.repositories_api.get_repository(name)
         return Repository(name=repo.id, default_branch=repo.default_branch, created_at=_iso(repo.creation_date))
@@ -497,7 +475,7 @@ class LakeFSStore:
     # ---- refs --------------------------------------------------------------------------------
 
     def create_branch(self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False) -> str:
-        _checked(validate_branch_name, name)
+        checked_name(validate_branch_name, name)
         return self._create_branch(repository, name, source_ref, exist_ok=exist_ok)
 
     def _create_branch(
@@ -505,7 +483,7 @@ class LakeFSStore:
     ) -> str:
         import lakefs_sdk
 
-        _checked(validate_ref, source_ref)
+        checked_name(validate_ref, source_ref)
         commit_id = self.resolve_ref(repository, source_ref)
         body = lakefs_sdk.BranchCreation(name=name, source=commit_id, hidden=hidden or None)
         try:
@@ -532,7 +510,7 @@ class LakeFSStore:
 
     def _branches(self, repository: str) -> dict[str, str]:
         """Every branch of ``repository``, internal ones included: name -> head commit id, sorted by name."""
-        _checked(validate_repository_name, repository)
+        checked_name(validate_repository_name, repository)
         with self._errors(f"listing branches of {repository!r}", not_found=self._repo_missing(repository)):
             refs = list(self._pages(self.client.sdk_client.branches_api.list_branches, repository))
         return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id)}
@@ -541,8 +519,8 @@ class LakeFSStore:
         """Create an immutable tag and its retention branch (GC keeps branch heads, not tags)."""
         import lakefs_sdk
 
-        _checked(validate_tag_name, tag)
-        _checked(validate_ref, ref)
+        checked_name(validate_tag_name, tag)
+        checked_name(validate_ref, ref)
         commit_id = self.resolve_ref(repository, ref)
         try:
             with self._errors(
@@ -562,7 +540,7 @@ class LakeFSStore:
         return commit_id
 
     def list_tags(self, repository: str) -> dict[str, str]:
-        _checked(validate_repository_name, repository)
+        checked_name(validate_repository_name, repository)
         with self._errors(f"listing tags of {repository!r}", not_found=self._repo_missing(repository)):
             refs = list(self._pages(self.client.sdk_client.tags_api.list_tags, repository))
         return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id)}
@@ -573,8 +551,8 @@ class LakeFSStore:
         Resolved here rather than by lakeFS, which would also accept commit-id prefixes and ``~``/``^``
         expressions: a recorded pin must name exactly one commit.
         """
-        _checked(validate_repository_name, repository)
-        _checked(validate_ref, ref)
+        checked_name(validate_repository_name, repository)
+        checked_name(validate_ref, ref)
         if is_commit_id(ref) and self._commit_exists(repository, ref):
             return ref
         if BRANCH_RE.match(ref) and (head := self._lookup(repository, ref, "branches")):
@@ -622,7 +600,7 @@ class LakeFSStore:
 
     def stage_file(self, repository: str, source: Path, *, move: bool = False) -> StagedObject:
         """Hash ``source`` into the spool (renamed in with ``move`` where possible); upload on commit."""
-        _checked(validate_repository_name, repository)
+        checked_name(validate_repository_name, repository)
         source = Path(source)
         if not source.exists():
             raise NotFoundError(f"cannot stage {source}: no such file")
@@ -637,7 +615,7 @@ class LakeFSStore:
         return StagedObject(content_hash, size)
 
     def stage_bytes(self, repository: str, data: bytes) -> StagedObject:
-        _checked(validate_repository_name, repository)
+        checked_name(validate_repository_name, repository)
         content_hash = hash_bytes(data)
         final = self._spooled(content_hash)
         if not final.exists():
@@ -662,11 +640,11 @@ class LakeFSStore:
         allow_empty: bool = False,
     ) -> Commit:
         """Apply ``changes`` in one commit on ``branch``, isolated on a transaction branch (module doc)."""
-        _checked(validate_repository_name, repository)
-        _checked(validate_branch_name, branch)
+        checked_name(validate_repository_name, repository)
+        checked_name(validate_branch_name, branch)
         if not isinstance(message, str):
             raise ReproUserError(f"commit message must be a string, got {type(message).__name__}")
-        clean_metadata = airflow_ui_buttons(_validate_metadata(metadata), self.airflow_ui_url)
+        clean_metadata = airflow_ui_buttons(validate_commit_metadata(metadata), self.airflow_ui_url)
         clean_changes = self._validate_changes(changes)
         head = self._branch_head(repository, branch)
         effective = self._effective_changes(repository, branch, head, clean_changes)

@@ -109,6 +109,7 @@ from airflow_repro.core.ports import (
     Repository,
     StagedObject,
 )
+from airflow_repro.core.store_rules import checked_name, validate_commit_metadata, validate_object_path
 from airflow_repro.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -153,34 +154,6 @@ _Tree = Mapping[str, tuple[str, int]]  # path -> (content hash, size)
 # --------------------------------------------------------------------------------------------
 
 
-def validate_object_path(path: str) -> str:
-    """An object path is a relative POSIX path: ``data/train.csv``."""
-    bad = (
-        not isinstance(path, str)
-        or not path
-        or path.startswith("/")
-        or "\\" in path
-        or "\x00" in path
-        or any(segment in ("", ".", "..") for segment in path.split("/"))
-    )
-    if bad:
-        raise InvalidNameError(
-            f"invalid object path {path!r}: use a relative POSIX path such as 'data/train.csv' "
-            "(no leading '/', no '.', '..' or empty segments, no backslashes)"
-        )
-    return path
-
-
-def _checked(validator: Callable[[str], str], name: str) -> str:
-    """Run a naming validator, also refusing the final newline that a regex ``$`` lets through.
-
-    A name ending in a newline would otherwise become a file name ending in one.
-    """
-    if isinstance(name, str) and name.endswith("\n"):
-        raise InvalidNameError(f"invalid name {name!r}: names must not end with a newline")
-    return validator(name)
-
-
 def _canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -214,22 +187,6 @@ def _write_new_file_durably(path: Path, data: bytes) -> None:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, Mapping):
-        raise ReproUserError(f"commit metadata must be a mapping of str to str, got {type(metadata).__name__}")
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not key:
-            raise ReproUserError(f"commit metadata keys must be non-empty strings, got {key!r}")
-        if not isinstance(value, str):
-            raise ReproUserError(
-                f"commit metadata value for {key!r} must be a string (lakeFS stores strings only), "
-                f"got {type(value).__name__} {value!r}; convert it, e.g. with str() or json.dumps()"
-            )
-    return dict(metadata)
 
 
 def _diff_trees(left: _Tree, right: _Tree, prefix: str) -> list[DiffEntry]:
@@ -422,7 +379,7 @@ def _size_or_zero(path: Path) -> int:
 
 def _is_valid_repository_name(name: str) -> bool:
     try:
-        _checked(validate_repository_name, name)
+        checked_name(validate_repository_name, name)
     except InvalidNameError:
         return False
     return True
@@ -630,8 +587,8 @@ class LocalStore:
 
         The whole repository is built in ``tmp/`` and published by one directory rename.
         """
-        _checked(validate_repository_name, name)
-        _checked(validate_branch_name, default_branch)
+        checked_name(validate_repository_name, name)
+        checked_name(validate_branch_name, default_branch)
         final = self._repos / name
         if not (final / _REPOSITORY_FILE).is_file() and self._publish_repository(name, default_branch):
             return self.get_repository(name)
@@ -681,8 +638,8 @@ class LocalStore:
     def create_branch(self, repository: str, name: str, source_ref: str, *, exist_ok: bool = False) -> str:
         """Create ``name`` at ``source_ref``; ``exist_ok`` returns an existing branch's head."""
         repo_dir = self._repo_dir(repository)
-        _checked(validate_branch_name, name)
-        _checked(validate_ref, source_ref)
+        checked_name(validate_branch_name, name)
+        checked_name(validate_ref, source_ref)
         with self._ref_update(repository, repo_dir):
             head = self._read_ref(repo_dir, _BRANCHES, name)
             if head is not None:
@@ -701,8 +658,8 @@ class LocalStore:
     def create_tag(self, repository: str, tag: str, ref: str, *, exist_ok: bool = False) -> str:
         """Create an immutable tag; ``exist_ok`` accepts an existing tag on the same commit."""
         repo_dir = self._repo_dir(repository)
-        _checked(validate_tag_name, tag)
-        _checked(validate_ref, ref)
+        checked_name(validate_tag_name, tag)
+        checked_name(validate_ref, ref)
         with self._ref_update(repository, repo_dir):
             commit_id = self._resolve(repository, repo_dir, ref)
             existing = self._read_ref(repo_dir, _TAGS, tag)
@@ -724,7 +681,7 @@ class LocalStore:
     def resolve_ref(self, repository: str, ref: str) -> str:
         """A full commit id (that exists), else a branch, else a tag -> the full commit id."""
         repo_dir = self._repo_dir(repository)
-        _checked(validate_ref, ref)
+        checked_name(validate_ref, ref)
         return self._resolve(repository, repo_dir, ref)
 
     # ---- staging and committing --------------------------------------------------------------
@@ -796,10 +753,10 @@ class LocalStore:
         allow_empty: bool,
     ) -> Commit:
         repo_dir = self._repo_dir(repository)
-        _checked(validate_branch_name, branch)
+        checked_name(validate_branch_name, branch)
         if not isinstance(message, str):
             raise ReproUserError(f"commit message must be a string, got {type(message).__name__}")
-        clean_metadata = _validate_metadata(metadata)
+        clean_metadata = validate_commit_metadata(metadata)
         # Objects are checked holding the store lock: garbage collection cannot remove them
         # between this check and the ref update.
         with self._ref_update(repository, repo_dir):
@@ -940,7 +897,7 @@ class LocalStore:
         names = self._repository_dir_names() if repositories is None else list(repositories)
         problems = []
         for name in names:
-            repo_dir = self._repos / _checked(validate_repository_name, name)
+            repo_dir = self._repos / checked_name(validate_repository_name, name)
             if not (repo_dir / _REPOSITORY_FILE).is_file():
                 self._repo_dir(name)  # raises RepositoryNotFound, listing the existing ones
             try:
@@ -1111,7 +1068,7 @@ class LocalStore:
 
     def _repo_dir(self, name: str) -> Path:
         """The directory of an existing repository; ``StoreCorruption`` if its file is damaged."""
-        _checked(validate_repository_name, name)
+        checked_name(validate_repository_name, name)
         repo_dir = self._repos / name
         if not (repo_dir / _REPOSITORY_FILE).is_file():
             existing = ", ".join(r.name for r in self.list_repositories()) or "none"

@@ -18,6 +18,7 @@ REPLAY_MODE = "repro.replay_mode"
 VERDICT = "repro.verdict"
 LAKEFS_AIRFLOW_DAG_ID = "::lakefs::Airflow::dag_id"
 LAKEFS_AIRFLOW_RUN_ID = "::lakefs::Airflow::dag_run_id"
+LAKEFS_AIRFLOW_URL = "::lakefs::Airflow::url[url:ui]"  # the lakeFS UI's button back to the Airflow run
 AIRFLOW_TASK_ID = "airflow_task_id"
 LAKEFS_MLFLOW_RUN_ID = "::lakefs::MLflow::run_id"
 LAKEFS_MLFLOW_URL = "::lakefs::MLflow::url[url:ui]"

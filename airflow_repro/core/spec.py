@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 
 from airflow_repro.core.manifest import Resources
 from airflow_repro.core.naming import validate_ref, validate_repository_name
 from airflow_repro.core.resources import parse_quantity
+from airflow_repro.core.store_rules import validate_object_path
 from airflow_repro.errors import InvalidNameError, ReproUserError
 
 
 def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = False) -> str:
-    """A relative POSIX path inside a repository; a trailing '/' names a folder where allowed."""
-    body = path[:-1] if allow_folder and path.endswith("/") else path
-    pure = PurePosixPath(body)
-    if (
-        not body
-        or "\\" in body
-        or body.startswith("/")
-        or any(part in ("", ".", "..") for part in body.split("/"))
-        or pure.parts[0] == "_repro"
-    ):
+    """A path a task declares: the stores' object-path rule, a trailing '/' for a folder where
+    allowed, and nothing under the reserved ``_repro/`` (where manifests live)."""
+    body = path[:-1] if allow_folder and isinstance(path, str) and path.endswith("/") else path
+    try:
+        validate_object_path(body)
+        reserved = body.split("/", 1)[0] == "_repro"
+    except InvalidNameError:
+        reserved = True
+    if reserved:
         raise InvalidNameError(
             f"invalid {what} {path!r}: use a relative path like 'features/train.csv' "
             "(no leading '/', no '.' or '..' parts, not under the reserved '_repro/')"
