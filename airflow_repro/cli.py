@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,11 @@ def _backends() -> Any:
     type=click.Choice(["pinned", "latest-code"]),
     default="pinned",
     show_default=True,
-    help="pinned: refuse on any drift. latest-code: current code and environment, pinned data/params/seed.",
+    help="pinned: restore the recorded code and environment where they drifted, refuse what cannot be "
+    "restored. latest-code: current code and environment, pinned data/params/seed.",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Plan only: print the drift report (and what is restored); trigger nothing."
 )
 @click.option("--wait", is_flag=True, help="Wait for the replay run to finish.")
 @click.option("--verify", "then_verify", is_flag=True, help="Wait, then verify the replay against the original.")
@@ -212,19 +217,30 @@ def replay(
     dag_id: str,
     run_id: str,
     mode: str,
+    dry_run: bool,
     wait: bool,
     then_verify: bool,
     timeout: float,
     secret_sources: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Replay a recorded DAG run with its exact pins (a new run of the same DAG)."""
+    """Replay a recorded DAG run with its exact pins (a new run of the same DAG).
+
+    Exit 0: triggered (with --verify: identical); 1: differs; 2: refused or a user error."""
     from airflow_repro.airflow import replay as service
 
     secrets = _read_secrets(secret_sources)
     backends = _backends()
     plan = service.plan(backends, dag_id, run_id, mode, secrets=secrets)  # type: ignore[arg-type]
     _print_drift(plan)
+    if dry_run:
+        if as_json:
+            click.echo(plan.model_dump_json(indent=2))
+        if plan.blocking_drift:
+            click.echo(plan.refusal_message(), err=True)
+            sys.exit(EXIT_USER_ERROR)
+        click.echo(f"replay of {run_id} (mode {mode}) can run: {_restore_summary(plan)}", err=as_json)
+        return
     new_run = service.trigger(backends, plan, triggered_by="CLI", user=_user(), secrets=secrets)
     click.echo(f"triggered replay {new_run} of {run_id} (mode {mode})", err=as_json)
     if not (wait or then_verify):
@@ -314,9 +330,31 @@ def _wait_with_progress(service: Any, dag_id: str, run_id: str, timeout: float) 
 
 
 def _print_drift(plan: Any) -> None:
+    """Each drift item on stderr: what changed, whether it is restored, accepted or refused, and
+    each distinct code diff once (every task of a DAG file shares it)."""
+    diffs_shown: set[str] = set()
     for drift in plan.drift:
-        level = "refused" if drift.blocks(plan.mode) else "accepted"
+        if drift.blocks(plan.mode):
+            level = "refused"
+        elif plan.mode == "pinned" and drift.restorable:
+            level = "restored"
+        else:
+            level = "accepted"
         click.echo(f"drift ({level}): [{drift.kind}] {drift.task_id}: {drift.detail}", err=True)
+        if drift.restore_note and level != "accepted":
+            click.echo(f"    {drift.restore_note}", err=True)
+        for change in (drift.changes or [])[:50]:
+            click.echo(f"    {change}", err=True)
+        if drift.diff and drift.diff not in diffs_shown:
+            diffs_shown.add(drift.diff)
+            click.echo(textwrap.indent(drift.diff.rstrip("\n"), "    "), err=True)
+
+
+def _restore_summary(plan: Any) -> str:
+    restored = sorted({d.task_id for d in plan.drift if plan.mode == "pinned" and d.restorable})
+    if restored:
+        return f"code or environment restored for {', '.join(restored)}"
+    return "no drift" if not plan.drift else "drift accepted"
 
 
 def _print_report(report: Any, as_json: bool) -> None:

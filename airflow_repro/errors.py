@@ -19,7 +19,8 @@ retrying unless ``retryable`` says otherwise::
     │   │   ├── StoreNotFound           no store at the configured folder (read-only commands never create one)
     │   │   ├── RepositoryNotFound, RefNotFound, ObjectNotFound
     │   │   │   └── ObjectGone          the path is recorded but its data was deleted (GC; HTTP 410)
-    │   │   └── TrackerNotFound         the MLflow run, experiment or artifact does not exist
+    │   │   ├── TrackerNotFound         the MLflow run, experiment or artifact does not exist
+    │   │   └── ArchiveMissing          the code or environment a replay restores from is not archived
     │   ├── AlreadyExistsError          a repository, branch or tag already exists (and differs)
     │   ├── OutputError                 a task did not write what it declared, or wrote more
     │   ├── RuntimeContextError         task code misused the runtime (also a ``RuntimeError``)
@@ -33,7 +34,8 @@ retrying unless ``retryable`` says otherwise::
         ├── StoreUnavailable            the data store cannot be reached, written (read-only, full,
         │                               permission denied) or is locked too long
         ├── StoreCorruption             stored content does not match its hash, or a store file is damaged
-        │                               (not retryable)
+        │   │                           (not retryable)
+        │   └── ArchiveCorrupt          an archived code or environment object does not match its digest
         ├── StoreConflict               a concurrent update won; retry the operation
         ├── TrackerUnavailable          the experiment tracker (MLflow) cannot be reached
         ├── TrackerMisconfigured        the tracker answers but is set up so it cannot serve us
@@ -114,6 +116,11 @@ class TrackerNotFound(NotFoundError):
     """The run, experiment or artifact asked for does not exist in MLflow."""
 
 
+class ArchiveMissing(NotFoundError):
+    """The archived code snapshot, environment record, lockfile or script a replay would restore
+    from is not stored (recorded before archiving existed, or deleted)."""
+
+
 class AlreadyExistsError(ReproUserError):
     """The repository, branch or tag already exists with different content."""
 
@@ -181,6 +188,10 @@ class StoreCorruption(ReproInfraError):
     """Stored content does not match its recorded hash, or a store file is damaged (the message names it)."""
 
     retryable = False
+
+
+class ArchiveCorrupt(StoreCorruption):
+    """An archived object's content does not hash to the digest it is stored under."""
 
 
 class StoreConflict(ReproInfraError):

@@ -8,6 +8,7 @@ them from inside a pod, where neither Airflow nor pydantic is installed (the pod
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import re
@@ -80,6 +81,57 @@ def installed_distributions() -> tuple[tuple[str, str], ...]:
             if dist.metadata["Name"]:
                 seen.setdefault(normalize_name(dist.metadata["Name"]), dist.version)
     return tuple(sorted(seen.items()))
+
+
+@functools.cache
+def installed_distribution_sources() -> tuple[tuple[str, str, dict[str, Any] | None], ...]:
+    """(normalized name, version, parsed ``direct_url.json`` or None) of every installed distribution.
+
+    Scanned as :func:`installed_distributions` scans (folder names on ``sys.path``, the first entry
+    wins), plus one ``open()`` per ``.dist-info`` folder for the PEP 610 ``direct_url.json`` an
+    installer leaves there for a distribution it did not take from an index. A missing, unreadable
+    or malformed file reads as None. Callers must not change the dicts (the result is cached).
+    """
+    seen: dict[str, tuple[str, str, dict[str, Any] | None]] = {}
+    for entry in sys.path:
+        root = entry or "."
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for folder in names:
+            match = _DIST_DIR_RE.match(folder)
+            if match is None:
+                continue
+            name = normalize_name(match["name"])
+            if name not in seen:
+                is_wheel_install = folder.endswith(".dist-info")  # egg-info folders have no direct_url.json
+                direct_url = _read_direct_url(os.path.join(root, folder)) if is_wheel_install else None
+                seen[name] = (name, match["version"], direct_url)
+    if not seen:  # an unusual layout (zip imports, say): ask importlib.metadata
+        for dist in metadata.distributions():
+            if dist.metadata["Name"]:
+                name = normalize_name(dist.metadata["Name"])
+                seen.setdefault(name, (name, dist.version, _parse_direct_url(dist.read_text("direct_url.json"))))
+    return tuple(seen[name] for name in sorted(seen))
+
+
+def _read_direct_url(dist_info: str) -> dict[str, Any] | None:
+    try:
+        with open(os.path.join(dist_info, "direct_url.json"), encoding="utf-8") as file:
+            return _parse_direct_url(file.read())
+    except (OSError, UnicodeDecodeError):  # absent (an index install) or unreadable
+        return None
+
+
+def _parse_direct_url(text: str | None) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def library_versions() -> dict[str, str]:
@@ -169,6 +221,7 @@ __all__ = [
     "Host",
     "cpu_model",
     "host",
+    "installed_distribution_sources",
     "installed_distributions",
     "library_versions",
     "memory_bytes",

@@ -62,7 +62,7 @@ def _build(lockfile: Path, target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)  # a build interrupted before its marker was written
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "VIRTUAL_ENV": str(staging)}
     steps = [
-        [uv, "venv", "--quiet", "--python", sys.executable, str(staging)],
+        [uv, "venv", "--quiet", "--relocatable", "--python", sys.executable, str(staging)],
         [uv, "pip", "sync", "--quiet", "--python", str(staging / "bin" / "python"), str(lockfile)],
     ]
     for step in steps:
@@ -106,9 +106,10 @@ def launcher_script(
     runtime_path: Path | None = None,
     kwargs_file: Path | None = None,
     return_file: Path | None = None,
+    source: str | None = None,
 ) -> str:
-    """The program a task's own interpreter runs: the function's source, then
-    :func:`airflow_repro.runtime.run_callable` around it.
+    """The program a task's own interpreter runs: the function's source (``source``: an archived
+    one, else read from ``function``), then :func:`airflow_repro.runtime.run_callable` around it.
 
     In a pod (no arguments) the runtime is installed in the image, the keyword arguments come in
     ``AIRFLOW_REPRO_KWARGS`` and the return value goes to KubernetesPodOperator's XCom file; a
@@ -122,7 +123,7 @@ def launcher_script(
         arguments.append(f"return_file={str(return_file)!r}")
     return (
         f"{prelude}from airflow_repro import runtime\n\n"
-        f"{callable_source(function)}\n"
+        f"{source if source is not None else callable_source(function)}\n"
         f"runtime.run_callable({', '.join(arguments)})\n"
     )
 
@@ -135,15 +136,19 @@ def run_in_venv(
     workdir: Path,
     *,
     extra_env: Mapping[str, str] | None = None,
+    source: str | None = None,
 ) -> Any:
-    """Run ``function(**kwargs)`` in the venv's interpreter; return its JSON return value."""
+    """Run ``function(**kwargs)`` in the venv's interpreter; return its JSON return value.
+
+    ``source``: the function's archived source, run instead of ``function``'s own (a restored replay)."""
     shim = runtime.install_runtime(workdir / "shim")
     script = workdir / "task_main.py"
     result_file = workdir / "result.json"
     kwargs_file = workdir / "kwargs.json"
     kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
     script.write_text(
-        launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file), encoding="utf-8"
+        launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file, source=source),
+        encoding="utf-8",
     )
     env = {
         "PATH": os.environ.get("PATH", ""),

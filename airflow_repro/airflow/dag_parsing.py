@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_repro import errors
+from airflow_repro.core.code_snapshot import CodeSnapshot
 from airflow_repro.core.replay import CurrentTask, ReplayMarker
 from airflow_repro.errors import DagParseError, NotFoundError, ReproError
 
@@ -99,10 +100,24 @@ def import_timeout(fileloc: str) -> float:
     return timeout if timeout > 0 else DEFAULT_TIMEOUT_S
 
 
-def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
+@dataclass(frozen=True)
+class CurrentDag:
+    """A DAG's recorded tasks as its file defines them now, and the file's code snapshot."""
+
+    tasks: dict[str, CurrentTask]
+    code: CodeSnapshot | None
+
+
+def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> CurrentDag:
     """The recorded tasks of a DAG as its file defines them now, parsed in a child process."""
     timeout = import_timeout(source.fileloc)
-    request = {"dag_id": source.dag_id, "fileloc": source.fileloc, "conf": dict(conf), "timeout": timeout}
+    request = {
+        "dag_id": source.dag_id,
+        "fileloc": source.fileloc,
+        "bundle_root": source.bundle_root,
+        "conf": dict(conf),
+        "timeout": timeout,
+    }
     command = [sys.executable, "-P", "-m", __name__]  # -P: the server's cwd must not shadow modules
     try:
         answer = run_child(command, json.dumps(request), timeout + STARTUP_ALLOWANCE_S)
@@ -112,7 +127,8 @@ def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> dict[str, Curr
         raise DagParseError(_timeout_message(source, timeout))
     if "error" in answer or "tasks" not in answer:
         raise _error_from_child(source, answer)
-    return {task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}
+    code = CodeSnapshot.model_validate(answer["code"]) if answer.get("code") else None
+    return CurrentDag(tasks={task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}, code=code)
 
 
 def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any]:
@@ -166,9 +182,15 @@ def _error_from_child(source: DagFile, answer: Mapping[str, Any]) -> ReproError:
 
 
 # -- in the child ---------------------------------------------------------------------------------
-def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
-    """Parse ``fileloc`` as the DAG processor would (code drift needs the callables)."""
+def load_dag_from_file(dag_id: str, fileloc: str, bundle_root: str | None = None) -> Any:
+    """Parse ``fileloc`` as the DAG processor would (code drift needs the callables), with its
+    bundle's folder on ``sys.path`` as Airflow's ``BundleDagBag`` puts it (DAG files import the
+    modules next to them)."""
     from airflow.dag_processing.dagbag import DagBag
+
+    for root in (bundle_root, _dags_folder()):
+        if root and root not in sys.path:
+            sys.path.append(root)
 
     bag = DagBag(dag_folder=fileloc)
     if dag_id not in bag.dags:
@@ -177,16 +199,26 @@ def load_dag_from_file(dag_id: str, fileloc: str) -> Any:
     return bag.dags[dag_id]
 
 
-def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
-    """The recorded tasks of ``dag`` as they would run now with ``conf``."""
+def _dags_folder() -> str | None:
+    from airflow import settings
+
+    return str(settings.DAGS_FOLDER) if settings.DAGS_FOLDER else None
+
+
+def current_tasks(
+    dag: Any, conf: Mapping[str, Any], *, bundle_root: str | None = None
+) -> tuple[dict[str, CurrentTask], CodeSnapshot | None]:
+    """The recorded tasks of ``dag`` as they would run now with ``conf``, and the DAG file's code."""
     from airflow.sdk.definitions.param import process_params
 
     from airflow_repro.airflow.record import ReproTaskMixin
+    from airflow_repro.airflow.restore import current_code_snapshot
     from airflow_repro.airflow.secrets import build_redactor
     from airflow_repro.config import ReproSettings
 
     redactor = build_redactor(ReproSettings.from_airflow_conf())  # params compare as they are recorded
     tasks = {}
+    code: CodeSnapshot | None = None
     for task in dag.tasks:
         if not isinstance(task, ReproTaskMixin):
             continue
@@ -194,14 +226,18 @@ def current_tasks(dag: Any, conf: Mapping[str, Any]) -> dict[str, CurrentTask]:
         params = process_params(dag, task, dict(conf), suppress_exception=True)  # type: ignore[arg-type]
         params = ReplayMarker.strip(params)
         pin = task.repro_environment_pin()
+        snapshot = current_code_snapshot(task, None, bundle_root=bundle_root)
+        code = code or snapshot  # the same file for every task of the DAG
         tasks[task_id] = CurrentTask(
             task_id=task_id,
             source_hash=task.repro_source_hash(),
             environment_digest=_plannable_digest(pin),
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
             task_params=redactor.redact(_json_ready(params)),
+            code_snapshot=snapshot.digest if snapshot is not None else None,
+            environment_kind=pin.kind,
         )
-    return tasks
+    return tasks, code
 
 
 def _plannable_digest(pin: Any) -> str | None:
@@ -223,8 +259,8 @@ def _json_ready(values: Mapping[str, Any]) -> dict[str, Any]:
 def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     """Parse the file and describe its recorded tasks (runs in a thread of the child)."""
     try:
-        dag = load_dag_from_file(request["dag_id"], request["fileloc"])
-        tasks = current_tasks(dag, request["conf"])
+        dag = load_dag_from_file(request["dag_id"], request["fileloc"], request.get("bundle_root"))
+        tasks, code = current_tasks(dag, request["conf"], bundle_root=request.get("bundle_root"))
     except ReproError as exc:
         return {"error": str(exc), "error_class": type(exc).__name__}
     except BaseException as exc:  # noqa: BLE001 - the DAG's own code failed (or exited) while its tasks were read
@@ -232,7 +268,10 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
             "error": f"DAG {request['dag_id']!r} failed while its tasks were read: {type(exc).__name__}: {exc}",
             "error_class": DagParseError.__name__,
         }
-    return {"tasks": [dataclasses.asdict(task) for task in tasks.values()]}
+    return {
+        "tasks": [dataclasses.asdict(task) for task in tasks.values()],
+        "code": code.model_dump(mode="json") if code is not None else None,
+    }
 
 
 def _parse_with_deadline(request: Mapping[str, Any]) -> dict[str, Any]:

@@ -196,6 +196,8 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             return pod
         pins, image = attempt.pins, attempt.image
         container.image = str(image)
+        if attempt.restoration is not None and attempt.restoration.script is not None:
+            container.command = ["python", "-c", attempt.restoration.script]  # a pinned replay: the archived script
         container.env = [*(container.env or []), *podspec.to_model(podspec.pin_env(pins), "list[V1EnvVar]")]
         pod.metadata.labels = {**(pod.metadata.labels or {}), **podspec.pod_labels(pins.identity)}
         pod.metadata.annotations = {
@@ -410,6 +412,9 @@ class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOpe
 
     def repro_source_hash(self) -> str:
         return source_hash(self.python_callable)
+
+    def repro_script(self) -> str:
+        return pod_script(self.python_callable)
 
 
 def pod_script(function: Callable[..., Any]) -> str:

@@ -14,6 +14,7 @@ import functools
 import inspect
 import json
 import os
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -104,24 +105,95 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         return result
 
     def execute_callable(self) -> Any:
-        if self.repro_lockfile_path is None:
+        restoration = self.repro_attempt.restoration if self.repro_attempt is not None else None
+        restoring = restoration is not None and (restoration.restores_code or restoration.restores_environment)
+        if self.repro_lockfile_path is None and not restoring:
             return super().execute_callable()
-        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
-
         attempt = self.repro_attempt
         if attempt is None or attempt.prepared is None or attempt.settings is None:  # pragma: no cover
             raise RuntimeError(f"task {self.task_id}: execute_callable() runs inside execute(), after prepare()")
+        if restoration is not None and restoring:
+            return self._run_restored(attempt, restoration)
+        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
+
         prepared = attempt.prepared
+        assert self.repro_lockfile_path is not None
         python = ensure_venv(self.repro_lockfile_path, prepared.env.environment.digest, attempt.settings.venv_cache)
+        arguments = self._json_arguments("in a lockfile environment")
+        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+
+    def _json_arguments(self, where: str) -> dict[str, Any]:
         arguments = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
         try:
             json.dumps(arguments)
         except TypeError as exc:
             raise AirflowFailException(
-                f"task {self.task_id}: in a lockfile environment the callable's arguments must be JSON "
+                f"task {self.task_id}: {where} the callable's arguments must be JSON "
                 f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
             ) from exc
-        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+        return arguments
+
+    def _run_restored(self, attempt: record.Attempt, restoration: Any) -> Any:
+        """A pinned replay whose code or environment drifted: run the archived code, in the
+        recorded environment (rebuilt from its record, or from the archived lockfile)."""
+        from airflow_repro.adapters.local_venv import ensure_venv, run_in_venv
+
+        prepared, settings = attempt.prepared, attempt.settings
+        assert prepared is not None and settings is not None
+        arguments = self._json_arguments("in a restored replay")
+        code = restoration.code or attempt.snapshot
+        module_name, _, qualname = (prepared.env.code.callable or ":").partition(":")
+        lockfile = self._restored_lockfile(restoration, prepared.workdir)
+        if lockfile is not None:  # a lockfile venv runs the function's own source, as when recorded
+            from airflow_repro.core.code_snapshot import callable_source_in
+
+            source = callable_source_in(restoration.code, qualname) if restoration.code is not None else None
+            python = ensure_venv(lockfile, prepared.env.environment.digest, settings.venv_cache)
+            return run_in_venv(
+                python, self.python_callable, arguments, prepared.context_file, prepared.workdir, source=source
+            )
+        if code is None or not qualname:
+            raise AirflowFailException(
+                f"task {self.task_id}: its code could not be snapshotted here, so it cannot run in a restored environment"
+            )
+        from airflow_repro.adapters.code_restore import run_restored
+        from airflow_repro.core.code_snapshot import callable_source_in
+
+        python = Path(sys.executable)
+        if restoration.environment is not None:
+            from airflow_repro.adapters.environment_builder import ensure_environment
+
+            python = ensure_environment(restoration.environment, settings.venv_cache)
+        callable_source_in(code, qualname)  # fails here, naming the function, if the archive lacks it
+        return run_restored(
+            python,
+            code,
+            module_name=module_name,
+            qualname=qualname,
+            kwargs=arguments,
+            context_file=prepared.context_file,
+            workdir=prepared.workdir,
+            env=dict(os.environ),
+        )
+
+    def _restored_lockfile(self, restoration: Any, workdir: Path) -> Path | None:
+        """The lockfile to build from: the archived one, else this task's own (None: no lockfile)."""
+        if restoration.lockfile is not None:
+            path = workdir / "restored.lock"
+            path.write_bytes(restoration.lockfile)
+            return path
+        if restoration.environment is not None:
+            return None  # the recorded environment was a fingerprint: it is rebuilt instead
+        return self.repro_lockfile_path
+
+    def repro_archive(self, snapshot: Any, pin: EnvironmentPin) -> tuple[Any, ...]:
+        """The code snapshot, and the environment record or the lockfile's content."""
+        if self.repro_lockfile_path is None or pin.kind != "lockfile":
+            return super().repro_archive(snapshot, pin)
+        from airflow_repro.airflow.restore import archive_objects
+        from airflow_repro.core.environment import lockfile_content
+
+        return archive_objects(snapshot, pin, lockfile=lockfile_content(self.repro_lockfile_path))
 
     def repro_environment_pin(self) -> EnvironmentPin:
         """The pin this task gets here and now: its lockfile's hash, or this environment's fingerprint."""

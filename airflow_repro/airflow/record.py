@@ -34,6 +34,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_repro.airflow import restore
+from airflow_repro.core.archive import ArchiveObject, archive_digest
+from airflow_repro.core.code_snapshot import CodeSnapshot
 from airflow_repro.core.environment import hardware, versions
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters, ReplayInfo
 from airflow_repro.core.recorder import PreparedTask, RecordedAttempt, TaskEnvironment, TaskRecorder
@@ -60,6 +63,8 @@ class Attempt:
     settings: ReproSettings | None = None
     recorder: TaskRecorder | None = None
     replay_plan: ReplayPlan | None = None  # loaded once: a pod task requests the hardware it recorded
+    snapshot: CodeSnapshot | None = None  # the task's code as this worker has it
+    restoration: restore.Restoration | None = None  # set in a pinned replay: what runs instead
     prepared: PreparedTask | None = None
     recorded: RecordedAttempt | None = None
 
@@ -88,6 +93,10 @@ class RecordedOperator(Protocol):
         """sha256 of the task's code, as recorded in manifests (used for drift checks)."""
         ...
 
+    def repro_archive(self, snapshot: CodeSnapshot | None, pin: EnvironmentPin) -> tuple[ArchiveObject, ...]:
+        """What a replay restores the task from (see :func:`airflow_repro.airflow.restore.archive_objects`)."""
+        ...
+
 
 class ReproTaskMixin:
     """Makes an operator a recorded one: the attempt it runs, and its OpenLineage methods.
@@ -109,6 +118,17 @@ class ReproTaskMixin:
     def repro_source_hash(self) -> str:
         """sha256 of the callable's own source, as recorded in manifests (used for drift checks)."""
         return source_hash(self.python_callable)  # type: ignore[attr-defined]
+
+    def repro_script(self) -> str | None:
+        """The program the task's own interpreter runs, where it is one (a pod's ``python -c``)."""
+        return None
+
+    def repro_archive(self, snapshot: CodeSnapshot | None, pin: EnvironmentPin) -> tuple[ArchiveObject, ...]:
+        """What a replay restores this task from: its code snapshot and its environment record."""
+        from airflow_repro.core.environment import environment_record
+
+        record = environment_record() if pin.kind == "fingerprint" else None
+        return restore.archive_objects(snapshot, pin, environment=record, script=self.repro_script())
 
     def repro_code_version(self, task_instance: Any = None) -> CodeVersion:
         """Where the task's code comes from (``task_instance``, where known, names its bundle)."""
@@ -159,7 +179,7 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
             work_root=settings.work_dir,
         )
         attempt.settings, attempt.recorder = settings, recorder
-        environment = task_environment(operator, context, build_redactor(settings))
+        environment = task_environment(operator, context, build_redactor(settings), attempt)
         environment = _apply_replay_pins(operator, context, attempt, recorder, environment)
         prepared = recorder.prepare(_spec_with_seed(operator.repro_spec, environment), environment)
     except ReproError as exc:
@@ -222,27 +242,49 @@ def _apply_replay_pins(
         mode=plan.mode,
         plan_digest=plan.digest,
         original_manifest_digest=pins.original_manifest_digest if pins else None,
+        code="current",  # a pinned replay that restores says so (restore.restoration_for)
+        environment="current",
     )
     if pins is None:
         if plan.mode == "pinned":
             raise ReproUserError(f"task {ident.task_id} was not in the replayed run {plan.original_run_id!r}")
         return dataclasses.replace(environment, replay=replay)
-    if plan.mode == "pinned":
-        _check_pinned(ident.task_id, "source code", pins.source_hash, environment.code.source_hash)
-        _check_pinned(ident.task_id, "environment", pins.environment_digest, environment.environment.digest)
     parameters = environment.parameters.model_copy(update={"seed": pins.seed})
-    return dataclasses.replace(
+    environment = dataclasses.replace(
         environment, parameters=parameters, replay=replay, pinned_inputs={i.name: i for i in pins.inputs}
     )
+    if plan.mode == "pinned":
+        restoration, environment = restore.restoration_for(
+            ident.task_id, pins, environment, recorder.store, plan.original_repository
+        )
+        attempt.restoration = restoration
+        _log_restoration(operator, restoration)
+    return environment
 
 
-def task_environment(operator: RecordedOperator, context: Mapping[str, Any], redactor: Redactor) -> TaskEnvironment:
+def _log_restoration(operator: RecordedOperator, restoration: restore.Restoration) -> None:
+    if restoration.restores_code:
+        operator.log.info("airflow-repro: the code changed since the replayed run; running its archived code")
+    if restoration.restores_environment:
+        operator.log.info(
+            "airflow-repro: the environment changed since the replayed run; running in one rebuilt from its record"
+        )
+
+
+def task_environment(
+    operator: RecordedOperator, context: Mapping[str, Any], redactor: Redactor, attempt: Attempt | None = None
+) -> TaskEnvironment:
     """The facts of this attempt only Airflow knows, as the recorder takes them.
 
     ``parameters`` holds what is recorded (secrets replaced by keyed markers); ``runtime_params``
-    and ``runtime_kwargs`` the real values the task itself is given.
+    and ``runtime_kwargs`` the real values the task itself is given; ``archive`` what a replay
+    restores the task from (the code snapshot is kept on ``attempt``).
     """
     ti = context["ti"]
+    snapshot = restore.current_code_snapshot(operator, ti)
+    if attempt is not None:
+        attempt.snapshot = snapshot
+    pin = operator.repro_environment_pin()
     dag_run = context["dag_run"]
     spec = operator.repro_spec
     seed = spec.seed if spec.seed is not None else secrets.randbelow(2**31)
@@ -260,8 +302,8 @@ def task_environment(operator: RecordedOperator, context: Mapping[str, Any], red
             run_type=str(getattr(dag_run, "run_type", "") or "") or None,
             logical_date=logical_date.isoformat() if logical_date else None,
         ),
-        code=code_version(operator, ti),
-        environment=operator.repro_environment_pin(),
+        code=code_version(operator, ti, snapshot),
+        environment=pin,
         parameters=Parameters(
             task_params=redactor.redact(params),
             dag_run_conf=redactor.redact(conf),
@@ -273,11 +315,13 @@ def task_environment(operator: RecordedOperator, context: Mapping[str, Any], red
         runtime_kwargs=op_kwargs,
         versions=versions(_repro_version()),
         hardware=hardware(),
+        archive=operator.repro_archive(snapshot, pin),
     )
 
 
-def code_version(operator: RecordedOperator, ti: Any) -> CodeVersion:
-    """Where the task's code comes from and its hashes (``ti`` may be ``None``: no bundle known)."""
+def code_version(operator: RecordedOperator, ti: Any, snapshot: CodeSnapshot | None = None) -> CodeVersion:
+    """Where the task's code comes from and its hashes (``ti`` may be ``None``: no bundle known);
+    ``snapshot``: the code snapshot archived for the task."""
     bundle = getattr(ti, "bundle_instance", None)
     fn = getattr(operator, "python_callable", None)
     fileloc = operator.dag.fileloc if operator.has_dag() else None
@@ -288,7 +332,14 @@ def code_version(operator: RecordedOperator, ti: Any) -> CodeVersion:
         callable=f"{_dag_module_name(fn.__module__)}:{fn.__qualname__}" if fn is not None else None,
         source_hash=operator.repro_source_hash(),
         module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else fileloc),
+        snapshot=snapshot.digest if snapshot is not None else None,
+        script=_script_digest(operator),
     )
+
+
+def _script_digest(operator: Any) -> str | None:
+    script = operator.repro_script() if hasattr(operator, "repro_script") else None
+    return archive_digest(script.encode()) if script is not None else None
 
 
 def source_hash(fn: Callable[..., Any]) -> str:
@@ -321,14 +372,6 @@ def _report(operator: RecordedOperator, context: Any, recorded: RecordedAttempt)
 def _as_dict(values: Any) -> dict[str, Any]:
     """Params (Airflow's ``ParamsDict``, dumped to their values) or conf as a plain dict."""
     return values.dump() if hasattr(values, "dump") else dict(values)
-
-
-def _check_pinned(task_id: str, what: str, pinned: str, current: str) -> None:
-    if pinned != current:
-        raise ReproUserError(
-            f"task {task_id}: its {what} changed since the replay was planned (recorded {pinned}, now {current}); "
-            "replay with mode latest-code to accept it"
-        )
 
 
 def _plain(value: Any) -> Any:

@@ -56,7 +56,8 @@ def load_current_dag(dag_id: str) -> Any:
 
     :func:`plan` parses in a child process instead (:mod:`airflow_repro.airflow.dag_parsing`).
     """
-    return dag_parsing.load_dag_from_file(dag_id, dag_parsing.dag_file(dag_id).fileloc)
+    source = dag_parsing.dag_file(dag_id)
+    return dag_parsing.load_dag_from_file(dag_id, source.fileloc, source.bundle_root)
 
 
 def dag_run_state(dag_id: str, run_id: str) -> str | None:
@@ -87,13 +88,16 @@ def plan(
     conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
     # Parsed last, after the cheap checks, and in a child process that a hanging file cannot block.
     current = dag_parsing.current_tasks_of(source, conf)
+    from airflow_repro.airflow.restore import ArchiveChecks
+
     return plan_replay(
         recorded,
-        current,
+        current.tasks,
         backends.store,
         mode=mode,
         replay_run_id=replay_run_id(run_id),
         secret_markers=_secret_markers(backends, secrets or {}),
+        restore=ArchiveChecks(backends.store, current.code),
     )
 
 

@@ -1,8 +1,10 @@
 """Environment pins, versions and hardware facts of the process a task runs in.
 
 Two local pins exist: a *lockfile* (the task runs in a virtualenv built from it; the pin is the
-lockfile's sha256) or, where none is given, a *fingerprint* of the running interpreter and every
-installed distribution (name and version), which a replay can compare against.
+lockfile's sha256) or, where none is given, a *fingerprint*: the digest of the running
+environment's :class:`~airflow_repro.core.environment_record.EnvironmentRecord` (the interpreter
+and every installed distribution with its version and source), which a replay can compare against
+and rebuild from.
 """
 
 from __future__ import annotations
@@ -13,12 +15,28 @@ import platform
 import sys
 from pathlib import Path
 
+from airflow_repro.core.environment_record import (
+    PROVIDED_DISTRIBUTIONS,
+    Distribution,
+    DistributionSource,
+    EnvironmentRecord,
+    source_from_direct_url,
+)
 from airflow_repro.core.manifest import EnvironmentPin, Hardware, Versions
 from airflow_repro.errors import EnvironmentNotPinnedError
-from airflow_repro.probes import KEY_LIBRARIES, host, installed_distributions, library_versions, python_version
+from airflow_repro.probes import (
+    KEY_LIBRARIES,
+    host,
+    installed_distribution_sources,
+    installed_distributions,
+    library_versions,
+    python_version,
+)
 
 __all__ = [
     "KEY_LIBRARIES",
+    "clear_caches",
+    "environment_record",
     "fingerprint_pin",
     "hardware",
     "installed_distributions",
@@ -29,22 +47,51 @@ __all__ = [
 ]
 
 
-def fingerprint_pin() -> EnvironmentPin:
-    """Pin the running environment by what is installed in it."""
-    distributions = installed_distributions()
-    lines = [python_version(), sys.platform, platform.machine()]
-    lines += [f"{name}=={version}" for name, version in distributions]
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return EnvironmentPin(
-        kind="fingerprint",
-        digest=f"sha256:{digest}",
+@functools.cache
+def environment_record() -> EnvironmentRecord:
+    """The record of the running environment (probed once per process; :func:`clear_caches` forgets it).
+
+    :data:`~airflow_repro.core.environment_record.PROVIDED_DISTRIBUTIONS` are left out: a replay
+    brings its own airflow-repro, so its version is no pin of the task.
+    """
+    distributions = [
+        Distribution(
+            name=name,
+            version=version,
+            source=source_from_direct_url(direct_url) if direct_url else DistributionSource(),
+        )
+        for name, version, direct_url in installed_distribution_sources()
+        if name not in PROVIDED_DISTRIBUTIONS
+    ]
+    return EnvironmentRecord(
         python=python_version(),
-        distributions=len(distributions),
+        python_version=platform.python_version(),
+        platform=sys.platform,
+        machine=platform.machine(),
+        distributions=distributions,
     )
 
 
-def lockfile_digest(lockfile: Path) -> str:
-    """sha256 of a lockfile's bytes, line endings normalized so checkouts on Windows agree."""
+def clear_caches() -> None:
+    """Forget the probed environment (for callers that change ``sys.path``, tests mostly)."""
+    environment_record.cache_clear()
+    installed_distribution_sources.cache_clear()
+    installed_distributions.cache_clear()
+
+
+def fingerprint_pin() -> EnvironmentPin:
+    """Pin the running environment by what is installed in it: the digest of its record."""
+    record = environment_record()
+    return EnvironmentPin(
+        kind="fingerprint",
+        digest=record.digest,
+        python=record.python,
+        distributions=len(record.distributions),
+    )
+
+
+def lockfile_content(lockfile: Path) -> bytes:
+    """A lockfile's bytes, line endings normalized so checkouts on Windows agree (what is archived)."""
     try:
         data = lockfile.read_bytes()
     except FileNotFoundError as exc:
@@ -52,7 +99,12 @@ def lockfile_digest(lockfile: Path) -> str:
             f"lockfile {lockfile} does not exist: give the path of a pinned requirements file "
             "(e.g. made with 'uv pip compile requirements.in -o requirements.lock --generate-hashes')"
         ) from exc
-    return "sha256:" + hashlib.sha256(data.replace(b"\r\n", b"\n")).hexdigest()
+    return data.replace(b"\r\n", b"\n")
+
+
+def lockfile_digest(lockfile: Path) -> str:
+    """sha256 of a lockfile's normalized bytes: the pin, and the lockfile's address in the archive."""
+    return "sha256:" + hashlib.sha256(lockfile_content(lockfile)).hexdigest()
 
 
 def lockfile_pin(lockfile: Path, declared_as: str, python: str | None = None) -> EnvironmentPin:

@@ -60,6 +60,10 @@ class CodeVersion(_Frozen):
     callable: str | None = Field(default=None, description="module:qualname of the task callable.")
     source_hash: str = Field(description="sha256:<hex> of the task callable's source code.")
     module_hash: str | None = Field(default=None, description="sha256:<hex> of the callable's module file.")
+    snapshot: str | None = _optional(
+        "sha256:<hex> of the archived code snapshot: the DAG file and every bundle module it imports."
+    )
+    script: str | None = _optional("sha256:<hex> of the archived script the task's own interpreter ran (pods).")
 
 
 class EnvironmentPin(_Frozen):
@@ -157,6 +161,12 @@ class ReplayInfo(_Frozen):
     plan_digest: str
     original_manifest_digest: str | None = Field(
         default=None, description="Manifest of the same task in the replayed run (None for a task added since)."
+    )
+    code: Literal["current", "restored"] | None = _optional(
+        "Whether the task ran the code of the DAG as it is now, or the archived code of the replayed run."
+    )
+    environment: Literal["current", "restored"] | None = _optional(
+        "Whether the task ran in the environment as it is now, or one rebuilt from the replayed run's record."
     )
 
 

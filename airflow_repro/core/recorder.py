@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_repro.core import metadata_keys as keys
+from airflow_repro.core.archive import ArchiveObject, ensure_archived
 from airflow_repro.core.manifest import (
     AirflowIdentity,
     CodeVersion,
@@ -85,6 +86,8 @@ class TaskEnvironment:
     # What the task itself is given: ``parameters`` holds what is recorded (secrets redacted).
     runtime_params: Mapping[str, Any] | None = None
     runtime_kwargs: Mapping[str, Any] | None = None
+    # What a replay restores the task from, archived before its outputs are committed.
+    archive: tuple[ArchiveObject, ...] = ()
 
     @property
     def task_params(self) -> Mapping[str, Any]:
@@ -282,6 +285,8 @@ class TaskRecorder:
         """Commit outputs and manifest in one commit, then link the tracked run to it."""
         staged = self._stage_outputs(prepared)
         ident = prepared.env.identity
+        # Before the outputs: a committed manifest never names code or an environment not archived.
+        ensure_archived(self.store, prepared.repository, prepared.env.archive, default_branch=self.default_branch)
         # A first try cannot have committed before; only retries and clears look for their commit.
         existing = self._find_own_commit(prepared, staged) if ident.try_number > 1 else None
         if existing is not None:

@@ -1,9 +1,13 @@
 """Replay planning: from a recorded DAG run, the pins of each task, and what can no longer hold.
 
-Pure: the caller gives the recorded run (from the store) and a description of the DAG as it is
-now (parsed by the Airflow shell). Every pin is checked before anything runs; the drift report
-says precisely what changed. Mode ``pinned`` refuses any drift; mode ``latest-code`` accepts
-drift of code and environment (and tasks added or removed) but never of data or parameters.
+Pure: the caller gives the recorded run (from the store), a description of the DAG as it is
+now (parsed by the Airflow shell) and the checks that need the outside world (:class:`RestoreChecks`:
+the archive, the planning process's environment, whether uv can install a record). Every pin is
+checked before anything runs; the drift report says precisely what changed and whether it can be
+restored. Mode ``pinned`` restores what drifted in code or environment from the archive and refuses
+only what cannot be restored (a task added or removed, an archive missing, a distribution no index
+serves); mode ``latest-code`` accepts drift of code and environment (and tasks added or removed)
+but never of data or parameters.
 """
 
 from __future__ import annotations
@@ -13,17 +17,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.manifest import SCHEMA_VERSION, DataInput, canonical_json
+from airflow_repro.core.manifest import SCHEMA_VERSION, CodeVersion, DataInput, EnvironmentPin, canonical_json
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
 from airflow_repro.core.redaction import dotted, redacted_paths, with_value_at
 from airflow_repro.core.runs import StoredRun, read_json_model
-from airflow_repro.errors import ManifestError, NotFoundError, ReproUserError
+from airflow_repro.errors import ManifestError, NotFoundError, ReproError, ReproUserError
+
+if TYPE_CHECKING:
+    from airflow_repro.core.code_snapshot import CodeSnapshot
+    from airflow_repro.core.environment_record import EnvironmentRecord
 
 ReplayMode = Literal["pinned", "latest-code"]
 REPLAY_MODES: tuple[str, ...] = ("pinned", "latest-code")
@@ -61,15 +69,31 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _unset(value: Any) -> bool:
+    return value is None or value == []
+
+
+def _optional(description: str, **kwargs: Any) -> Any:
+    return Field(default=None, description=description, exclude_if=_unset, **kwargs)
+
+
 class Drift(_Frozen):
     kind: DriftKind
     task_id: str
     detail: str
     recorded: str | None = None
     current: str | None = None
+    restorable: bool | None = _optional(
+        "Whether a pinned replay restores what drifted from the archive (code, environment)."
+    )
+    restore_note: str | None = _optional("How it is restored, or why it cannot be, and where that was checked.")
+    changes: list[str] | None = _optional("What changed, one line each (distributions: 'numpy 2.4.6 -> 2.5.0').")
+    diff: str | None = _optional("A unified diff of the archived and the current code (truncated).")
 
     def blocks(self, mode: ReplayMode) -> bool:
-        return mode == "pinned" or self.kind not in CODE_DRIFT
+        if self.kind not in CODE_DRIFT:
+            return True
+        return mode == "pinned" and not self.restorable
 
 
 class TaskPins(_Frozen):
@@ -84,6 +108,8 @@ class TaskPins(_Frozen):
     source_hash: str
     bundle_version: str | None = None
     task_params: dict[str, Any] = Field(default_factory=dict)
+    code: CodeVersion | None = _optional("The recorded code version: what a pinned replay restores.")
+    environment: EnvironmentPin | None = _optional("The recorded environment pin: what a pinned replay restores.")
 
 
 class ReplayPlan(_Frozen):
@@ -108,7 +134,10 @@ class ReplayPlan(_Frozen):
 
     def refusal_message(self) -> str:
         """Why this plan cannot be triggered: the message of :class:`~airflow_repro.errors.ReplayRefused`."""
-        lines = [f"- [{d.kind}] {d.task_id}: {d.detail}" for d in self.blocking_drift]
+        lines = [
+            f"- [{d.kind}] {d.task_id}: {d.detail}" + (f" ({d.restore_note})" if d.restore_note else "")
+            for d in self.blocking_drift
+        ]
         hint = (
             " Use --mode latest-code to replay with the current code and environment (data, params and "
             "seeds stay pinned)."
@@ -143,6 +172,33 @@ class CurrentTask:
     environment_digest: str | None  # None: cannot be checked by the planning process
     bundle_version: str | None = None
     task_params: Mapping[str, Any] = field(default_factory=dict)
+    code_snapshot: str | None = None  # digest of the DAG file's code snapshot as it is now
+    environment_kind: str | None = None
+
+
+class RestoreChecks(Protocol):
+    """What planning needs from outside the core to say whether drift can be restored."""
+
+    #: the DAG file's code as it is now (None: not known to the planner)
+    current_code: CodeSnapshot | None
+
+    def archived_code(self, repository: str, digest: str) -> CodeSnapshot:
+        """The archived snapshot (``ArchiveMissing`` / ``ArchiveCorrupt`` / ``ManifestError``)."""
+        ...
+
+    def archived_environment(self, repository: str, digest: str) -> EnvironmentRecord: ...
+
+    def check_archived(self, repository: str, kind: str, digest: str) -> None:
+        """Raise unless the archived lockfile or script at ``digest`` can be read intact."""
+        ...
+
+    def current_environment(self) -> EnvironmentRecord | None:
+        """The planning process's environment (an approximation of the workers')."""
+        ...
+
+    def environment_problems(self, record: EnvironmentRecord) -> list[str]:
+        """Why ``record`` cannot be rebuilt here (empty: it can)."""
+        ...
 
 
 def replay_run_id(original_run_id: str, now: datetime | None = None) -> str:
@@ -159,8 +215,12 @@ def plan_replay(
     mode: ReplayMode,
     replay_run_id: str,
     secret_markers: Mapping[str, str] | None = None,
+    restore: RestoreChecks | None = None,
 ) -> ReplayPlan:
     """Pins for every recorded task and the drift between the record and the DAG as it is now.
+
+    ``restore``: where given, code and environment drift say whether (and how) a pinned replay
+    restores them; without it nothing is restorable (a pinned replay refuses any such drift).
 
     ``secret_markers``: for each redacted DAG-run conf entry (dotted path) the user gives a value
     for, that value's marker; the recorded conf holds only markers, so a replay needs the values.
@@ -194,6 +254,8 @@ def plan_replay(
                 source_hash=m.code.source_hash,
                 bundle_version=m.code.bundle_version,
                 task_params=m.parameters.task_params,
+                code=m.code,
+                environment=m.environment,
             )
         )
         now = current.get(task_id)
@@ -206,7 +268,7 @@ def plan_replay(
                 )
             )
         else:
-            drift.extend(_task_drift(m, now))
+            drift.extend(_task_drift(m, now, recorded.repository, restore))
         drift.extend(_missing_inputs(store, task_id, m.inputs))
     conf = _original_conf(recorded)
     drift.extend(secret_drift(conf, secret_markers or {}))
@@ -224,29 +286,12 @@ def plan_replay(
     )
 
 
-def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
-    task_id = now.task_id
-    found = []
-    checks = (
-        (DriftKind.CODE_CHANGED, recorded.code.source_hash, now.source_hash, "the task's source code changed"),
-        (
-            DriftKind.BUNDLE_VERSION_CHANGED,
-            recorded.code.bundle_version,
-            now.bundle_version,
-            "the DAG bundle is at another version",
-        ),
-        (
-            DriftKind.ENVIRONMENT_CHANGED,
-            recorded.environment.digest,
-            now.environment_digest,
-            f"the {recorded.environment.kind} pin differs from the environment available now",
-        ),
-    )
-    for kind, was, is_now, detail in checks:
-        if kind is DriftKind.ENVIRONMENT_CHANGED and is_now is None:
-            continue
-        if was != is_now:
-            found.append(Drift(kind=kind, task_id=task_id, detail=detail, recorded=was, current=is_now))
+def _task_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
+    found = [
+        *_code_drift(recorded, now, repository, restore),
+        *_bundle_drift(recorded, now, repository, restore),
+        *_environment_drift(recorded, now, repository, restore),
+    ]
     if dict(now.task_params) != recorded.parameters.task_params:
         changed = sorted(
             key
@@ -256,13 +301,169 @@ def _task_drift(recorded: Any, now: CurrentTask) -> list[Drift]:
         found.append(
             Drift(
                 kind=DriftKind.PARAMS_CHANGED,
-                task_id=task_id,
+                task_id=now.task_id,
                 detail=f"params {changed} resolve to other values now (DAG defaults changed?)",
                 recorded=canonical_json(recorded.parameters.task_params).decode(),
                 current=canonical_json(dict(now.task_params)).decode(),
             )
         )
     return found
+
+
+def code_changed(recorded: CodeVersion, source_hash: str, snapshot: str | None) -> bool:
+    """Whether the code now differs from the recorded code: the callable's own source, or (where
+    both are known) any module of the DAG bundle it imports."""
+    if recorded.source_hash != source_hash:
+        return True
+    return recorded.snapshot is not None and snapshot is not None and recorded.snapshot != snapshot
+
+
+def _code_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
+    code: CodeVersion = recorded.code
+    if not code_changed(code, now.source_hash, now.code_snapshot):
+        return []
+    detail = "the task's source code changed"
+    diff = None
+    restorable, note = _code_restorable(code, repository, restore)
+    current = restore.current_code if restore is not None else None
+    if restorable and code.snapshot is not None and restore is not None and current is not None:
+        from airflow_repro.core.code_snapshot import changed_files, snapshot_diff
+
+        archived = restore.archived_code(repository, code.snapshot)
+        files = [f"{path} ({change})" for path, change in changed_files(archived, current)]
+        if code.source_hash == now.source_hash and files:
+            detail = f"code the task imports changed: {', '.join(files)}"
+        elif files:
+            detail = f"the task's source code changed; files: {', '.join(files)}"
+        diff = snapshot_diff(archived, current) or None
+    return [
+        Drift(
+            kind=DriftKind.CODE_CHANGED,
+            task_id=now.task_id,
+            detail=detail,
+            recorded=code.snapshot or code.source_hash,
+            current=now.code_snapshot or now.source_hash,
+            restorable=restorable,
+            restore_note=note,
+            diff=diff,
+        )
+    ]
+
+
+def _code_restorable(code: CodeVersion, repository: str, restore: RestoreChecks | None) -> tuple[bool, str]:
+    """Whether the recorded code is archived intact (a snapshot, or a pod's script)."""
+    if restore is None:
+        return False, "restoring needs the archive, which this planner was not given"
+    try:
+        if code.script is not None:
+            restore.check_archived(repository, "script", code.script)
+            return True, f"restored: the pod is sent the archived script {code.script}"
+        if code.snapshot is None:
+            return False, (
+                "not restorable: no code of this task was archived (recorded before archiving existed, "
+                "or a pod task started by its own command)"
+            )
+        restore.archived_code(repository, code.snapshot)
+    except ReproError as exc:
+        return False, f"not restorable: {exc}"
+    return True, f"restored: the task runs the archived code snapshot {code.snapshot}"
+
+
+def _bundle_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
+    code: CodeVersion = recorded.code
+    if code.bundle_version == now.bundle_version:
+        return []
+    restorable, note = _code_restorable(code, repository, restore)
+    return [
+        Drift(
+            kind=DriftKind.BUNDLE_VERSION_CHANGED,
+            task_id=now.task_id,
+            detail="the DAG bundle is at another version",
+            recorded=code.bundle_version,
+            current=now.bundle_version,
+            restorable=restorable,
+            restore_note=note,
+        )
+    ]
+
+
+PLANNER_CHECKED = (
+    "checked in the planning process (CLI or API server), whose environment stands for the workers'; "
+    "each worker checks its own again when the task starts"
+)
+
+
+def _environment_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
+    pin: EnvironmentPin = recorded.environment
+    if pin.kind == "fingerprint":
+        return _fingerprint_drift(pin, now.task_id, repository, restore)
+    if now.environment_digest is None or now.environment_digest == pin.digest:
+        return []
+    restorable, note = False, "not restorable: the image is pinned by the DAG; pin the recorded digest again"
+    if pin.kind == "lockfile":
+        restorable, note = _archived(restore, repository, "lockfile", pin.digest, "the recorded lockfile")
+    return [
+        Drift(
+            kind=DriftKind.ENVIRONMENT_CHANGED,
+            task_id=now.task_id,
+            detail=f"the {pin.kind} pin differs from the environment available now",
+            recorded=pin.digest,
+            current=now.environment_digest,
+            restorable=restorable,
+            restore_note=note,
+        )
+    ]
+
+
+def _archived(restore: RestoreChecks | None, repository: str, kind: str, digest: str, what: str) -> tuple[bool, str]:
+    if restore is None:
+        return False, "restoring needs the archive, which this planner was not given"
+    try:
+        restore.check_archived(repository, kind, digest)
+    except ReproError as exc:
+        return False, f"not restorable: {exc}"
+    return True, f"restored: the task's environment is rebuilt from {what} ({digest})"
+
+
+def _fingerprint_drift(
+    pin: EnvironmentPin, task_id: str, repository: str, restore: RestoreChecks | None
+) -> list[Drift]:
+    current = restore.current_environment() if restore is not None else None
+    if restore is None or current is None or current.digest == pin.digest:
+        return []  # the worker checks (and restores) when the task starts
+    changes: list[str] | None = None
+    try:
+        archived = restore.archived_environment(repository, pin.digest)
+    except ReproError as exc:
+        restorable, note = False, f"not restorable: {exc}"
+    else:
+        from airflow_repro.core.environment_record import diff_environments
+
+        changes = [change.text for change in diff_environments(archived, current)]
+        problems = restore.environment_problems(archived)
+        restorable = not problems
+        note = (
+            f"restored: the task runs in an environment rebuilt from the recorded distributions; {PLANNER_CHECKED}"
+            if restorable
+            else "not restorable: " + "; ".join(problems)
+        )
+    return [
+        Drift(
+            kind=DriftKind.ENVIRONMENT_CHANGED,
+            task_id=task_id,
+            detail="installed distributions differ from the recorded environment"
+            + (
+                f": {', '.join(changes[:5])}" + (f" and {len(changes) - 5} more" if len(changes) > 5 else "")
+                if changes
+                else ""
+            ),
+            recorded=pin.digest,
+            current=current.digest,
+            restorable=restorable,
+            restore_note=note,
+            changes=changes,
+        )
+    ]
 
 
 def secret_drift(conf: Mapping[str, Any], supplied: Mapping[str, str]) -> list[Drift]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,12 +82,13 @@ def test_unseeded_randomness_is_reported_naming_the_objects(repro_env: dict[str,
 DRIFT_DAG = """
 from airflow.sdk import dag
 from airflow_repro import Input, repro_task, runtime
+import drift_helpers
 
 @dag(dag_id="repro_drift", schedule=None, params={{"alpha": {alpha}}})
 def repro_drift():
     @repro_task(outputs=["a.txt"], seed=1)
     def make():
-        runtime.current().output_path("a.txt").write_text("{text}")
+        runtime.current().output_path("a.txt").write_text(drift_helpers.decorate("{text}"))
 
     @repro_task(inputs={{"a": Input("a.txt")}}, outputs=["b.txt"], seed=2)
     def use():
@@ -105,7 +107,15 @@ EXTRA_TASK = """
 """
 
 
-def write_drift_dag(alpha: int = 1, text: str = "a", extra: str = "") -> None:
+DRIFT_HELPERS = """
+def decorate(text):
+    return {body}
+"""
+
+
+def write_drift_dag(alpha: int = 1, text: str = "a", extra: str = "", helper: str = "text") -> None:
+    (DAGS_FOLDER / "drift_helpers.py").write_text(DRIFT_HELPERS.format(body=helper))
+    sys.modules.pop("drift_helpers", None)  # a task process imports it afresh; this test process must too
     (DAGS_FOLDER / "repro_drift.py").write_text(DRIFT_DAG.format(alpha=alpha, text=text, extra=extra))
 
 
@@ -126,7 +136,6 @@ def drift_kinds(plan: ReplayPlan) -> set[tuple[str, str]]:
 @pytest.mark.parametrize(
     ("change", "expected", "latest_code_ok"),
     [
-        ({"text": "changed"}, {("code_changed", "make")}, True),
         ({"extra": EXTRA_TASK}, {("task_added", "added")}, True),
         ({"alpha": 2}, {("params_changed", "make"), ("params_changed", "use")}, False),
     ],
@@ -140,12 +149,77 @@ def test_drift_is_detected_before_anything_runs(
     backends, run_id = recorded_drift_run
     write_drift_dag(**change)
     plan = service.plan(backends, "repro_drift", run_id, "pinned")
-    assert drift_kinds(plan) == expected
+    # the DAG file itself changed too: every task's code drifted, and a pinned replay restores it
+    assert drift_kinds(plan) == expected | {("code_changed", "make"), ("code_changed", "use")}
+    assert {(d.kind.value, d.task_id) for d in plan.blocking_drift} == expected
     with pytest.raises(ReplayRefused, match="pin\\(s\\) no longer hold"):
         service.trigger(backends, plan, triggered_by="CLI", user="test")
     assert service.dag_run_state("repro_drift", plan.replay_run_id) is None, "nothing was triggered"
     latest = service.plan(backends, "repro_drift", run_id, "latest-code")
     assert bool(latest.blocking_drift) is not latest_code_ok
+
+
+@pytest.mark.parametrize(
+    ("change", "changed_file"),
+    [({"text": "changed"}, "repro_drift.py"), ({"helper": "text + '!'"}, "drift_helpers.py")],
+    ids=["task-source", "module-helper"],
+)
+def test_a_pinned_replay_after_a_code_edit_runs_the_archived_code(
+    recorded_drift_run: tuple[service.Backends, str], change: dict[str, Any], changed_file: str
+) -> None:
+    """The task's own source, or a module of the DAG folder it imports, was edited: the drift is
+    named with a diff, restorable, and the replay runs the code as recorded (identical)."""
+    backends, run_id = recorded_drift_run
+    write_drift_dag(**change)
+    plan = service.plan(backends, "repro_drift", run_id, "pinned")
+    assert {("code_changed", "make"), ("code_changed", "use")} <= drift_kinds(plan)
+    assert not plan.blocking_drift, plan.refusal_message()
+    make = next(d for d in plan.drift if d.task_id == "make")
+    assert make.restorable and "archived code snapshot" in (make.restore_note or "")
+    assert changed_file in make.detail and make.diff is not None
+    assert f"--- a/{changed_file}" in make.diff and f"+++ b/{changed_file}" in make.diff
+
+    dag = load_dag("repro_drift", "repro_drift.py")
+    assert run_replay(dag, plan, backends).state == "success"
+    report = service.verify(backends, "repro_drift", plan.replay_run_id)
+    assert report.verdict == "identical", report
+    replayed = load_run(backends.store, "repro_drift", plan.replay_run_id)
+    original = {t.manifest.identity.task_id: t.manifest for t in load_run(backends.store, "repro_drift", run_id).tasks}
+    for task in replayed.tasks:
+        m = task.manifest
+        assert m.replay is not None and m.replay.code == "restored" and m.replay.environment == "current"
+        assert m.code.snapshot == original[m.identity.task_id].code.snapshot, "the manifest records the code that ran"
+
+    # latest-code runs the edited code instead: make's output differs, use's (pinned input) does not
+    latest = service.plan(backends, "repro_drift", run_id, "latest-code")
+    assert run_replay(load_dag("repro_drift", "repro_drift.py"), latest, backends).state == "success"
+    statuses = {t.task_id: t.status for t in service.verify(backends, "repro_drift", latest.replay_run_id).tasks}
+    assert statuses == {"make": "differs", "use": "identical"}
+
+
+def test_code_that_cannot_be_restored_is_refused_before_anything_runs(
+    recorded_drift_run: tuple[service.Backends, str],
+) -> None:
+    backends, run_id = recorded_drift_run
+    recorded = load_run(backends.store, "repro_drift", run_id)
+    snapshot = recorded.tasks[0].manifest.code.snapshot
+    assert snapshot is not None
+    from airflow_repro.core.archive import ARCHIVE_BRANCH, archive_path
+
+    path = archive_path("code", snapshot)
+    info = backends.store.stat_object(recorded.repository, ARCHIVE_BRANCH, path)
+    object_file = backends.store.object_path(info.content_hash)  # type: ignore[attr-defined]
+    object_file.chmod(0o644)
+    object_file.write_bytes(b"{}")  # damaged on disk
+    write_drift_dag(text="changed")
+    plan = service.plan(backends, "repro_drift", run_id, "pinned")
+    blocking = {(d.kind.value, d.task_id) for d in plan.blocking_drift}
+    assert ("code_changed", "make") in blocking
+    note = next(d for d in plan.blocking_drift if d.task_id == "make").restore_note or ""
+    assert note.startswith("not restorable") and snapshot.removeprefix("sha256:")[:12] in note
+    with pytest.raises(ReplayRefused, match="not restorable"):
+        service.trigger(backends, plan, triggered_by="CLI", user="test")
+    assert service.dag_run_state("repro_drift", plan.replay_run_id) is None, "nothing was triggered"
 
 
 def test_a_garbage_collected_input_is_drift(recorded_drift_run: tuple[service.Backends, str]) -> None:
@@ -175,11 +249,12 @@ def test_latest_code_replays_current_code_on_pinned_data_and_records_the_choice(
     backends, run_id = recorded_drift_run
     write_drift_dag(text="changed")
     plan = service.plan(backends, "repro_drift", run_id, "latest-code")
-    assert drift_kinds(plan) == {("code_changed", "make")} and not plan.blocking_drift
+    assert drift_kinds(plan) == {("code_changed", "make"), ("code_changed", "use")} and not plan.blocking_drift
     dag = load_dag("repro_drift", "repro_drift.py")
     assert run_replay(dag, plan, backends).state == "success"
     replayed = load_run(backends.store, "repro_drift", plan.replay_run_id)
     assert {t.manifest.replay.mode for t in replayed.tasks} == {"latest-code"}
+    assert {(t.manifest.replay.code, t.manifest.replay.environment) for t in replayed.tasks} == {("current", "current")}
     report = service.verify(backends, "repro_drift", plan.replay_run_id)
     assert report.verdict == "differs"
     statuses = {t.task_id: t.status for t in report.tasks}

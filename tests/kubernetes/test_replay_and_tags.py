@@ -66,7 +66,7 @@ def test_replay_planning_sees_pod_tasks_and_their_image_digests() -> None:
     from airflow_repro.airflow import dag_parsing
 
     dag = load_dag("k8s_record", "k8s_test_dags.py")
-    current = dag_parsing.current_tasks(dag, {})
+    current, _code = dag_parsing.current_tasks(dag, {})
     assert set(current) == {t.task_id for t in dag.tasks}  # not reported as "task removed"
     for task in dag.tasks:
         digest = task.repro_environment_pin().digest

@@ -12,6 +12,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ def start() -> Path:
             }
         )
         shutil.copytree(TEST_DAGS, DAGS_FOLDER, dirs_exist_ok=True)
+        # As Airflow's BundleDagBag does in the task runner: DAG files import modules next to them.
+        sys.path.append(str(DAGS_FOLDER))
         shutil.copy(REPO_ROOT / "dags" / "example_ml_pipeline.py", DAGS_FOLDER)
         _started = True
     return SESSION_HOME
