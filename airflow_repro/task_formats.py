@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 CONTEXT_ENV = "AIRFLOW_REPRO_CONTEXT"
+#: Set (to "1") in a process that imports an archived DAG file only to run one of its functions.
+RESTORED_CODE_ENV = "AIRFLOW_REPRO_RESTORED_CODE"
 REPORT_KIND = "airflow-repro/pod-report"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # where the kubelet reads a container's message
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
@@ -320,6 +322,7 @@ class PodReport:
 
 __all__ = [
     "CONTEXT_ENV",
+    "RESTORED_CODE_ENV",
     "POD_ENV",
     "REPORT_KIND",
     "TASK_ENV",

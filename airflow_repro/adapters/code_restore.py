@@ -21,6 +21,7 @@ from typing import Any
 from airflow_repro import runtime
 from airflow_repro.core.code_snapshot import CodeSnapshot, callable_source_in
 from airflow_repro.errors import ManifestError, TaskProcessError
+from airflow_repro.task_formats import RESTORED_CODE_ENV
 
 RESTORED_CODE_DIR = "restored_code"
 RESTORED_KWARGS_FILE = "restored_kwargs.json"
@@ -128,7 +129,10 @@ def run_restored(
         snapshot, qualname=qualname, module_name=module_name, kwargs=kwargs, workdir=workdir
     )
     completed = subprocess.run(
-        [str(python), str(script)], cwd=workdir, env={**env, runtime.CONTEXT_ENV: str(context_file)}, check=False
+        [str(python), str(script)],
+        cwd=workdir,
+        env={**env, runtime.CONTEXT_ENV: str(context_file), RESTORED_CODE_ENV: "1"},
+        check=False,
     )
     if completed.returncode != 0:
         raise TaskProcessError(

@@ -31,6 +31,7 @@ from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.manifest import EnvironmentPin, Resources
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import EnvironmentNotPinnedError, ReproUserError
+from airflow_repro.task_formats import RESTORED_CODE_ENV
 
 
 class ReproPythonOperator(ReproTaskMixin, PythonOperator):
@@ -159,11 +160,14 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         from airflow_repro.adapters.code_restore import run_restored
         from airflow_repro.core.code_snapshot import callable_source_in
 
-        python = Path(sys.executable)
+        python, env = Path(sys.executable), dict(os.environ)
         if restoration.environment is not None:
             from airflow_repro.adapters.environment_builder import ensure_environment
 
             python = ensure_environment(restoration.environment, settings.venv_cache)
+            # The rebuilt environment is the whole record: nothing of today's may come in by the path.
+            for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE"):
+                env.pop(name, None)
         callable_source_in(code, qualname)  # fails here, naming the function, if the archive lacks it
         return run_restored(
             python,
@@ -173,7 +177,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
             kwargs=arguments,
             context_file=prepared.context_file,
             workdir=prepared.workdir,
-            env=dict(os.environ),
+            env=env,
         )
 
     def _restored_lockfile(self, restoration: Any, workdir: Path) -> Path | None:
@@ -290,6 +294,8 @@ def _locate_lockfile(task_id: str, lockfile: str | None, fn: Callable[..., Any])
         source = inspect.getsourcefile(fn)
         path = (Path(source).parent if source else Path.cwd()) / path
     if not path.is_file():
+        if os.environ.get(RESTORED_CODE_ENV):
+            return None  # an archived DAG file imported to run one function: its lockfiles are not needed there
         raise EnvironmentNotPinnedError(
             f"lockfile {lockfile!r} not found (looked at {path}); give a path relative to the DAG file "
             "of a pinned requirements file, e.g. made with 'uv pip compile requirements.in -o "

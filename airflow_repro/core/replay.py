@@ -395,12 +395,14 @@ PLANNER_CHECKED = (
 
 def _environment_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
     pin: EnvironmentPin = recorded.environment
-    if pin.kind == "fingerprint":
+    if pin.kind == "fingerprint" and restore is not None:
         return _fingerprint_drift(pin, now.task_id, repository, restore)
     if now.environment_digest is None or now.environment_digest == pin.digest:
         return []
     restorable, note = False, "not restorable: the image is pinned by the DAG; pin the recorded digest again"
-    if pin.kind == "lockfile":
+    if pin.kind == "fingerprint":
+        restorable, note = False, "restoring needs the archive, which this planner was not given"
+    elif pin.kind == "lockfile":
         restorable, note = _archived(restore, repository, "lockfile", pin.digest, "the recorded lockfile")
     return [
         Drift(
