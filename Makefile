@@ -37,6 +37,7 @@ bench: env
 	$(VENV)/bin/python bench/bench_store_hash.py --size-mib 1024
 	$(VENV)/bin/python bench/bench_overhead.py
 	$(VENV)/bin/python bench/bench_replay.py
+	$(VENV)/bin/python bench/bench_restore.py
 
 # What CI checks before the tests: lint rules, formatting, and types (strict for core and adapters).
 LINTED := airflow_repro tests bench scripts dags

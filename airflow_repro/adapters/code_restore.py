@@ -27,6 +27,10 @@ RESTORED_CODE_DIR = "restored_code"
 RESTORED_KWARGS_FILE = "restored_kwargs.json"
 RESTORED_RETURN_FILE = "restored_return.json"
 RESTORED_SCRIPT = "restored_main.py"
+# Set for the child as Airflow's own virtualenv operator sets it: importing airflow (the archived DAG
+# file does) then skips configure_orm(), which would fail on the URL the task process's supervisor
+# put in AIRFLOW__DATABASE__SQL_ALCHEMY_CONN to block DB access ("airflow-db-not-allowed:///").
+AIRFLOW_NO_ORM_ENV = "PYTHON_OPERATORS_VIRTUAL_ENV_MODE"
 
 __all__ = [
     "RESTORED_CODE_DIR",
@@ -131,7 +135,7 @@ def run_restored(
     completed = subprocess.run(
         [str(python), str(script)],
         cwd=workdir,
-        env={**env, runtime.CONTEXT_ENV: str(context_file), RESTORED_CODE_ENV: "1"},
+        env={**env, runtime.CONTEXT_ENV: str(context_file), RESTORED_CODE_ENV: "1", AIRFLOW_NO_ORM_ENV: "1"},
         check=False,
     )
     if completed.returncode != 0:

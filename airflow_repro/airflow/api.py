@@ -72,8 +72,8 @@ class _Body(BaseModel):
 class ReplayRequest(_Body):
     mode: Literal["pinned", "latest-code"] = Field(
         "pinned",
-        description="pinned: refuse any drift. latest-code: current code and environment; "
-        "data, params and seeds stay pinned.",
+        description="pinned: restore the recorded code and environment where they drifted, refuse what "
+        "cannot be restored. latest-code: current code and environment; data, params and seeds stay pinned.",
     )
     dry_run: bool = Field(False, description="Plan only: report the drift, trigger nothing.")
     secrets: dict[str, Any] = Field(
@@ -96,6 +96,12 @@ class DriftItem(BaseModel):
     recorded: str | None = None
     current: str | None = None
     blocking: bool = Field(description="Whether this drift refuses the replay in the requested mode.")
+    restorable: bool | None = Field(
+        None, description="Whether a pinned replay restores it from the archive (code, environment)."
+    )
+    restore_note: str | None = Field(None, description="How it is restored, or why not, and where that was checked.")
+    changes: list[str] | None = Field(None, description="What changed, one line each ('numpy 2.4.6 -> 2.5.0').")
+    diff: str | None = Field(None, description="Unified diff of the archived and the current code (truncated).")
 
 
 class ReplayResponse(BaseModel):
@@ -168,7 +174,15 @@ def _explain_not_found(dag_id: str, run_id: str) -> Iterator[None]:
 
 def _drift_items(drift: list[Drift], mode: str) -> list[dict[str, Any]]:
     items = [{**d.model_dump(mode="json"), "blocking": d.blocks(mode)} for d in drift]  # type: ignore[arg-type]
-    return [{k: public_text(v) if isinstance(v, str) else v for k, v in item.items()} for item in items]
+    return [{k: _public(v) for k, v in item.items()} for item in items]
+
+
+def _public(value: Any) -> Any:
+    if isinstance(value, str):
+        return public_text(value)
+    if isinstance(value, list):
+        return [public_text(v) if isinstance(v, str) else v for v in value]
+    return value
 
 
 def _refusal_message(plan: ReplayPlan) -> str:

@@ -19,7 +19,7 @@ from typing import Literal
 
 from airflow_repro.core import metadata_keys as keys
 from airflow_repro.core.ports import VersionedDataStore
-from airflow_repro.errors import ArchiveCorrupt, ArchiveMissing, NotFoundError, ReproError
+from airflow_repro.errors import ArchiveCorrupt, ArchiveMissing, NotFoundError, ReproError, StoreCorruption
 
 ARCHIVE_BRANCH = "repro-archive"
 ARCHIVE_PREFIX = "_repro/archive"
@@ -94,6 +94,8 @@ def load_archived(store: VersionedDataStore, repository: str, kind: ArchiveKind,
     try:
         with store.open_object(repository, ARCHIVE_BRANCH, path) as handle:
             data = handle.read()
+    except StoreCorruption as exc:  # the store's own hash check caught it first
+        raise ArchiveCorrupt(f"the archived {kind} {digest} is damaged; it cannot be restored from: {exc}") from exc
     except NotFoundError as exc:
         raise ArchiveMissing(
             f"the archived {kind} {digest} is not in repository {repository!r} (branch {ARCHIVE_BRANCH}, "

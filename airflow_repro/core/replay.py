@@ -238,6 +238,8 @@ def plan_replay(
                 kind=DriftKind.TASK_ADDED,
                 task_id=task_id,
                 detail="task is in the DAG now but was not in the recorded run",
+                restorable=False,
+                restore_note="not restorable: the DAG's shape changed; a replay runs the DAG's current tasks",
             )
         )
     for view in recorded.tasks:
@@ -265,6 +267,8 @@ def plan_replay(
                     kind=DriftKind.TASK_REMOVED,
                     task_id=task_id,
                     detail="task was recorded but is no longer in the DAG (removed or renamed)",
+                    restorable=False,
+                    restore_note="not restorable: the DAG's shape changed; a replay runs the DAG's current tasks",
                 )
             )
         else:

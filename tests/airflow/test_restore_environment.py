@@ -128,3 +128,56 @@ def test_an_editable_install_cannot_be_rebuilt_and_is_refused_before_anything_ru
         service.trigger(backends, plan, triggered_by="CLI", user="test")
     assert service.dag_run_state(DAG_ID, plan.replay_run_id) is None, "nothing was triggered"
     assert not service.plan(backends, DAG_ID, run_id, "latest-code").blocking_drift
+
+
+LOCKFILE_DAG = """
+from airflow.sdk import dag
+from airflow_repro import repro_task, runtime
+
+@dag(dag_id="repro_lockfile_restore", schedule=None)
+def repro_lockfile_restore():
+    @repro_task(outputs=["env.json"], lockfile="lockfiles/restore.lock", seed=3)
+    def in_pinned_venv(greeting: str):
+        import json
+        import six
+
+        with runtime.current().open_output("env.json", "w") as handle:
+            json.dump({"six": six.__version__, "greeting": greeting + "{suffix}"}, handle)
+
+    in_pinned_venv(greeting="hello")
+
+repro_lockfile_restore()
+"""
+
+
+def _write_lockfile_dag(six_version: str, suffix: str) -> None:
+    (DAGS_FOLDER / "lockfiles").mkdir(exist_ok=True)
+    (DAGS_FOLDER / "lockfiles" / "restore.lock").write_text(f"six=={six_version}\n")
+    (DAGS_FOLDER / "repro_lockfile_restore.py").write_text(LOCKFILE_DAG.replace("{suffix}", suffix))
+
+
+def test_a_lockfile_task_is_replayed_from_its_archived_lockfile_and_code(repro_env: dict[str, str]) -> None:
+    """The lockfile and the function were both edited: the replay builds the venv from the archived
+    lockfile and runs the archived function in it (the current lockfile is never built)."""
+    _write_lockfile_dag("1.16.0", "!")
+    dag = load_dag("repro_lockfile_restore", "repro_lockfile_restore.py")
+    original = dag.test()
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+
+    _write_lockfile_dag("1.17.0", "?")
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned")
+    kinds = {d.kind: d for d in plan.drift}
+    assert set(kinds) == {DriftKind.CODE_CHANGED, DriftKind.ENVIRONMENT_CHANGED} and not plan.blocking_drift
+    assert "recorded lockfile" in (kinds[DriftKind.ENVIRONMENT_CHANGED].restore_note or "")
+    assert '-            json.dump({"six": six.__version__, "greeting": greeting + "!"}' in (
+        kinds[DriftKind.CODE_CHANGED].diff or ""
+    )
+    replayed = run_replay(load_dag(dag.dag_id, "repro_lockfile_restore.py"), plan, backends)
+    assert replayed.state == "success"
+    assert service.verify(backends, dag.dag_id, plan.replay_run_id).verdict == "identical"
+    (task,) = load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks
+    with backends.store.open_object("repro", task.commit_id, "env.json") as handle:
+        assert json.load(handle) == {"six": "1.16.0", "greeting": "hello!"}
+    assert task.manifest.replay is not None
+    assert (task.manifest.replay.code, task.manifest.replay.environment) == ("restored", "restored")

@@ -285,26 +285,35 @@ def test_changed_params_refuse_the_replay_in_every_mode(api_server: ApiServer, r
         body = response.json()
         assert "pin(s) no longer hold, nothing was triggered" in body["detail"]
         assert "No mode can replay it" in body["detail"] and "params ['factor']" in body["detail"]
-        (drift,) = body["drift"]
-        assert drift["kind"] == "params_changed" and drift["task_id"] == "scale" and drift["blocking"] is True
+        (drift,) = [d for d in body["drift"] if d["kind"] == "params_changed"]
+        assert drift["task_id"] == "scale" and drift["blocking"] is True
+        # the DAG file changed too: its code drifted, which a pinned replay would restore
+        assert {(d["kind"], d["blocking"]) for d in body["drift"] if d is not drift} == {("code_changed", False)}
         assert json.loads(drift["recorded"]) == {"factor": 2} and json.loads(drift["current"]) == {"factor": 30}
     assert dry.status_code == 200 and dry.json()["blocked"] is True and dry.json()["triggered"] is False
     assert run_count(api_server, SMALL_DAG) == before
     assert replays(api_server, SMALL_DAG, recorded_runs.small) == []
 
 
-def test_changed_code_needs_latest_code_mode(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
+def test_changed_code_is_restored_by_a_pinned_replay(api_server: ApiServer, recorded_runs: RecordedRuns) -> None:
     url = f"{API}/{SMALL_DAG}/runs/{recorded_runs.small}/replay"
     with dag_file_edited('params["factor"] * 21', 'params["factor"] * 21 + 0'), api_server.client("admin") as admin:
-        pinned = admin.post(url, json={})  # the defaults (mode pinned)
-        assert pinned.status_code == 409, pinned.text
+        dry = admin.post(url, json={"dry_run": True})  # the defaults (mode pinned)
+        pinned = admin.post(url, json={})
+        assert pinned.status_code == 200, pinned.text
         latest = admin.post(url, json={"mode": "latest-code"})
         assert latest.status_code == 200, latest.text
-        triggered = admin.get(f"/api/v2/dags/{SMALL_DAG}/dagRuns/{latest.json()['replay_run_id']}")
-    assert '{"mode": "latest-code"}' in pinned.json()["detail"]
-    assert [(d["kind"], d["blocking"]) for d in pinned.json()["drift"]] == [("code_changed", True)]
-    assert latest.json()["triggered"] is True
+        triggered = admin.get(f"/api/v2/dags/{SMALL_DAG}/dagRuns/{pinned.json()['replay_run_id']}")
+    (drift,) = dry.json()["drift"]
+    assert (drift["kind"], drift["blocking"], drift["restorable"]) == ("code_changed", False, True)
+    assert "archived code snapshot" in drift["restore_note"]
+    assert (
+        '+        runtime.current().output_path("out.txt").write_text(str(params["factor"] * 21 + 0))' in drift["diff"]
+    )
+    assert "/tmp/" not in drift["diff"] and "/tmp/" not in drift["restore_note"], "no server folder in answers"
+    assert dry.json()["blocked"] is False and dry.json()["triggered"] is False
+    assert pinned.json()["triggered"] is True and latest.json()["triggered"] is True
     assert [(d["kind"], d["blocking"]) for d in latest.json()["drift"]] == [("code_changed", False)]
     assert triggered.status_code == 200 and triggered.json()["state"] == "queued"
-    (listed,) = replays(api_server, SMALL_DAG, recorded_runs.small)
-    assert listed["mode"] == "latest-code" and listed["drift_count"] == 1
+    listed = replays(api_server, SMALL_DAG, recorded_runs.small)
+    assert sorted(r["mode"] for r in listed) == ["latest-code", "pinned"]

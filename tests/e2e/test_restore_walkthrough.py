@@ -14,6 +14,7 @@ through ``UV_FIND_LINKS`` and the other distributions in uv's (warm, default) ca
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -91,7 +92,10 @@ def test_a_pinned_replay_restores_edited_code_and_a_changed_package(tmp_path: Pa
     stack = EmbeddedStack(
         home=tmp_path / "stack",
         dags_folder=dags,
-        extra_env={"PYTHONPATH": str(site), "UV_FIND_LINKS": str(wheels)},
+        extra_env={
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+            "UV_FIND_LINKS": str(wheels),
+        },
     )
     with stack:
         stack.wait_for_dag(DAG_ID)

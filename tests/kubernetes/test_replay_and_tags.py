@@ -119,3 +119,61 @@ def _store(repro_env: dict[str, str]):
     from airflow_repro.adapters.local_store import LocalStore
 
     return LocalStore(Path(repro_env["home"]) / "store")
+
+
+def test_a_pinned_replay_sends_the_archived_script_when_the_function_changed(
+    repro_env: dict[str, str], fake_cluster: FakeCoreV1Api
+) -> None:
+    """The pod runs the script recorded for the original, not one built from today's function."""
+    from airflow_repro.airflow import replay as service
+    from airflow_repro.airflow.restore import ArchiveChecks
+    from airflow_repro.core.archive import load_archived
+
+    dag = load_dag("k8s_record", "k8s_test_dags.py")
+    original = dag.test()
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+    recorded = load_run(backends.store, dag.dag_id, original.run_id)
+    total = next(t.manifest for t in recorded.tasks if t.manifest.identity.task_id == "total")
+    assert total.code.script is not None
+    archived_script = load_archived(backends.store, recorded.repository, "script", total.code.script).decode()
+
+    def edited_total() -> None:  # what the DAG file's function became since
+        from airflow_repro import runtime
+
+        runtime.current().output_path("data/total.txt").write_text("edited")
+
+    task = dag.get_task("total")
+    task.python_callable = edited_total
+    current = {
+        t.task_id: CurrentTask(
+            task_id=t.task_id,
+            source_hash=t.repro_source_hash(),
+            environment_digest=t.repro_environment_pin().digest,
+            task_params={"scale": 3},
+        )
+        for t in dag.tasks
+    }
+    plan = plan_replay(
+        recorded,
+        current,
+        backends.store,
+        mode="pinned",
+        replay_run_id=replay_run_id(original.run_id),
+        restore=ArchiveChecks(backends.store, None),
+    )
+    (drift,) = plan.drift
+    assert (drift.kind, drift.task_id, drift.restorable) == ("code_changed", "total", True)
+    assert "archived script" in (drift.restore_note or "")
+    fake_cluster.created.clear()
+    assert run_replay(dag, plan, backends).state == "success"
+    pod = next(b for b in fake_cluster.created if "total" in b["metadata"]["name"])
+    assert pod["spec"]["containers"][0]["command"] == ["python", "-c", archived_script]
+    assert service.verify(backends, dag.dag_id, plan.replay_run_id).verdict == "identical"
+    replayed = next(
+        t.manifest
+        for t in load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks
+        if t.manifest.identity.task_id == "total"
+    )
+    assert replayed.replay is not None and replayed.replay.code == "restored"
+    assert replayed.code.script == total.code.script
