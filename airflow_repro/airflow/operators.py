@@ -190,10 +190,10 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
             return None  # the recorded environment was a fingerprint: it is rebuilt instead
         return self.repro_lockfile_path
 
-    def repro_archive(self, snapshot: Any, pin: EnvironmentPin) -> tuple[Any, ...]:
+    def repro_archive(self, snapshot: Any, pin: EnvironmentPin, script: str | None) -> tuple[Any, ...]:
         """The code snapshot, and the environment record or the lockfile's content."""
         if self.repro_lockfile_path is None or pin.kind != "lockfile":
-            return super().repro_archive(snapshot, pin)
+            return super().repro_archive(snapshot, pin, script)
         from airflow_repro.airflow.restore import archive_objects
         from airflow_repro.core.environment import lockfile_content
 

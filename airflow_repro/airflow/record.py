@@ -93,7 +93,9 @@ class RecordedOperator(Protocol):
         """sha256 of the task's code, as recorded in manifests (used for drift checks)."""
         ...
 
-    def repro_archive(self, snapshot: CodeSnapshot | None, pin: EnvironmentPin) -> tuple[ArchiveObject, ...]:
+    def repro_archive(
+        self, snapshot: CodeSnapshot | None, pin: EnvironmentPin, script: str | None
+    ) -> tuple[ArchiveObject, ...]:
         """What a replay restores the task from (see :func:`airflow_repro.airflow.restore.archive_objects`)."""
         ...
 
@@ -123,12 +125,15 @@ class ReproTaskMixin:
         """The program the task's own interpreter runs, where it is one (a pod's ``python -c``)."""
         return None
 
-    def repro_archive(self, snapshot: CodeSnapshot | None, pin: EnvironmentPin) -> tuple[ArchiveObject, ...]:
-        """What a replay restores this task from: its code snapshot and its environment record."""
+    def repro_archive(
+        self, snapshot: CodeSnapshot | None, pin: EnvironmentPin, script: str | None
+    ) -> tuple[ArchiveObject, ...]:
+        """What a replay restores this task from: its code snapshot, its environment record, the
+        script its own interpreter runs (each as archived: secrets it hard-codes replaced)."""
         from airflow_repro.core.environment import environment_record
 
         record = environment_record() if pin.kind == "fingerprint" else None
-        return restore.archive_objects(snapshot, pin, environment=record, script=self.repro_script())
+        return restore.archive_objects(snapshot, pin, environment=record, script=script)
 
     def repro_code_version(self, task_instance: Any = None) -> CodeVersion:
         """Where the task's code comes from (``task_instance``, where known, names its bundle)."""
@@ -281,9 +286,6 @@ def task_environment(
     restores the task from (the code snapshot is kept on ``attempt``).
     """
     ti = context["ti"]
-    snapshot = restore.current_code_snapshot(operator, ti)
-    if attempt is not None:
-        attempt.snapshot = snapshot
     pin = operator.repro_environment_pin()
     dag_run = context["dag_run"]
     spec = operator.repro_spec
@@ -291,6 +293,19 @@ def task_environment(
     params = _plain(ReplayMarker.strip(_as_dict(context.get("params") or {})))
     conf = _plain(ReplayMarker.strip(_as_dict(getattr(dag_run, "conf", None) or {})))
     op_kwargs = _plain({k: v for k, v in (getattr(operator, "op_kwargs", None) or {}).items() if k != XCOM_KEY})
+    parameters = Parameters(
+        task_params=redactor.redact(params),
+        dag_run_conf=redactor.redact(conf),
+        op_kwargs=redactor.redact(op_kwargs),
+        seed=seed,
+        secret_names=sorted(spec.secret_names),
+    )
+    # What is archived must hold no secret the record hides: literals equal to one become markers.
+    secret_marker = restore.secret_marker_for(redactor, parameters)
+    snapshot = restore.current_code_snapshot(operator, ti, secret_marker=secret_marker)
+    if attempt is not None:
+        attempt.snapshot = snapshot
+    script = restore.archived_script(operator, secret_marker)
     logical_date = getattr(dag_run, "logical_date", None)
     return TaskEnvironment(
         identity=AirflowIdentity(
@@ -302,26 +317,22 @@ def task_environment(
             run_type=str(getattr(dag_run, "run_type", "") or "") or None,
             logical_date=logical_date.isoformat() if logical_date else None,
         ),
-        code=code_version(operator, ti, snapshot),
+        code=code_version(operator, ti, snapshot, script),
         environment=pin,
-        parameters=Parameters(
-            task_params=redactor.redact(params),
-            dag_run_conf=redactor.redact(conf),
-            op_kwargs=redactor.redact(op_kwargs),
-            seed=seed,
-            secret_names=sorted(spec.secret_names),
-        ),
+        parameters=parameters,
         runtime_params=params,
         runtime_kwargs=op_kwargs,
         versions=versions(_repro_version()),
         hardware=hardware(),
-        archive=operator.repro_archive(snapshot, pin),
+        archive=operator.repro_archive(snapshot, pin, script),
     )
 
 
-def code_version(operator: RecordedOperator, ti: Any, snapshot: CodeSnapshot | None = None) -> CodeVersion:
+def code_version(
+    operator: RecordedOperator, ti: Any, snapshot: CodeSnapshot | None = None, script: str | None = None
+) -> CodeVersion:
     """Where the task's code comes from and its hashes (``ti`` may be ``None``: no bundle known);
-    ``snapshot``: the code snapshot archived for the task."""
+    ``snapshot`` and ``script``: the code snapshot and the script archived for the task."""
     bundle = getattr(ti, "bundle_instance", None)
     fn = getattr(operator, "python_callable", None)
     fileloc = operator.dag.fileloc if operator.has_dag() else None
@@ -333,13 +344,8 @@ def code_version(operator: RecordedOperator, ti: Any, snapshot: CodeSnapshot | N
         source_hash=operator.repro_source_hash(),
         module_hash=_module_hash(inspect.getsourcefile(fn) if fn is not None else fileloc),
         snapshot=snapshot.digest if snapshot is not None else None,
-        script=_script_digest(operator),
+        script=archive_digest(script.encode()) if script is not None else None,
     )
-
-
-def _script_digest(operator: Any) -> str | None:
-    script = operator.repro_script() if hasattr(operator, "repro_script") else None
-    return archive_digest(script.encode()) if script is not None else None
 
 
 def source_hash(fn: Callable[..., Any]) -> str:

@@ -97,8 +97,14 @@ def plan(
         mode=mode,
         replay_run_id=replay_run_id(run_id),
         secret_markers=_secret_markers(backends, secrets or {}),
-        restore=ArchiveChecks(backends.store, current.code),
+        restore=ArchiveChecks(backends.store, current.code, _redactor(backends)),
     )
+
+
+def _redactor(backends: Backends) -> Any:
+    from airflow_repro.airflow.secrets import build_redactor
+
+    return build_redactor(backends.settings)
 
 
 def _secret_markers(backends: Backends, secrets: Mapping[str, Any]) -> dict[str, str]:

@@ -17,14 +17,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from airflow_repro.core.archive import ArchiveKind, ArchiveObject, load_archived
-from airflow_repro.core.code_snapshot import CodeSnapshot, code_root, snapshot_code
+from airflow_repro.core.code_snapshot import (
+    CodeSnapshot,
+    code_root,
+    scrub_secret_literals,
+    scrub_source,
+    snapshot_code,
+)
 from airflow_repro.core.environment_record import EnvironmentRecord, restore_problems
 from airflow_repro.core.manifest import EnvironmentPin
+from airflow_repro.core.redaction import Redactor, redacted_paths
 from airflow_repro.core.replay import TaskPins, code_changed
 from airflow_repro.errors import ReproError, ReproUserError
 
@@ -34,22 +44,58 @@ if TYPE_CHECKING:
 
 
 # -- record ----------------------------------------------------------------------------------------
-def current_code_snapshot(operator: Any, ti: Any, *, bundle_root: str | None = None) -> CodeSnapshot | None:
+def current_code_snapshot(
+    operator: Any, ti: Any, *, bundle_root: str | None = None, secret_marker: SecretMarker | None = None
+) -> CodeSnapshot | None:
     """The DAG file and the bundle modules it imports, as this process sees them; ``None`` for a
     task without a Python callable or DAG file (or where the snapshot cannot be taken: logged).
 
     The root is the task instance's bundle (``bundle_root`` where the caller knows it instead),
-    else the DAGs folder: the recording worker and the replay planner find the same one."""
+    else the DAGs folder: the recording worker and the replay planner find the same one.
+    ``secret_marker``: string literals it maps to a marker are archived as that marker."""
     fileloc = operator.dag.fileloc if operator.has_dag() else None
     if getattr(operator, "python_callable", None) is None or not fileloc:
         return None
     bundle = getattr(ti, "bundle_instance", None)
     try:
         root = code_root(Path(fileloc), [bundle_root or getattr(bundle, "path", None), _dags_folder()])
-        return snapshot_code(Path(fileloc), root)
+        snapshot = snapshot_code(Path(fileloc), root)
+        return scrub_secret_literals(snapshot, secret_marker) if secret_marker is not None else snapshot
     except (ReproError, OSError) as exc:
         operator.log.warning("airflow-repro could not archive the code of %s: %s", operator.task_id, exc)
         return None
+
+
+SecretMarker = Callable[[str], "str | None"]
+
+
+def secret_marker_for(redactor: Redactor, *values: Any) -> SecretMarker | None:
+    """Maps a string to its marker where it is one of the secrets recorded (as markers) in
+    ``values`` (parameters, their dicts); ``None`` where they hold no secret (nothing to scrub)."""
+    markers = frozenset(marker for value in values for marker in _markers_in(value))
+    if not markers:
+        return None
+
+    def secret_marker(text: str) -> str | None:
+        marker = redactor.marker(text)
+        return marker if marker in markers else None
+
+    return secret_marker
+
+
+def _markers_in(value: Any) -> Iterator[str]:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    for _path, marker in redacted_paths(value):
+        yield marker
+
+
+def archived_script(operator: Any, secret_marker: SecretMarker | None) -> str | None:
+    """The script the task's own interpreter runs (a pod's), as it is archived."""
+    script = operator.repro_script() if hasattr(operator, "repro_script") else None
+    if script is None or secret_marker is None:
+        return script
+    return scrub_source(script, secret_marker)
 
 
 def archive_objects(
@@ -188,10 +234,23 @@ class ArchiveChecks:
     """The planner's :class:`~airflow_repro.core.replay.RestoreChecks`: the archive in ``store``,
     this process's environment, and uv's view of what can be installed (each answer cached)."""
 
-    def __init__(self, store: VersionedDataStore, current_code: CodeSnapshot | None) -> None:
+    def __init__(
+        self, store: VersionedDataStore, current_code: CodeSnapshot | None, redactor: Redactor | None = None
+    ) -> None:
         self.store = store
-        self.current_code = current_code
+        self._current_code = current_code
+        self._redactor = redactor
         self._problems: dict[str, list[str]] = {}
+
+    def current_code(self, *recorded: Any) -> CodeSnapshot | None:
+        """The DAG file's code now, scrubbed of the secrets ``recorded`` holds as markers (as the
+        recording worker scrubbed the archived one, so that both compare)."""
+        if self._current_code is None or self._redactor is None:
+            return self._current_code
+        secret_marker = secret_marker_for(self._redactor, *recorded)
+        if secret_marker is None:
+            return self._current_code
+        return scrub_secret_literals(self._current_code, secret_marker)
 
     @functools.cache  # noqa: B019 - one planner object per plan; the cache dies with it
     def archived_code(self, repository: str, digest: str) -> CodeSnapshot:
@@ -209,8 +268,9 @@ class ArchiveChecks:
         load_archived(self.store, repository, kind, digest)  # type: ignore[arg-type]
 
     def current_environment(self) -> EnvironmentRecord | None:
-        from airflow_repro.core.environment import environment_record
+        from airflow_repro.core.environment import clear_caches, environment_record
 
+        clear_caches()  # an API server runs for weeks: read what is installed now (a few ms)
         return environment_record()
 
     def environment_problems(self, record: EnvironmentRecord) -> list[str]:

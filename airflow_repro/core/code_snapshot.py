@@ -17,9 +17,11 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
+import io
 import sys
+import tokenize
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Final, Literal
@@ -44,6 +46,8 @@ __all__ = [
     "callable_source_in",
     "changed_files",
     "code_root",
+    "scrub_secret_literals",
+    "scrub_source",
     "snapshot_code",
     "snapshot_diff",
 ]
@@ -394,3 +398,59 @@ def _definitions(body: list[ast.stmt]) -> Iterator[_Definition]:
                 yield from _definitions(block)
             yield from _definitions(statement.orelse)
             yield from _definitions(statement.finalbody)
+
+
+# -- secrets in the source ---------------------------------------------------------------------------
+def scrub_source(text: str, secret_marker: Callable[[str], str | None]) -> str:
+    """``text`` with every plain string literal that ``secret_marker`` maps to a marker replaced by
+    that marker's literal (adjacent literals, which Python concatenates, are tried as one value).
+    A DAG file that hard-codes a secret (a params default, a URL with a token) must not put it in
+    the archive; only values recorded as secrets are known as such. A file that does not tokenize
+    is returned as it is."""
+    try:
+        groups = _string_groups(text)
+    except (tokenize.TokenError, SyntaxError):
+        return text
+    replacements = []
+    for group in groups:
+        for first, last in ((0, len(group) - 1), *((i, i) for i in range(len(group)))):
+            value = _literal_value(group[first : last + 1])
+            marker = secret_marker(value) if value is not None else None
+            if marker is not None:
+                replacements.append((group[first].start, group[last].end, repr(marker)))
+                break
+    lines = text.splitlines(keepends=True)
+    for (start_row, start_col), (end_row, end_col), new in sorted(replacements, reverse=True):
+        head = lines[start_row - 1][:start_col]
+        tail = lines[end_row - 1][end_col:]
+        lines[start_row - 1 : end_row] = [head + new + tail]
+    return "".join(lines)
+
+
+def _string_groups(text: str) -> list[list[tokenize.TokenInfo]]:
+    """Runs of STRING tokens with only line breaks or comments between them."""
+    groups: list[list[tokenize.TokenInfo]] = []
+    current: list[tokenize.TokenInfo] = []
+    for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.STRING:
+            current.append(token)
+        elif token.type not in (tokenize.NL, tokenize.COMMENT) and current:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _literal_value(tokens: list[tokenize.TokenInfo]) -> str | None:
+    try:
+        value = ast.literal_eval(" ".join(t.string for t in tokens))
+    except (ValueError, SyntaxError):  # f-strings and the like: no single value
+        return None
+    return value if isinstance(value, str) else None
+
+
+def scrub_secret_literals(snapshot: CodeSnapshot, secret_marker: Callable[[str], str | None]) -> CodeSnapshot:
+    """The snapshot with :func:`scrub_source` applied to every file (itself where nothing changes)."""
+    files = {path: scrub_source(text, secret_marker) for path, text in snapshot.files.items()}
+    return snapshot if files == snapshot.files else snapshot.model_copy(update={"files": files})

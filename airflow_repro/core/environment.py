@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import platform
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from airflow_repro.core.environment_record import (
     DistributionSource,
     EnvironmentRecord,
     source_from_direct_url,
+    strip_credentials,
 )
 from airflow_repro.core.manifest import EnvironmentPin, Hardware, Versions
 from airflow_repro.errors import EnvironmentNotPinnedError
@@ -91,7 +93,8 @@ def fingerprint_pin() -> EnvironmentPin:
 
 
 def lockfile_content(lockfile: Path) -> bytes:
-    """A lockfile's bytes, line endings normalized so checkouts on Windows agree (what is archived)."""
+    """A lockfile's bytes, line endings normalized so checkouts on Windows agree, credentials in
+    URLs removed: what is hashed into the pin and archived."""
     try:
         data = lockfile.read_bytes()
     except FileNotFoundError as exc:
@@ -99,7 +102,16 @@ def lockfile_content(lockfile: Path) -> bytes:
             f"lockfile {lockfile} does not exist: give the path of a pinned requirements file "
             "(e.g. made with 'uv pip compile requirements.in -o requirements.lock --generate-hashes')"
         ) from exc
-    return data.replace(b"\r\n", b"\n")
+    return (
+        _URL_RE.sub(lambda m: strip_credentials(m.group(0)), data.decode("utf-8", "surrogateescape"))
+        .encode("utf-8", "surrogateescape")
+        .replace(b"\r\n", b"\n")
+    )
+
+
+# Index URLs in a lockfile (``--index-url https://user:token@...``) may carry credentials: the pin,
+# the venv cache key and the archived copy never do (uv reads credentials from its own settings).
+_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 
 
 def lockfile_digest(lockfile: Path) -> str:

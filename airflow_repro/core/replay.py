@@ -179,8 +179,10 @@ class CurrentTask:
 class RestoreChecks(Protocol):
     """What planning needs from outside the core to say whether drift can be restored."""
 
-    #: the DAG file's code as it is now (None: not known to the planner)
-    current_code: CodeSnapshot | None
+    def current_code(self, *recorded: Any) -> CodeSnapshot | None:
+        """The DAG file's code as it is now (None: not known to the planner), with string literals
+        equal to a secret that ``recorded`` (parameters) holds as a marker replaced by it."""
+        ...
 
     def archived_code(self, repository: str, digest: str) -> CodeSnapshot:
         """The archived snapshot (``ArchiveMissing`` / ``ArchiveCorrupt`` / ``ManifestError``)."""
@@ -324,12 +326,12 @@ def code_changed(recorded: CodeVersion, source_hash: str, snapshot: str | None) 
 
 def _code_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
     code: CodeVersion = recorded.code
-    if not code_changed(code, now.source_hash, now.code_snapshot):
+    current = restore.current_code(recorded.parameters, dict(now.task_params)) if restore is not None else None
+    if not code_changed(code, now.source_hash, current.digest if current is not None else now.code_snapshot):
         return []
     detail = "the task's source code changed"
     diff = None
     restorable, note = _code_restorable(code, repository, restore)
-    current = restore.current_code if restore is not None else None
     if restorable and code.snapshot is not None and restore is not None and current is not None:
         from airflow_repro.core.code_snapshot import changed_files, snapshot_diff
 

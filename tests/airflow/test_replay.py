@@ -309,3 +309,39 @@ def test_a_replay_takes_each_recorded_secret_again_and_checks_it(repro_env: dict
     assert replayed.state == "success"
     report = service.verify(backends, dag.dag_id, plan.replay_run_id)
     assert report.verdict == "identical", "the task got the same secret again"
+
+
+SECRET_LITERAL_DAG = """
+from airflow.sdk import dag
+from airflow_repro import repro_task, runtime
+
+@dag(dag_id="repro_secret_literal", schedule=None, params={"api_token": "tok-literal-5e5e5e", "n": 2})
+def repro_secret_literal():
+    @repro_task(outputs=["n.txt"], seed=1)
+    def use(params=None):
+        assert params["api_token"] == "tok-literal-5e5e5e"
+        runtime.current().output_path("n.txt").write_text(str(params["n"]))
+    use()
+
+repro_secret_literal()
+"""
+
+
+def test_a_secret_hard_coded_in_the_dag_file_is_archived_as_its_marker(repro_env: dict[str, str]) -> None:
+    """The archive is a sink like any other: a params default that is a secret is recorded as its
+    marker in the archived source too, and planning scrubs the current file the same way (no drift)."""
+    from airflow_repro.core.archive import load_archived
+
+    (DAGS_FOLDER / "repro_secret_literal.py").write_text(SECRET_LITERAL_DAG)
+    dag = load_dag("repro_secret_literal", "repro_secret_literal.py")
+    original = dag.test()
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+    (task,) = load_run(backends.store, dag.dag_id, original.run_id).tasks
+    marker = task.manifest.parameters.task_params["api_token"]
+    archived = load_archived(backends.store, "repro", "code", task.manifest.code.snapshot or "").decode()
+    assert "tok-literal-5e5e5e" not in archived and marker in archived
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned")
+    assert plan.drift == [], plan.drift
+    assert run_replay(dag, plan, backends).state == "success"
+    assert service.verify(backends, dag.dag_id, plan.replay_run_id).verdict == "identical"

@@ -102,9 +102,12 @@ class FakeChecks:
 
     code: dict[str, CodeSnapshot]
     environments: dict[str, EnvironmentRecord]
-    current_code: CodeSnapshot | None
+    current: CodeSnapshot | None
     now: EnvironmentRecord | None
     problems: list[str] = dataclasses.field(default_factory=list)
+
+    def current_code(self, *recorded: object) -> CodeSnapshot | None:
+        return self.current
 
     def archived_code(self, repository: str, digest: str) -> CodeSnapshot:
         if digest not in self.code:

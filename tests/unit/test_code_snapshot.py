@@ -246,3 +246,23 @@ def test_the_limits_say_how_to_fix_them(bundle: Path) -> None:
         snapshot_code(bundle / "mydag.py", bundle, max_files=3)
     with pytest.raises(ManifestError, match="larger than 100 bytes.*raise max_bytes"):
         snapshot_code(bundle / "mydag.py", bundle, max_bytes=100)
+
+
+def test_scrub_source_replaces_exactly_the_literals_recorded_as_secrets() -> None:
+    from airflow_repro.core.code_snapshot import scrub_source
+
+    secrets = {"S3CRET": "M1", "https://h/x?token=TOK": "M2"}
+    source = (
+        'params = {"db_password": "S3CRET", "other": "S3CRET-not"}\n'
+        'url = ("https://h/x?token="  # split over two lines\n'
+        '       "TOK")\n'
+        'label = f"{params}"\n'
+        "def f():\n"
+        "    return 'S3CRET'\n"
+    )
+    scrubbed = scrub_source(source, secrets.get)
+    assert 'S3CRET"' not in scrubbed and "'S3CRET'" not in scrubbed and "TOK" not in scrubbed
+    assert '"S3CRET-not"' in scrubbed and 'f"{params}"' in scrubbed, "other literals are left as they are"
+    assert scrubbed.count("'M1'") == 2 and "url = ('M2')" in scrubbed
+    compile(scrubbed, "<scrubbed>", "exec")  # still Python
+    assert scrub_source("def broken(:\n  'S3CRET'", secrets.get).startswith("def broken")
