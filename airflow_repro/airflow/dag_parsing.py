@@ -106,6 +106,7 @@ class CurrentDag:
 
     tasks: dict[str, CurrentTask]
     code: CodeSnapshot | None
+    unrecorded: list[str] = dataclasses.field(default_factory=list)  # plain tasks of the DAG
 
 
 def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> CurrentDag:
@@ -128,7 +129,8 @@ def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> CurrentDag:
     if "error" in answer or "tasks" not in answer:
         raise _error_from_child(source, answer)
     code = CodeSnapshot.model_validate(answer["code"]) if answer.get("code") else None
-    return CurrentDag(tasks={task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}, code=code)
+    tasks = {task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}
+    return CurrentDag(tasks=tasks, code=code, unrecorded=list(answer.get("unrecorded", [])))
 
 
 def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any]:
@@ -208,10 +210,10 @@ def _dags_folder() -> str | None:
 def current_tasks(
     dag: Any, conf: Mapping[str, Any], *, bundle_root: str | None = None
 ) -> tuple[dict[str, CurrentTask], CodeSnapshot | None]:
-    """The recorded tasks of ``dag`` as they would run now with ``conf``, and the DAG file's code."""
+    """The recorded tasks of ``dag`` as they would run now with ``conf`` (mapped ones too), and
+    the DAG file's code (raw: the planner scrubs it per recorded task)."""
     from airflow.sdk.definitions.param import process_params
 
-    from airflow_repro.airflow.record import ReproTaskMixin
     from airflow_repro.airflow.restore import current_code_snapshot
     from airflow_repro.airflow.secrets import build_redactor
     from airflow_repro.config import ReproSettings
@@ -220,24 +222,79 @@ def current_tasks(
     tasks = {}
     code: CodeSnapshot | None = None
     for task in dag.tasks:
-        if not isinstance(task, ReproTaskMixin):
+        recorded, map_count = recorded_view(task)
+        if recorded is None:
             continue
-        task_id = task.task_id  # type: ignore[attr-defined]  # the mixin sits on an Airflow operator
-        params = process_params(dag, task, dict(conf), suppress_exception=True)  # type: ignore[arg-type]
+        task_id = task.task_id
+        params = process_params(dag, task, dict(conf), suppress_exception=True)
         params = ReplayMarker.strip(params)
-        pin = task.repro_environment_pin()
-        snapshot = current_code_snapshot(task, None, bundle_root=bundle_root)
+        pin = recorded.repro_environment_pin()
+        snapshot = current_code_snapshot(recorded, None, bundle_root=bundle_root)
         code = code or snapshot  # the same file for every task of the DAG
         tasks[task_id] = CurrentTask(
             task_id=task_id,
-            source_hash=task.repro_source_hash(),
+            source_hash=recorded.repro_source_hash(),
             environment_digest=_plannable_digest(pin),
             bundle_version=None,  # the DAG as parsed here is the bundle's current version
             task_params=redactor.redact(_json_ready(params)),
             code_snapshot=snapshot.digest if snapshot is not None else None,
             environment_kind=pin.kind,
+            mapped=recorded is not task,
+            map_count=map_count,
         )
     return tasks, code
+
+
+def unrecorded_tasks(dag: Any) -> list[str]:
+    """The DAG's tasks that airflow-repro does not record (plain operators, ``@task``)."""
+    return sorted(task.task_id for task in dag.tasks if recorded_view(task)[0] is None)
+
+
+def recorded_view(task: Any) -> tuple[Any, int | None]:
+    """``(operator, map_count)``: the recorded operator ``task`` is (``None`` if it is not one),
+    and for a mapped task how many instances it expands to where that is known now (a literal).
+
+    A mapped task is a ``MappedOperator``, not an instance of its class: it is unmapped here with a
+    placeholder for each mapped argument, which is all planning reads (its code and environment)."""
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    from airflow_repro.airflow.record import ReproTaskMixin
+
+    if isinstance(task, ReproTaskMixin):
+        return task, None
+    if not isinstance(task, MappedOperator) or not issubclass(task.operator_class, ReproTaskMixin):
+        return None, None
+    expand_input = getattr(task, "op_kwargs_expand_input", None)  # @repro_task(...).expand(...)
+    decorated = expand_input is not None
+    expand_input = expand_input if decorated else task._get_specified_expand_input()
+    placeholders = {name: None for name in _mapped_names(expand_input)}
+    unmapped = task.unmap({"op_kwargs": placeholders} if decorated else placeholders)
+    return unmapped, _map_count(expand_input)
+
+
+def _mapped_names(expand_input: Any) -> list[str]:
+    value = getattr(expand_input, "value", None)
+    if isinstance(value, Mapping):
+        return list(value)
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return sorted({name for v in value for name in v})
+    return []
+
+
+def _map_count(expand_input: Any) -> int | None:
+    """Instances a literal expansion makes (``expand(x=[1, 2], y=[3])``: 2; ``expand_kwargs([...])``:
+    its length); ``None`` where an XCom decides."""
+    value = getattr(expand_input, "value", None)
+    if isinstance(value, list):
+        return len(value)
+    if not isinstance(value, Mapping) or not value:
+        return None
+    count = 1
+    for values in value.values():
+        if not isinstance(values, list | tuple | dict):
+            return None
+        count *= len(values)
+    return count
 
 
 def _plannable_digest(pin: Any) -> str | None:
@@ -261,6 +318,7 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     try:
         dag = load_dag_from_file(request["dag_id"], request["fileloc"], request.get("bundle_root"))
         tasks, code = current_tasks(dag, request["conf"], bundle_root=request.get("bundle_root"))
+        unrecorded = unrecorded_tasks(dag)
     except ReproError as exc:
         return {"error": str(exc), "error_class": type(exc).__name__}
     except BaseException as exc:  # noqa: BLE001 - the DAG's own code failed (or exited) while its tasks were read
@@ -271,6 +329,7 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "tasks": [dataclasses.asdict(task) for task in tasks.values()],
         "code": code.model_dump(mode="json") if code is not None else None,
+        "unrecorded": unrecorded,
     }
 
 

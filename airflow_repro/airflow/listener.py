@@ -20,11 +20,24 @@ def _close(dag_run: object, state: str) -> None:
         from airflow_repro.core.runs import close_run
 
         store = Backends.from_airflow_conf().store
-        commit_id = close_run(store, dag_run.dag_id, dag_run.run_id, state)  # type: ignore[attr-defined]
+        commit_id = close_run(store, dag_run.dag_id, dag_run.run_id, state, _task_instances(dag_run))  # type: ignore[attr-defined]
         if commit_id:
             log.info("airflow-repro closed run %s of %s at commit %s", dag_run.run_id, dag_run.dag_id, commit_id)  # type: ignore[attr-defined]
     except Exception:
         log.exception("airflow-repro could not close the record of DAG run %r", getattr(dag_run, "run_id", None))
+
+
+def _task_instances(dag_run: object) -> list[tuple[str, int, str | None]] | None:
+    """Every task instance of the run, to name the ones that left no manifest (None: unknown)."""
+    try:
+        instances = dag_run.get_task_instances()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a side channel: the run is still closed, without the list
+        log.warning("airflow-repro could not list the task instances of %r", getattr(dag_run, "run_id", None))
+        return None
+    return [
+        (ti.task_id, ti.map_index if ti.map_index is not None else -1, str(ti.state) if ti.state else None)
+        for ti in instances
+    ]
 
 
 @hookimpl

@@ -98,6 +98,7 @@ def plan(
         replay_run_id=replay_run_id(run_id),
         secret_markers=_secret_markers(backends, secrets or {}),
         restore=ArchiveChecks(backends.store, current.code, _redactor(backends)),
+        unrecorded_tasks=current.unrecorded,
     )
 
 

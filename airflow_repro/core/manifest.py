@@ -243,6 +243,15 @@ class DagRunManifestEntry(_Frozen):
     mlflow_run_id: str | None = None
 
 
+class UnrecordedTask(_Frozen):
+    """A task instance of the DAG run that left no manifest: a plain operator (re-run on replay
+    with whatever it reads then), or a recorded task that failed, was skipped or never ran."""
+
+    task_id: str
+    map_index: int = -1
+    state: str | None = None
+
+
 class DagRunManifest(_Frozen):
     """A DAG run: the manifests of its tasks and the commit that closes the run."""
 
@@ -254,6 +263,9 @@ class DagRunManifest(_Frozen):
     branch: str
     state: str
     tasks: list[DagRunManifestEntry]
+    unrecorded_tasks: list[UnrecordedTask] | None = _optional(
+        "Task instances of the run without a manifest, with their Airflow state (None: not known)."
+    )
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.model_dump(mode="json"))

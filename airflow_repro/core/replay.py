@@ -13,7 +13,7 @@ but never of data or parameters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -49,6 +49,7 @@ class DriftKind(StrEnum):
     PARAMS_CHANGED = "params_changed"
     SECRET_MISSING = "secret_missing"
     SECRET_CHANGED = "secret_changed"
+    MAP_COUNT_CHANGED = "map_count_changed"
 
 
 #: drift that ``latest-code`` accepts (and records); anything else blocks every mode. A secret
@@ -61,6 +62,7 @@ CODE_DRIFT = frozenset(
         DriftKind.BUNDLE_VERSION_CHANGED,
         DriftKind.ENVIRONMENT_CHANGED,
         DriftKind.SECRET_CHANGED,
+        DriftKind.MAP_COUNT_CHANGED,
     }
 )
 
@@ -127,6 +129,9 @@ class ReplayPlan(_Frozen):
     tasks: list[TaskPins]
     drift: list[Drift] = Field(default_factory=list)
     created_at: str
+    unrecorded_tasks: list[str] | None = _optional(
+        "Tasks of the DAG that are not recorded (plain operators): a replay re-runs them with whatever they read then."
+    )
 
     @property
     def blocking_drift(self) -> list[Drift]:
@@ -174,6 +179,8 @@ class CurrentTask:
     task_params: Mapping[str, Any] = field(default_factory=dict)
     code_snapshot: str | None = None  # digest of the DAG file's code snapshot as it is now
     environment_kind: str | None = None
+    mapped: bool = False
+    map_count: int | None = None  # mapped over a literal: how many instances it expands to now
 
 
 class RestoreChecks(Protocol):
@@ -218,11 +225,14 @@ def plan_replay(
     replay_run_id: str,
     secret_markers: Mapping[str, str] | None = None,
     restore: RestoreChecks | None = None,
+    unrecorded_tasks: Sequence[str] | None = None,
 ) -> ReplayPlan:
     """Pins for every recorded task and the drift between the record and the DAG as it is now.
 
     ``restore``: where given, code and environment drift say whether (and how) a pinned replay
     restores them; without it nothing is restorable (a pinned replay refuses any such drift).
+
+    ``unrecorded_tasks``: the DAG's tasks that are not recorded (listed in the plan).
 
     ``secret_markers``: for each redacted DAG-run conf entry (dotted path) the user gives a value
     for, that value's marker; the recorded conf holds only markers, so a replay needs the values.
@@ -244,24 +254,12 @@ def plan_replay(
                 restore_note="not restorable: the DAG's shape changed; a replay runs the DAG's current tasks",
             )
         )
+    instances: dict[str, list[Any]] = {}
     for view in recorded.tasks:
         m = view.manifest
-        task_id = m.identity.task_id
-        pins.append(
-            TaskPins(
-                task_id=task_id,
-                map_index=m.identity.map_index,
-                original_manifest_digest=m.digest,
-                inputs=list(m.inputs),
-                seed=m.parameters.seed,
-                environment_digest=m.environment.digest,
-                source_hash=m.code.source_hash,
-                bundle_version=m.code.bundle_version,
-                task_params=m.parameters.task_params,
-                code=m.code,
-                environment=m.environment,
-            )
-        )
+        instances.setdefault(m.identity.task_id, []).append(m)
+        pins.append(_pins_of(m))
+    for task_id, manifests in instances.items():  # one drift item per task, not per map index
         now = current.get(task_id)
         if now is None:
             drift.append(
@@ -274,8 +272,9 @@ def plan_replay(
                 )
             )
         else:
-            drift.extend(_task_drift(m, now, recorded.repository, restore))
-        drift.extend(_missing_inputs(store, task_id, m.inputs))
+            drift.extend(_task_drift(manifests[0], now, recorded.repository, restore))
+            drift.extend(_map_drift(manifests, now))
+        drift.extend(_missing_inputs(store, task_id, [i for m in manifests for i in m.inputs]))
     conf = _original_conf(recorded)
     drift.extend(secret_drift(conf, secret_markers or {}))
     return ReplayPlan(
@@ -289,7 +288,51 @@ def plan_replay(
         tasks=pins,
         drift=drift,
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        unrecorded_tasks=sorted(unrecorded_tasks or ()) or None,
     )
+
+
+def _pins_of(m: Any) -> TaskPins:
+    return TaskPins(
+        task_id=m.identity.task_id,
+        map_index=m.identity.map_index,
+        original_manifest_digest=m.digest,
+        inputs=list(m.inputs),
+        seed=m.parameters.seed,
+        environment_digest=m.environment.digest,
+        source_hash=m.code.source_hash,
+        bundle_version=m.code.bundle_version,
+        task_params=m.parameters.task_params,
+        code=m.code,
+        environment=m.environment,
+    )
+
+
+def _map_drift(manifests: list[Any], now: CurrentTask) -> list[Drift]:
+    """A mapped task that expands to another number of instances now (or is mapped no longer)."""
+    indexes = sorted(m.identity.map_index for m in manifests)
+    was_mapped = indexes != [-1]
+    recorded = len(indexes) if was_mapped else None
+    if was_mapped == now.mapped and (recorded == now.map_count or now.map_count is None):
+        return []  # the same, or mapped over an XCom: the count is known only when it runs
+
+    def count(mapped: bool, n: int | None) -> str:
+        return "not mapped" if not mapped else f"mapped over {n if n is not None else 'an XCom'}"
+
+    return [
+        Drift(
+            kind=DriftKind.MAP_COUNT_CHANGED,
+            task_id=now.task_id,
+            detail=f"the task was {count(was_mapped, recorded)} instance(s) and is {count(now.mapped, now.map_count)} now",
+            recorded=str(recorded) if was_mapped else "not mapped",
+            current=str(now.map_count) if now.mapped else "not mapped",
+            restorable=False,
+            restore_note=(
+                "not restorable: a pinned replay runs exactly the recorded instances; latest-code runs "
+                "the new ones unpinned and verify reports the recorded ones it lacks"
+            ),
+        )
+    ]
 
 
 def _task_drift(recorded: Any, now: CurrentTask, repository: str, restore: RestoreChecks | None) -> list[Drift]:
@@ -522,7 +565,12 @@ def conf_with_secrets(conf: Mapping[str, Any], values: Mapping[str, Any]) -> dic
 
 def _missing_inputs(store: VersionedDataStore, task_id: str, inputs: list[DataInput]) -> list[Drift]:
     missing = []
+    seen: set[tuple[str, str, str]] = set()
     for pinned in inputs:
+        where = (pinned.repository, pinned.commit_id, pinned.path)
+        if where in seen:  # map indexes of one task often read the same input: name it once
+            continue
+        seen.add(where)
         try:
             store.check_available(pinned.repository, pinned.commit_id, pinned.path, pinned.content_hash)
         except NotFoundError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ from airflow_repro.core.manifest import (
     DagRunManifest,
     DagRunManifestEntry,
     TaskManifest,
+    UnrecordedTask,
     load_dag_run_manifest,
     load_task_manifest,
 )
@@ -106,8 +108,17 @@ def _latest_commit_per_manifest(store: VersionedDataStore, repository: str, head
     return found
 
 
-def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -> str | None:
+def close_run(
+    store: VersionedDataStore,
+    dag_id: str,
+    run_id: str,
+    state: str,
+    task_instances: Sequence[tuple[str, int, str | None]] | None = None,
+) -> str | None:
     """Commit the DAG-run manifest on the run's branch and tag that commit immutably.
+
+    ``task_instances``: every ``(task_id, map_index, state)`` of the run, as Airflow has them; the
+    ones without a manifest are listed in the DAG-run manifest as not recorded.
 
     Idempotent: a run already closed returns its tag's commit. Returns ``None`` when the run
     recorded nothing (no repro tasks ran).
@@ -137,6 +148,7 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
             )
             for t in run.tasks
         ],
+        unrecorded_tasks=_unrecorded(run, task_instances),
     )
     staged = store.stage_bytes(run.repository, dag_manifest.canonical_json())
     commit = store.commit(
@@ -156,6 +168,19 @@ def close_run(store: VersionedDataStore, dag_id: str, run_id: str, state: str) -
         return store.create_tag(run.repository, tag, commit.id)
     except AlreadyExistsError:  # closed concurrently by another process: the first tag stands
         return store.resolve_ref(run.repository, tag)
+
+
+def _unrecorded(
+    run: StoredRun, task_instances: Sequence[tuple[str, int, str | None]] | None
+) -> list[UnrecordedTask] | None:
+    if task_instances is None:
+        return None
+    recorded = {(t.manifest.identity.task_id, t.manifest.identity.map_index) for t in run.tasks}
+    return [
+        UnrecordedTask(task_id=task_id, map_index=map_index, state=state)
+        for task_id, map_index, state in sorted(task_instances, key=lambda t: (t[0], t[1]))
+        if (task_id, map_index) not in recorded
+    ]
 
 
 def load_dag_run_manifest_at(store: VersionedDataStore, repository: str, ref: str) -> DagRunManifest:
