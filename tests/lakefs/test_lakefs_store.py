@@ -277,3 +277,17 @@ def test_retention_branch_names_are_valid_and_distinct(tag: str) -> None:
 
     name = validate_branch_name(retention_branch_name(tag))
     assert name.startswith("repro_keep_") and name != retention_branch_name(tag + "x")
+
+
+def test_the_archive_stores_each_object_once_on_lakefs(store: LakeFSStore) -> None:
+    """1,000 tasks with the same code and environment: the first archives, the others only stat."""
+    from airflow_repro.core.archive import ARCHIVE_BRANCH, ArchiveObject, ensure_archived, load_archived
+
+    store.create_repository("arch", exist_ok=True)
+    objects = [ArchiveObject("code", b'{"files":{}}'), ArchiveObject("environment", b'{"distributions":[]}')]
+    assert len(ensure_archived(store, "arch", objects, default_branch="main")) == 2
+    head = store.list_branches("arch")[ARCHIVE_BRANCH]
+    for _ in range(5):
+        assert ensure_archived(store, "arch", objects, default_branch="main") == []
+    assert store.list_branches("arch")[ARCHIVE_BRANCH] == head
+    assert [load_archived(store, "arch", o.kind, o.digest) for o in objects] == [o.data for o in objects]
