@@ -175,7 +175,7 @@ class _Walker:
             if tree is None:
                 continue
             package = PurePosixPath(path).parent.parts
-            for module in sorted(set(_imported_modules(tree, package))):
+            for module in sorted(set(_imported_modules(tree, package, text))):
                 queue.extend(self._module_files(module))
 
     def _read(self, path: str) -> str:
@@ -243,9 +243,13 @@ def _parse(text: str, path: str) -> ast.Module | None:
         return None
 
 
-def _imported_modules(tree: ast.Module, package: ModuleName) -> Iterator[ModuleName]:
-    """Every module name the file may import, absolute; names in ``from m import n`` as ``m.n`` too."""
-    for node in ast.walk(tree):
+def _imported_modules(tree: ast.Module, package: ModuleName, text: str = "") -> Iterator[ModuleName]:
+    """Every module name the file may import, absolute; names in ``from m import n`` as ``m.n`` too.
+
+    Imports are statements, so only statements are walked (a fraction of the nodes: this runs in
+    every task process) unless the file calls ``import_module``, whose argument is an expression."""
+    nodes = ast.walk(tree) if "import_module" in text or not text else _statements(tree.body)
+    for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield from _absolute(alias.name)
@@ -253,6 +257,19 @@ def _imported_modules(tree: ast.Module, package: ModuleName) -> Iterator[ModuleN
             yield from _from_import_modules(node, package)
         elif isinstance(node, ast.Call) and (name := _import_module_literal(node)) is not None:
             yield from _absolute(name)
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement of ``body``, nested ones (in functions, classes, if/try/with/for) too."""
+    for node in body:
+        yield node
+        for field_name in ("body", "orelse", "finalbody", "handlers", "cases"):
+            children = getattr(node, field_name, None)
+            if isinstance(children, list):
+                yield from _statements([c for c in children if isinstance(c, ast.stmt)])
+                for child in children:  # except handlers and match cases hold statements in their body
+                    if isinstance(child, ast.excepthandler | ast.match_case):
+                        yield from _statements(child.body)
 
 
 def _absolute(dotted: str) -> Iterator[ModuleName]:
