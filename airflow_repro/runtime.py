@@ -35,6 +35,7 @@ import random
 import shutil
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -42,14 +43,17 @@ from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from airflow_repro import probes
-from airflow_repro.errors import RuntimeContextError
+from airflow_repro.errors import ReproError, RuntimeContextError
 from airflow_repro.task_formats import (
     CONTEXT_ENV,
+    MAP_INDEX_PLACEHOLDER,
+    NO_RETRY_EXIT_CODE,
     POD_ENV,
     REPORT_KIND,
     TASK_ENV,
     TERMINATION_MESSAGE_LIMIT,
     TERMINATION_MESSAGE_PATH,
+    CallArguments,
     ContextFile,
     PinnedInput,
     PodEnv,
@@ -63,6 +67,7 @@ RUNTIME_FILES = ("__init__.py", "runtime.py", "task_formats.py", "probes.py", "e
 
 __all__ = [
     "CONTEXT_ENV",
+    "NO_RETRY_EXIT_CODE",
     "POD_ENV",
     "REPORT_KIND",
     "RUNTIME_FILES",
@@ -75,6 +80,7 @@ __all__ = [
     "current",
     "hardware_report",
     "install_runtime",
+    "is_final_error",
     "run_callable",
     "seed_everything",
     "write_report",
@@ -83,7 +89,12 @@ __all__ = [
 
 @dataclass
 class TaskContext:
-    """The pins of the running task attempt, and where to write its outputs."""
+    """The pins of the running task attempt, and where to write its outputs.
+
+    ``map_index`` is the task instance's map index (``-1`` when the task is not mapped); a mapped
+    task's declared outputs are already expanded for it (``shards/{map_index}.csv`` is
+    ``shards/3.csv`` for index 3).
+    """
 
     task: str
     seed: int | None
@@ -91,6 +102,7 @@ class TaskContext:
     declared_outputs: tuple[str, ...]
     inputs: dict[str, PinnedInput]
     params: dict[str, Any] = field(default_factory=dict)
+    map_index: int = -1
     metrics_file: Path | None = None
     output_repository: str | None = None
     output_branch: str | None = None
@@ -110,6 +122,7 @@ class TaskContext:
             inputs=dict(context.inputs),
             params=dict(context.params),
             metrics_file=context.metrics_file,
+            map_index=context.map_index,
         )
 
     @classmethod
@@ -127,6 +140,7 @@ class TaskContext:
             declared_outputs=tuple(pod.declared_outputs),
             inputs=dict(pod.inputs),
             params=dict(pod.params),
+            map_index=pod.map_index,
             metrics_file=Path(pod.metrics_file) if pod.metrics_file else None,
             output_repository=pod.output_repository,
             output_branch=pod.output_branch,
@@ -169,7 +183,10 @@ class TaskContext:
 
     # -- outputs -----------------------------------------------------------------------------
     def output_path(self, path: str) -> Path:
-        """Where to write a declared output; parent folders are created."""
+        """Where to write a declared output; parent folders are created. In a mapped task,
+        ``{map_index}`` in ``path`` stands for its map index, as in the declared outputs."""
+        if self.map_index >= 0:
+            path = path.replace(MAP_INDEX_PLACEHOLDER, str(self.map_index))
         relative = PurePosixPath(path)
         if not self._is_declared(relative):
             declared = ", ".join(self.declared_outputs) or "none"
@@ -225,6 +242,7 @@ def current() -> TaskContext:
         _current = TaskContext.from_env()
         _current.output_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(_finish_pod_task, _current)
+        sys.excepthook = _noting_no_retry(sys.excepthook)  # the pod's report then says: do not retry
     else:
         raise RuntimeContextError(
             "no airflow-repro task context: this code must run inside a task declared with "
@@ -301,29 +319,88 @@ def run_callable(
     function: Callable[..., Any], *, kwargs_file: str | Path | None = None, return_file: str | Path | None = None
 ) -> Any:
     """Run a decorated task's function as the main program of its own process (a pod, a lockfile
-    virtualenv): seeded, given its keyword arguments, its return value written for the worker.
+    virtualenv, a restored replay): seeded, given its arguments, its return value written for the worker.
 
-    The keyword arguments are JSON: in ``kwargs_file``, else (in a pod) in ``AIRFLOW_REPRO_KWARGS``.
-    A ``repro`` parameter gets the context, a ``params`` parameter the task's params. The return
-    value is written as JSON to ``return_file``, else (in a pod, with ``do_xcom_push=True``) where
+    The arguments are JSON: in ``kwargs_file`` (:class:`~airflow_repro.task_formats.CallArguments`:
+    ``{"args": [...], "kwargs": {...}}``, or a plain object of keyword arguments), else (in a pod) in
+    ``AIRFLOW_REPRO_ARGS`` and ``AIRFLOW_REPRO_KWARGS``. A ``repro`` parameter gets the context, a
+    ``params`` parameter the task's params (where no argument fills them). The return value is
+    written as JSON to ``return_file``, else (in a pod, with ``do_xcom_push=True``) where
     KubernetesPodOperator's XCom sidecar reads it.
+
+    A failure a retry cannot mend (the task misused the runtime: a :class:`RuntimeContextError`)
+    ends the process with status :data:`NO_RETRY_EXIT_CODE`, after printing its traceback, so the
+    worker fails the task without retrying it.
     """
+    try:
+        return _run_callable(function, kwargs_file, return_file)
+    except Exception as exc:
+        if not is_final_error(exc):
+            raise
+        global _no_retry
+        _no_retry = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        sys.stderr.write(f"airflow-repro: a retry cannot mend this; exiting with status {NO_RETRY_EXIT_CODE}\n")
+        sys.stderr.flush()
+        raise SystemExit(NO_RETRY_EXIT_CODE) from None
+
+
+def _run_callable(function: Callable[..., Any], kwargs_file: str | Path | None, return_file: str | Path | None) -> Any:
     ctx = current()
     seed_everything(ctx.seed)
     if kwargs_file is not None:
-        kwargs = json.loads(Path(kwargs_file).read_text(encoding="utf-8"))
+        arguments = CallArguments.read(Path(kwargs_file))
+    elif ctx._pod is not None:
+        arguments = CallArguments(args=tuple(ctx._pod.args), kwargs=dict(ctx._pod.kwargs))
     else:
-        kwargs = dict(ctx._pod.kwargs) if ctx._pod is not None else {}
+        arguments = CallArguments()
+    args, kwargs = list(arguments.args), dict(arguments.kwargs)
+    filled = _filled_positionally(function, len(args)) | set(kwargs)
     parameters = inspect.signature(function).parameters
-    if "repro" in parameters:
+    if "repro" in parameters and "repro" not in filled:
         kwargs["repro"] = ctx
-    if "params" in parameters and "params" not in kwargs:  # the one Airflow context value a pod has
+    if "params" in parameters and "params" not in filled:  # the one Airflow context value a pod has
         kwargs["params"] = ctx.params
-    result = function(**kwargs)
+    result = function(*args, **kwargs)
     target = Path(return_file) if return_file is not None else XCOM_RETURN_FILE
     if return_file is not None or XCOM_RETURN_FILE.parent.is_dir():  # do_xcom_push=True mounts it
         target.write_text(json.dumps(result), encoding="utf-8")
     return result
+
+
+def _filled_positionally(function: Callable[..., Any], count: int) -> set[str]:
+    """The names of the parameters ``count`` positional arguments fill."""
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in inspect.signature(function).parameters.values() if p.kind in positional]
+    return set(names[:count])
+
+
+def is_final_error(exc: BaseException) -> bool:
+    """Whether a retry cannot mend ``exc``: an airflow-repro error that is not ``retryable`` (a task
+    misusing the runtime, a user error), raised or wrapped (``raise ... from``) by the task."""
+    seen: set[int] = set()
+    current_exc: BaseException | None = exc
+    while current_exc is not None and id(current_exc) not in seen:
+        if isinstance(current_exc, ReproError) and not current_exc.retryable:
+            return True
+        seen.add(id(current_exc))
+        current_exc = current_exc.__cause__
+    return False
+
+
+_no_retry: str | None = None  # in a task's own process: the error a retry cannot mend, if it failed so
+
+
+def _noting_no_retry(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """An excepthook that notes a final error (for the pod's report) before ``previous`` prints it."""
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+        global _no_retry
+        if is_final_error(exc):
+            _no_retry = f"{type(exc).__name__}: {exc}"
+        previous(kind, exc, tb)
+
+    return hook
 
 
 def install_runtime(folder: Path) -> Path:
@@ -359,7 +436,12 @@ def _hand_over(ctx: TaskContext) -> None:
     if pod.output_uri and not pod.output_dir:
         shutil.rmtree(ctx.output_dir, ignore_errors=True)  # the pod-local scratch copy, handed over above
     hardware = hardware_report()
-    report = PodReport(outputs=published, metrics=ctx.metrics, **{**hardware, "gpus": tuple(hardware["gpus"])})
+    report = PodReport(
+        outputs=published,
+        metrics=ctx.metrics,
+        no_retry=_no_retry,
+        **{**hardware, "gpus": tuple(hardware["gpus"])},
+    )
     write_report(report, Path(pod.report_file or TERMINATION_MESSAGE_PATH))
 
 

@@ -6,7 +6,12 @@
 * :class:`PodEnv`, the ``AIRFLOW_REPRO_*`` variables of a pod task's container (:data:`POD_ENV`):
   written by the pod operator, read by the runtime in the pod;
 * :class:`PodReport`, the pod task's termination message: written by the runtime when the task's
-  process exits, read by the pod operator from the container's status.
+  process exits, read by the pod operator from the container's status;
+* :class:`CallArguments`, a decorated task's positional and keyword arguments in the file a lockfile
+  virtualenv or a restored replay reads them from (a pod gets them in ``AIRFLOW_REPRO_ARGS`` /
+  ``AIRFLOW_REPRO_KWARGS``);
+* :data:`NO_RETRY_EXIT_CODE`, the exit status of a task's own process whose failure a retry cannot
+  mend (it misused the runtime).
 
 Each is a frozen dataclass with its ``to_*`` / ``from_*`` pair, so writer and reader cannot drift
 apart. (The fourth format that crosses a process, the replay marker in a DAG run's conf, is
@@ -30,6 +35,12 @@ RESTORED_CODE_ENV = "AIRFLOW_REPRO_RESTORED_CODE"
 REPORT_KIND = "airflow-repro/pod-report"
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"  # where the kubelet reads a container's message
 TERMINATION_MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a termination message
+#: Stands for the map index in a declared output path (``outputs=["shards/{map_index}.csv"]``).
+MAP_INDEX_PLACEHOLDER = "{map_index}"
+#: Exit status of a task's own process (lockfile virtualenv, restored replay, pod) that failed in a
+#: way a retry cannot mend: the task misused the runtime (sysexits' EX_CONFIG).
+NO_RETRY_EXIT_CODE = 78
+NO_RETRY_MESSAGE_LIMIT = 1000  # characters of that error a pod's report keeps
 
 
 @dataclass(frozen=True)
@@ -83,10 +94,12 @@ class ContextFile:
     inputs: Mapping[str, PinnedInput]
     params: Mapping[str, Any] = field(default_factory=dict)  # the real values the task gets (not redacted)
     metrics_file: Path | None = None
+    map_index: int = -1  # the task instance's map index; -1 when the task is not mapped
 
     def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
+            "map_index": self.map_index,
             "seed": self.seed,
             "output_dir": str(self.output_dir),
             "declared_outputs": list(self.declared_outputs),
@@ -105,6 +118,7 @@ class ContextFile:
             inputs=_inputs_from_json(raw["inputs"]),
             params=raw.get("params", {}),
             metrics_file=Path(raw["metrics_file"]) if raw.get("metrics_file") else None,
+            map_index=_int_of(raw.get("map_index", -1), "map_index"),
         )
 
     def write(self, path: Path) -> None:
@@ -112,6 +126,41 @@ class ContextFile:
 
     @classmethod
     def read(cls, path: Path) -> ContextFile:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _int_of(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    return value
+
+
+# -- a task's arguments, in a file -------------------------------------------------------------------
+@dataclass(frozen=True)
+class CallArguments:
+    """A task's positional and keyword arguments (JSON values), as its own process reads them from a
+    file: ``{"args": [...], "kwargs": {...}}``. A file holding one plain object (the format before
+    positional arguments travelled) reads as keyword arguments only."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"args": list(self.args), "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> CallArguments:
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"the arguments file must hold a JSON object, not {type(raw).__name__}")
+        if set(raw) == {"args", "kwargs"} and isinstance(raw["args"], list) and isinstance(raw["kwargs"], Mapping):
+            return cls(args=tuple(raw["args"]), kwargs=dict(raw["kwargs"]))
+        return cls(kwargs=dict(raw))  # the older format: keyword arguments only
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+    @classmethod
+    def read(cls, path: Path) -> CallArguments:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
@@ -135,6 +184,7 @@ class PodEnv:
 
     task: str = _env("AIRFLOW_REPRO_TASK", "dag_id.task_id", default=MISSING)
     seed: int | None = _env("AIRFLOW_REPRO_SEED", "the recorded random seed")
+    map_index: int = _env("AIRFLOW_REPRO_MAP_INDEX", "the task instance's map index (-1: not mapped)", default=-1)
     inputs: Mapping[str, PinnedInput] = _env(
         "AIRFLOW_REPRO_INPUTS", "JSON: input name -> {path, repository, commit_id, store_path}", factory=dict
     )
@@ -146,6 +196,9 @@ class PodEnv:
     output_repository: str | None = _env("AIRFLOW_REPRO_OUTPUT_REPOSITORY", "repository the outputs are committed to")
     output_branch: str | None = _env("AIRFLOW_REPRO_OUTPUT_BRANCH", "the DAG run's branch they are committed on")
     params: Mapping[str, Any] = _env("AIRFLOW_REPRO_PARAMS", "JSON of the task's params", factory=dict)
+    args: tuple[Any, ...] = _env(
+        "AIRFLOW_REPRO_ARGS", "JSON list of a decorated task's positional arguments", default=()
+    )
     kwargs: Mapping[str, Any] = _env(
         "AIRFLOW_REPRO_KWARGS", "JSON of a decorated task's keyword arguments", factory=dict
     )
@@ -167,6 +220,7 @@ class PodEnv:
         return cls(
             task=context.task,
             seed=context.seed,
+            map_index=context.map_index,
             inputs=context.inputs,
             declared_outputs=tuple(context.declared_outputs),
             params=context.params,
@@ -181,7 +235,7 @@ class PodEnv:
             value = getattr(self, spec.name)
             if spec.name == "inputs":
                 env[spec.metadata["env"]] = json.dumps(_inputs_to_json(value), sort_keys=True)
-            elif spec.name == "declared_outputs":
+            elif spec.name in ("declared_outputs", "args"):
                 env[spec.metadata["env"]] = json.dumps(list(value))
             elif spec.name in ("params", "kwargs"):
                 env[spec.metadata["env"]] = json.dumps(dict(value), sort_keys=True)
@@ -199,10 +253,12 @@ class PodEnv:
                 values["task"] = environ[spec.metadata["env"]]
             elif spec.name == "seed":
                 values["seed"] = int(text) if text else None
+            elif spec.name == "map_index":
+                values["map_index"] = int(text) if text else -1
             elif spec.name == "inputs":
                 values["inputs"] = _inputs_from_json(json.loads(text or "{}"))
-            elif spec.name == "declared_outputs":
-                values["declared_outputs"] = tuple(_json_of(text or "[]", list, spec.metadata["env"]))
+            elif spec.name in ("declared_outputs", "args"):
+                values[spec.name] = tuple(_json_of(text or "[]", list, spec.metadata["env"]))
             elif spec.name in ("params", "kwargs"):
                 values[spec.name] = _json_of(text or "{}", dict, spec.metadata["env"])
             elif spec.name in ("output_dir", "metrics_file", "report_file"):
@@ -242,6 +298,8 @@ class PodReport:
     gpus: tuple[Mapping[str, str], ...] = ()
     libraries: Mapping[str, str] = field(default_factory=dict)
     gpus_truncated: bool = False
+    #: Set where the task failed in a way a retry cannot mend (it misused the runtime): what it raised.
+    no_retry: str | None = None
 
     kind: ClassVar[str] = REPORT_KIND
 
@@ -261,6 +319,8 @@ class PodReport:
         }
         if self.gpus_truncated:
             report["gpus_truncated"] = True
+        if self.no_retry is not None:
+            report["no_retry"] = self.no_retry[:NO_RETRY_MESSAGE_LIMIT]
         return report
 
     def to_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
@@ -273,7 +333,8 @@ class PodReport:
             report["gpus_truncated"] = True
             text = json.dumps(report, sort_keys=True, separators=(",", ":"))
         if len(text.encode()) > limit:
-            text = json.dumps({k: report[k] for k in ("kind", "python", "gpus", "outputs") if k in report})
+            kept = ("kind", "python", "gpus", "outputs", "no_retry")
+            text = json.dumps({k: report[k] for k in kept if k in report})
         return text
 
     @classmethod
@@ -317,17 +378,21 @@ class PodReport:
             gpus=tuple({str(k): str(v) for k, v in gpu.items()} for gpu in gpus if isinstance(gpu, dict)),
             libraries={str(k): str(v) for k, v in libraries.items()},
             gpus_truncated=raw.get("gpus_truncated") is True,
+            no_retry=typed("no_retry", str),
         )
 
 
 __all__ = [
     "CONTEXT_ENV",
+    "MAP_INDEX_PLACEHOLDER",
+    "NO_RETRY_EXIT_CODE",
     "RESTORED_CODE_ENV",
     "POD_ENV",
     "REPORT_KIND",
     "TASK_ENV",
     "TERMINATION_MESSAGE_LIMIT",
     "TERMINATION_MESSAGE_PATH",
+    "CallArguments",
     "ContextFile",
     "PinnedInput",
     "PodEnv",

@@ -14,17 +14,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_repro import runtime
 from airflow_repro.core.code_snapshot import CodeSnapshot, callable_source_in
-from airflow_repro.errors import ManifestError, TaskProcessError
-from airflow_repro.task_formats import RESTORED_CODE_ENV
+from airflow_repro.errors import ManifestError, RuntimeContextError, TaskProcessError
+from airflow_repro.task_formats import NO_RETRY_EXIT_CODE, RESTORED_CODE_ENV, CallArguments
 
 RESTORED_CODE_DIR = "restored_code"
-RESTORED_KWARGS_FILE = "restored_kwargs.json"
+RESTORED_KWARGS_FILE = "restored_kwargs.json"  # the positional and keyword arguments (CallArguments)
 RESTORED_RETURN_FILE = "restored_return.json"
 RESTORED_SCRIPT = "restored_main.py"
 # Set for the child as Airflow's own virtualenv operator sets it: importing airflow (the archived DAG
@@ -121,16 +121,22 @@ def run_restored(
     context_file: Path,
     workdir: Path,
     env: Mapping[str, str],
+    args: Sequence[Any] = (),
 ) -> Any:
-    """Run archived ``qualname(**kwargs)`` with interpreter ``python``; return its JSON return value.
+    """Run archived ``qualname(*args, **kwargs)`` with interpreter ``python``; return its JSON return value.
 
     ``python`` must import airflow_repro itself (the worker's interpreter, or an environment that
-    links it). A failure raises :class:`TaskProcessError`; the traceback went to the task log.
+    links it). A failure raises :class:`TaskProcessError` (:class:`RuntimeContextError` where the task
+    misused the runtime: a retry cannot mend it); the traceback went to the task log.
     """
     # Absolute (not resolved: a venv's python is a symlink that must stay one), as the child runs in workdir.
     python, context_file, workdir = Path(python).absolute(), Path(context_file).absolute(), Path(workdir).absolute()
     script, return_file = _prepare_workdir(
-        snapshot, qualname=qualname, module_name=module_name, kwargs=kwargs, workdir=workdir
+        snapshot,
+        qualname=qualname,
+        module_name=module_name,
+        arguments=CallArguments(tuple(args), kwargs),
+        workdir=workdir,
     )
     completed = subprocess.run(
         [str(python), str(script)],
@@ -138,6 +144,11 @@ def run_restored(
         env={**env, runtime.CONTEXT_ENV: str(context_file), RESTORED_CODE_ENV: "1", AIRFLOW_NO_ORM_ENV: "1"},
         check=False,
     )
+    if completed.returncode == NO_RETRY_EXIT_CODE:
+        raise RuntimeContextError(
+            f"{qualname} misused the runtime running its archived code (restored from snapshot "
+            f"{snapshot.digest}): its traceback is in the task log above; a retry cannot mend it"
+        )
     if completed.returncode != 0:
         raise TaskProcessError(
             f"{qualname} failed running its archived code (restored from snapshot {snapshot.digest}) "
@@ -147,9 +158,9 @@ def run_restored(
 
 
 def _prepare_workdir(
-    snapshot: CodeSnapshot, *, qualname: str, module_name: str, kwargs: Mapping[str, Any], workdir: Path
+    snapshot: CodeSnapshot, *, qualname: str, module_name: str, arguments: CallArguments, workdir: Path
 ) -> tuple[Path, Path]:
-    """Write the archived code, the keyword arguments and the launcher; return the script and the return file."""
+    """Write the archived code, the arguments and the launcher; return the script and the return file."""
     function_source = callable_source_in(snapshot, qualname)
     workdir.mkdir(parents=True, exist_ok=True)
     code_dir = workdir / RESTORED_CODE_DIR
@@ -158,7 +169,7 @@ def _prepare_workdir(
     kwargs_file, return_file, script = (
         workdir / name for name in (RESTORED_KWARGS_FILE, RESTORED_RETURN_FILE, RESTORED_SCRIPT)
     )
-    kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
+    arguments.write(kwargs_file)
     return_file.unlink(missing_ok=True)
     launcher = restored_launcher_script(
         code_dir=code_dir,

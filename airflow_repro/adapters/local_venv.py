@@ -19,14 +19,21 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 
 from airflow_repro import runtime
-from airflow_repro.errors import EnvironmentNotPinnedError, ReproInfraError, ReproUserError, TaskProcessError
+from airflow_repro.errors import (
+    EnvironmentNotPinnedError,
+    ReproInfraError,
+    ReproUserError,
+    RuntimeContextError,
+    TaskProcessError,
+)
+from airflow_repro.task_formats import NO_RETRY_EXIT_CODE, CallArguments
 
 BUILD_TIMEOUT_S = 1800
 _COMPLETE_MARKER = ".airflow-repro-complete"
@@ -111,9 +118,10 @@ def launcher_script(
     """The program a task's own interpreter runs: the function's source (``source``: an archived
     one, else read from ``function``), then :func:`airflow_repro.runtime.run_callable` around it.
 
-    In a pod (no arguments) the runtime is installed in the image, the keyword arguments come in
-    ``AIRFLOW_REPRO_KWARGS`` and the return value goes to KubernetesPodOperator's XCom file; a
-    lockfile virtualenv gets the runtime from ``runtime_path`` and both through files.
+    In a pod (no arguments) the runtime is installed in the image, the arguments come in
+    ``AIRFLOW_REPRO_ARGS`` / ``AIRFLOW_REPRO_KWARGS`` and the return value goes to
+    KubernetesPodOperator's XCom file; a lockfile virtualenv gets the runtime from ``runtime_path``
+    and both through files (``kwargs_file`` holds the positional and keyword arguments).
     """
     prelude = f"import sys\n\nsys.path.insert(0, {str(runtime_path)!r})\n" if runtime_path is not None else ""
     arguments = [function.__name__]
@@ -135,17 +143,20 @@ def run_in_venv(
     context_file: Path,
     workdir: Path,
     *,
+    args: Sequence[Any] = (),
     extra_env: Mapping[str, str] | None = None,
     source: str | None = None,
 ) -> Any:
-    """Run ``function(**kwargs)`` in the venv's interpreter; return its JSON return value.
+    """Run ``function(*args, **kwargs)`` in the venv's interpreter; return its JSON return value.
 
-    ``source``: the function's archived source, run instead of ``function``'s own (a restored replay)."""
+    ``source``: the function's archived source, run instead of ``function``'s own (a restored replay).
+    A failure a retry cannot mend (the task misused the runtime) raises :class:`RuntimeContextError`,
+    any other :class:`TaskProcessError`; the traceback went to the task log."""
     shim = runtime.install_runtime(workdir / "shim")
     script = workdir / "task_main.py"
     result_file = workdir / "result.json"
     kwargs_file = workdir / "kwargs.json"
-    kwargs_file.write_text(json.dumps(dict(kwargs)), encoding="utf-8")
+    CallArguments(args=tuple(args), kwargs=dict(kwargs)).write(kwargs_file)
     script.write_text(
         launcher_script(function, runtime_path=shim, kwargs_file=kwargs_file, return_file=result_file, source=source),
         encoding="utf-8",
@@ -159,6 +170,11 @@ def run_in_venv(
         **(extra_env or {}),
     }
     completed = subprocess.run([str(python), str(script)], env=env, cwd=workdir, check=False)
+    if completed.returncode == NO_RETRY_EXIT_CODE:
+        raise RuntimeContextError(
+            f"{function.__qualname__} misused the runtime in its pinned environment ({python.parent.parent.name}): "
+            "its traceback is in the task log above; a retry cannot mend it"
+        )
     if completed.returncode != 0:
         raise TaskProcessError(
             f"{function.__qualname__} failed in its pinned environment ({python.parent.parent.name}) "

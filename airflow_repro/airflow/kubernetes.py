@@ -50,7 +50,7 @@ from airflow_repro.core.recorder import PreparedTask, TaskEnvironment, TaskRecor
 from airflow_repro.core.replay import load_plan
 from airflow_repro.core.spec import Input, TaskSpec
 from airflow_repro.errors import ReproUserError
-from airflow_repro.task_formats import TERMINATION_MESSAGE_PATH, PodEnv, PodReport
+from airflow_repro.task_formats import NO_RETRY_EXIT_CODE, TERMINATION_MESSAGE_PATH, PodEnv, PodReport
 
 WORK_CLAIM_OPTION = "k8s_work_volume_claim"
 REATTACH_OPTIONS = ("reattach_on_restart", "durable")
@@ -152,8 +152,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                     *(f"k8s:{n}" for n in podspec.secret_ref_names(self.secrets, self.env_from)),
                 ),
             )
+            if not getattr(self, "_BaseOperator__from_mapped", False):  # mapped: checked per instance
+                self.repro_spec.for_map_index(-1)
         except (ReproUserError, ValueError) as exc:
-            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
+            raise record.naming_the_task(self.task_id, exc) from exc
 
     # -- execution -----------------------------------------------------------------------------
     def repro_new_attempt(self) -> PodAttempt:
@@ -167,6 +169,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             raise AirflowFailException(str(exc)) from exc
         self._require_work_volume()
         recorder, prepared = record.prepare(self, context, attempt)
+        self.remote_pod = None  # KPO sets it to this attempt's pod once the pod has run
         try:
             self._request_recorded_hardware(recorder, prepared)
             attempt.pins = self._pod_pins(prepared)
@@ -175,9 +178,26 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         except BaseException as exc:
             recorder.abort(prepared, exc)
             raise_if_final(exc)
+            self._raise_if_pod_failed_for_good(exc)
             raise
         record.finish(self, context, attempt, recorder, prepared)
         return result
+
+    def _raise_if_pod_failed_for_good(self, exc: BaseException) -> None:
+        """The pod's task failed in a way a retry cannot mend (it misused the runtime): its process
+        exited with ``NO_RETRY_EXIT_CODE``, or its report says so. Fail the task without retry."""
+        status = _container_status(self.remote_pod, self.base_container_name) if self.remote_pod else None
+        terminated = status.state.terminated if status is not None and status.state else None
+        if terminated is None:
+            return
+        report = PodReport.from_message(terminated.message)
+        reason = report.no_retry if report is not None else None
+        if reason is None and terminated.exit_code != NO_RETRY_EXIT_CODE:
+            return
+        raise AirflowFailException(
+            f"task {self.task_id}: its pod failed in a way a retry cannot mend (exit code {terminated.exit_code}"
+            f"{': ' + reason if reason else ', the task misused the runtime'}); see the pod's log above"
+        ) from exc
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> Any:
         """KPO's pod, plus the attempt's pins (once ``execute`` has prepared them)."""
@@ -284,6 +304,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             output_uri=prepared.output_dir.as_uri(),
             output_repository=prepared.repository,
             output_branch=prepared.branch,
+            args=tuple(prepared.env.task_args),
             kwargs=dict(prepared.env.task_kwargs),
             mlflow_run_id=run.run_id if run else None,
             mlflow_tracking_uri=run.tracking_uri if run else None,
@@ -396,11 +417,6 @@ class _ReproKubernetesDecoratedOperator(DecoratedOperator, ReproKubernetesPodOpe
     def __init__(
         self, *, python_callable: Callable[..., Any], op_args: Any = None, op_kwargs: Any = None, **kwargs: Any
     ) -> None:
-        if op_args:
-            raise ReproUserError(
-                f"task {kwargs.get('task_id', python_callable.__name__)}: a pod task's arguments are passed by "
-                "keyword only (they travel to the pod as JSON); call it as f(name=value)"
-            )
         kwargs.setdefault("name", f"repro-{python_callable.__name__}")
         super().__init__(
             python_callable=python_callable,

@@ -40,7 +40,8 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
     :param inputs: name -> :class:`~airflow_repro.Input`; each is resolved to a commit id before
         the callable runs and materialized read-only (``runtime.current().input_path(name)``).
     :param outputs: repository paths the callable writes (a trailing ``/`` declares a folder);
-        committed together with the task's manifest on the DAG run's branch after success.
+        committed together with the task's manifest on the DAG run's branch after success. A mapped
+        task's paths hold ``{map_index}`` (``shards/{map_index}.csv``), so its instances write apart.
     :param seed: the random seed given to the task; ``None`` draws one and records it.
     :param repository: repository for outputs (default: ``[repro] repository``).
     :param lockfile: a pinned requirements file (relative to the DAG file); the callable then
@@ -80,9 +81,11 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
                 resources=spec_resources,
                 secret_names=tuple(secret_names),
             )
+            if not _from_mapped(self):  # a mapped task's instances are checked as each prepares
+                self.repro_spec.for_map_index(-1)
             self.repro_lockfile_path = _locate_lockfile(self.task_id, lockfile, python_callable)
         except (ReproUserError, ValueError) as exc:
-            raise ReproUserError(f"task {self.task_id!r}: {exc}") from exc
+            raise record.naming_the_task(self.task_id, exc) from exc
 
     # -- execution -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
@@ -120,19 +123,21 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         prepared = attempt.prepared
         assert self.repro_lockfile_path is not None
         python = ensure_venv(self.repro_lockfile_path, prepared.env.environment.digest, attempt.settings.venv_cache)
-        arguments = self._json_arguments("in a lockfile environment")
-        return run_in_venv(python, self.python_callable, arguments, prepared.context_file, prepared.workdir)
+        args, kwargs = self._json_arguments("in a lockfile environment")
+        return run_in_venv(python, self.python_callable, kwargs, prepared.context_file, prepared.workdir, args=args)
 
-    def _json_arguments(self, where: str) -> dict[str, Any]:
-        arguments = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
+    def _json_arguments(self, where: str) -> tuple[list[Any], dict[str, Any]]:
+        """The callable's positional and keyword arguments, which leave this process as JSON."""
+        args = list(self.op_args or ())
+        kwargs = {k: v for k, v in self.op_kwargs.items() if k != XCOM_KEY}
         try:
-            json.dumps(arguments)
-        except TypeError as exc:
+            json.dumps([args, kwargs])
+        except (TypeError, ValueError) as exc:
             raise AirflowFailException(
                 f"task {self.task_id}: {where} the callable's arguments must be JSON "
                 f"(Airflow context objects such as ti or dag_run are not available there): {exc}"
             ) from exc
-        return arguments
+        return args, kwargs
 
     def _run_restored(self, attempt: record.Attempt, restoration: Any) -> Any:
         """A pinned replay whose code or environment drifted: run the archived code, in the
@@ -141,7 +146,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
 
         prepared, settings = attempt.prepared, attempt.settings
         assert prepared is not None and settings is not None
-        arguments = self._json_arguments("in a restored replay")
+        args, kwargs = self._json_arguments("in a restored replay")
         code = restoration.code or attempt.snapshot
         module_name, _, qualname = (prepared.env.code.callable or ":").partition(":")
         lockfile = self._restored_lockfile(restoration, prepared.workdir)
@@ -151,7 +156,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
             source = callable_source_in(restoration.code, qualname) if restoration.code is not None else None
             python = ensure_venv(lockfile, prepared.env.environment.digest, settings.venv_cache)
             return run_in_venv(
-                python, self.python_callable, arguments, prepared.context_file, prepared.workdir, source=source
+                python, self.python_callable, kwargs, prepared.context_file, prepared.workdir, args=args, source=source
             )
         if code is None or not qualname:
             raise AirflowFailException(
@@ -174,7 +179,8 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
             code,
             module_name=module_name,
             qualname=qualname,
-            kwargs=arguments,
+            args=args,
+            kwargs=kwargs,
             context_file=prepared.context_file,
             workdir=prepared.workdir,
             env=env,
@@ -286,6 +292,11 @@ def _execution_mode(execution: str | None) -> str:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _from_mapped(operator: Any) -> bool:
+    """Whether Airflow built ``operator`` for one instance of a mapped task (``MappedOperator.unmap``)."""
+    return bool(getattr(operator, "_BaseOperator__from_mapped", False))
+
+
 def _locate_lockfile(task_id: str, lockfile: str | None, fn: Callable[..., Any]) -> Path | None:
     if lockfile is None:
         return None

@@ -44,6 +44,7 @@ from airflow_repro.core.redaction import Redactor
 from airflow_repro.core.replay import ReplayMarker, ReplayPlan, load_plan
 from airflow_repro.core.spec import TaskSpec
 from airflow_repro.errors import ManifestError, ReproError, ReproUserError
+from airflow_repro.runtime import is_final_error
 
 if TYPE_CHECKING:
     from airflow_repro.config import ReproSettings
@@ -71,7 +72,7 @@ class Attempt:
 
 class RecordedOperator(Protocol):
     """What the record path needs from the operator it serves (besides Airflow's own ``task_id``,
-    ``dag``/``has_dag()`` and ``log``; a ``python_callable`` and ``op_kwargs`` where it has them)."""
+    ``dag``/``has_dag()`` and ``log``; a ``python_callable``, ``op_args`` and ``op_kwargs`` where it has them)."""
 
     task_id: str
     repro_spec: TaskSpec
@@ -211,11 +212,24 @@ def finish(
 
 def raise_if_final(exc: BaseException) -> None:
     """Raise Airflow's no-retry failure where a retry of ``exc`` cannot succeed: a user error,
-    damaged stored data, a task misusing the runtime. Otherwise return (the caller re-raises)."""
+    damaged stored data, a task misusing the runtime, also where the task's code wrapped one
+    (``raise ... from``). Otherwise return (the caller re-raises)."""
     if isinstance(exc, AirflowFailException):
         return
-    if isinstance(exc, ReproError) and not exc.retryable:  # RuntimeContextError is a ReproUserError
+    if is_final_error(exc):  # RuntimeContextError is a ReproUserError
         raise AirflowFailException(str(exc)) from exc
+
+
+def naming_the_task(task_id: str, exc: Exception) -> ReproUserError:
+    """``exc`` (a bad declaration) as a user error whose message names the task once: prefixed
+    with ``task <task_id>:`` unless it names the task already."""
+    message = str(exc)
+    if not re.search(rf"\btask '?{re.escape(task_id)}'?(?![\w.-])", message):
+        message = f"task {task_id}: {message}"
+    if isinstance(exc, ReproUserError):
+        with contextlib.suppress(TypeError):  # a subclass whose constructor takes more than a message
+            return type(exc)(message)
+    return ReproUserError(message)
 
 
 # -- facts for the manifest ----------------------------------------------------------------------
@@ -281,9 +295,9 @@ def task_environment(
 ) -> TaskEnvironment:
     """The facts of this attempt only Airflow knows, as the recorder takes them.
 
-    ``parameters`` holds what is recorded (secrets replaced by keyed markers); ``runtime_params``
-    and ``runtime_kwargs`` the real values the task itself is given; ``archive`` what a replay
-    restores the task from (the code snapshot is kept on ``attempt``).
+    ``parameters`` holds what is recorded (secrets replaced by keyed markers); ``runtime_params``,
+    ``runtime_args`` and ``runtime_kwargs`` the real values the task itself is given; ``archive``
+    what a replay restores the task from (the code snapshot is kept on ``attempt``).
     """
     ti = context["ti"]
     pin = operator.repro_environment_pin()
@@ -293,15 +307,17 @@ def task_environment(
     params = _plain(ReplayMarker.strip(_as_dict(context.get("params") or {})))
     conf = _plain(ReplayMarker.strip(_as_dict(getattr(dag_run, "conf", None) or {})))
     op_kwargs = _plain({k: v for k, v in (getattr(operator, "op_kwargs", None) or {}).items() if k != XCOM_KEY})
+    op_args = _plain(list(getattr(operator, "op_args", None) or ()))
     parameters = Parameters(
         task_params=redactor.redact(params),
         dag_run_conf=redactor.redact(conf),
         op_kwargs=redactor.redact(op_kwargs),
+        op_args=redactor.redact(op_args) if op_args else None,  # left out of the manifest where there are none
         seed=seed,
         secret_names=sorted(spec.secret_names),
     )
     # What is archived must hold no secret the record hides: literals equal to one become markers.
-    secret_marker = restore.secret_marker_for(redactor, parameters)
+    secret_marker = restore.secret_marker_for(redactor, parameters, dict(enumerate(parameters.op_args or ())))
     snapshot = restore.current_code_snapshot(operator, ti, secret_marker=secret_marker)
     if attempt is not None:
         attempt.snapshot = snapshot
@@ -322,6 +338,7 @@ def task_environment(
         parameters=parameters,
         runtime_params=params,
         runtime_kwargs=op_kwargs,
+        runtime_args=op_args,
         versions=versions(_repro_version()),
         hardware=hardware(),
         archive=operator.repro_archive(snapshot, pin, script),
@@ -433,6 +450,7 @@ __all__ = [
     "ReproTaskMixin",
     "code_version",
     "finish",
+    "naming_the_task",
     "prepare",
     "raise_if_final",
     "source_hash",

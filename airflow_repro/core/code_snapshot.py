@@ -268,7 +268,7 @@ def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
             if isinstance(children, list):
                 yield from _statements([c for c in children if isinstance(c, ast.stmt)])
                 for child in children:  # except handlers and match cases hold statements in their body
-                    if isinstance(child, ast.excepthandler | ast.match_case):
+                    if isinstance(child, ast.ExceptHandler | ast.match_case):
                         yield from _statements(child.body)
 
 

@@ -103,6 +103,9 @@ class Parameters(_Frozen):
     task_params: dict[str, JsonValue] = Field(default_factory=dict)
     dag_run_conf: dict[str, JsonValue] = Field(default_factory=dict)
     op_kwargs: dict[str, JsonValue] = Field(default_factory=dict)
+    op_args: list[JsonValue] | None = _optional(
+        "Positional arguments of the task's callable (secrets redacted); left out where there are none."
+    )
     seed: int | None = None
     secret_names: list[str] = Field(
         default_factory=list, description="Names of connections/variables/env vars holding secrets."

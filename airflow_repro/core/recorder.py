@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -49,6 +49,8 @@ from airflow_repro.core.ports import (
 from airflow_repro.core.spec import TaskSpec
 from airflow_repro.errors import (
     NotFoundError,
+    ObjectGone,
+    ObjectNotFound,
     OutputError,
     ParamsNotSerializableError,
     ReproError,
@@ -86,6 +88,7 @@ class TaskEnvironment:
     # What the task itself is given: ``parameters`` holds what is recorded (secrets redacted).
     runtime_params: Mapping[str, Any] | None = None
     runtime_kwargs: Mapping[str, Any] | None = None
+    runtime_args: Sequence[Any] | None = None
     # What a replay restores the task from, archived before its outputs are committed.
     archive: tuple[ArchiveObject, ...] = ()
 
@@ -96,6 +99,13 @@ class TaskEnvironment:
     @property
     def task_kwargs(self) -> Mapping[str, Any]:
         return self.parameters.op_kwargs if self.runtime_kwargs is None else self.runtime_kwargs
+
+    @property
+    def task_args(self) -> Sequence[Any]:
+        """The positional arguments the task itself is given (``parameters.op_args`` records them)."""
+        if self.runtime_args is not None:
+            return self.runtime_args
+        return self.parameters.op_args or ()
 
 
 @dataclass
@@ -154,9 +164,12 @@ class TaskRecorder:
     def prepare(self, spec: TaskSpec, env: TaskEnvironment) -> PreparedTask:
         """Check params, make the run branch, pin inputs to commits, lay out the workspace.
 
-        Raises user errors naming the task before any of its code runs.
+        ``{map_index}`` in the declared outputs is expanded for the task instance (the returned
+        ``spec`` holds the expanded paths). Raises user errors naming the task before any of its
+        code runs.
         """
         ident = env.identity
+        spec = spec.for_map_index(ident.map_index)
         _check_serializable(spec.task_id, env.parameters)
         repository = spec.repository or self.default_repository
         branch = run_branch_name(ident.dag_id, ident.run_id)
@@ -194,6 +207,7 @@ class TaskRecorder:
             inputs=materialized,
             params=dict(env.task_params),
             metrics_file=workdir / METRICS_FILE,
+            map_index=ident.map_index,
         )
         context.write(context_file)
         return PreparedTask(
@@ -219,15 +233,26 @@ class TaskRecorder:
             return self._check_pinned_input(spec, recorded)
         repo = declared.repository or repository
         ref = declared.ref or branch
+        hint = (
+            f" (it is read from this DAG run's branch: is the task that writes it upstream of {spec.task_id!r}?)"
+            if declared.ref is None
+            else ""
+        )
         try:
             commit_id = self.store.resolve_ref(repo, ref)
-            info = self.store.stat_object(repo, commit_id, declared.path)
         except NotFoundError as exc:
-            hint = (
-                f" (it is read from this DAG run's branch: is the task that writes it upstream of {spec.task_id!r}?)"
-                if declared.ref is None
-                else ""
-            )
+            raise type(exc)(f"task {spec.task_id}: input {name!r}: {exc}{hint}") from exc
+        try:
+            info = self.store.stat_object(repo, commit_id, declared.path)
+        except ObjectGone as exc:
+            raise type(exc)(f"task {spec.task_id}: input {name!r}: {exc}{hint}") from exc
+        except ObjectNotFound as exc:
+            where = f"ref {ref!r} (commit {commit_id})" if ref != commit_id else f"commit {commit_id}"
+            raise type(exc)(
+                f"task {spec.task_id}: input {name!r}: path {declared.path!r} does not exist in repository "
+                f"{repo!r} at {where}; see list_objects({repo!r}, {ref!r}){hint}"
+            ) from exc
+        except NotFoundError as exc:
             raise type(exc)(f"task {spec.task_id}: input {name!r}: {exc}{hint}") from exc
         return DataInput(
             name=name,
@@ -520,6 +545,7 @@ def _check_serializable(task_id: str, parameters: Parameters) -> None:
         ("params", parameters.task_params),
         ("dag_run.conf", parameters.dag_run_conf),
         ("op_kwargs", parameters.op_kwargs),
+        ("op_args", parameters.op_args or []),
     ):
         try:
             canonical_json(value)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from airflow_repro.core.manifest import Resources
 from airflow_repro.core.naming import validate_ref, validate_repository_name
 from airflow_repro.core.resources import parse_quantity
 from airflow_repro.core.store_rules import validate_object_path
 from airflow_repro.errors import InvalidNameError, ReproUserError
+from airflow_repro.task_formats import MAP_INDEX_PLACEHOLDER
 
 
 def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = False) -> str:
@@ -27,6 +30,29 @@ def validate_store_path(path: str, *, what: str = "path", allow_folder: bool = F
             "(no leading '/', no '.' or '..' parts, not under the reserved '_repro/')"
         )
     return path
+
+
+def validate_output_path(path: str, *, task_id: str) -> str:
+    """A declared output: a store path (a trailing '/' for a folder), in which ``{map_index}`` (and
+    no other brace) stands for the map index of a mapped task's instance."""
+    validate_store_path(path, what=f"output of task {task_id}", allow_folder=True)
+    if "{" in path.replace(MAP_INDEX_PLACEHOLDER, "") or "}" in path.replace(MAP_INDEX_PLACEHOLDER, ""):
+        raise InvalidNameError(
+            f"invalid output of task {task_id} {path!r}: the only placeholder an output path may hold is "
+            f"{MAP_INDEX_PLACEHOLDER} (each map index of a mapped task writes its own), e.g. "
+            f"'shards/{MAP_INDEX_PLACEHOLDER}.csv'; remove the other braces"
+        )
+    return path
+
+
+def per_map_index(path: str) -> str:
+    """A path that differs per map index, for a message: ``shard.txt`` -> ``shard/{map_index}.txt``."""
+    if path.endswith("/"):
+        return f"{path}{MAP_INDEX_PLACEHOLDER}/"
+    pure = PurePosixPath(path)
+    base, dot, extension = pure.name.partition(".") if not pure.name.startswith(".") else (pure.name, "", "")
+    folder = "" if str(pure.parent) == "." else f"{pure.parent}/"
+    return f"{folder}{base}/{MAP_INDEX_PLACEHOLDER}{dot}{extension}"
 
 
 _INPUT_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
@@ -56,6 +82,11 @@ class Input:
 
     def validate(self) -> None:
         """Checked by the task that declares it, so errors can name the task."""
+        if isinstance(self.path, str) and self.path.endswith("/"):
+            raise InvalidNameError(
+                f"inputs are single objects; a folder ({self.path!r}) cannot be an input: declare each file, "
+                f"e.g. Input({self.path + 'model.pt'!r})"
+            )
         validate_store_path(self.path, what="input path")
         if self.repository is not None:
             validate_repository_name(self.repository)
@@ -80,13 +111,16 @@ class TaskSpec:
         for name, spec in self.inputs.items():
             self._check_input(name, spec)
         for output in self.outputs:
-            validate_store_path(output, what=f"output of task {self.task_id}", allow_folder=True)
+            validate_output_path(output, task_id=self.task_id)
         if len(set(self.outputs)) != len(self.outputs):
             raise ReproUserError(f"task {self.task_id}: outputs are listed twice: {list(self.outputs)}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise ReproUserError(f"task {self.task_id}: seed must be a non-negative int, got {self.seed!r}")
         if self.repository is not None:
-            validate_repository_name(self.repository)
+            try:
+                validate_repository_name(self.repository)
+            except InvalidNameError as exc:
+                raise InvalidNameError(f"task {self.task_id}: {exc}") from None
         if self.resources.memory is not None:
             try:
                 parse_quantity(self.resources.memory, what="memory")
@@ -107,3 +141,30 @@ class TaskSpec:
             spec.validate()
         except InvalidNameError as exc:
             raise InvalidNameError(f"task {self.task_id}: input {name!r}: {exc}") from exc
+
+    def for_map_index(self, map_index: int) -> TaskSpec:
+        """The spec of one task instance: ``{map_index}`` in the outputs replaced by ``map_index``.
+
+        A mapped instance (``map_index >= 0``) whose outputs lack the placeholder is refused (its map
+        indexes would overwrite each other's outputs on the run's branch), as is an unmapped one
+        (``-1``) whose outputs hold it.
+        """
+        templated = [o for o in self.outputs if MAP_INDEX_PLACEHOLDER in o]
+        if map_index < 0:
+            if templated:
+                raise ReproUserError(
+                    f"task {self.task_id} is not mapped, but its outputs {', '.join(map(repr, templated))} hold "
+                    f"{MAP_INDEX_PLACEHOLDER}, which only the instances of a mapped task fill: map the task "
+                    f"(.expand(...)) or declare paths without {MAP_INDEX_PLACEHOLDER}"
+                )
+            return self
+        fixed = [o for o in self.outputs if MAP_INDEX_PLACEHOLDER not in o]
+        if fixed:
+            suggested = [o if MAP_INDEX_PLACEHOLDER in o else per_map_index(o) for o in self.outputs]
+            raise ReproUserError(
+                f"task {self.task_id} is mapped: its map indexes would overwrite each other's "
+                f"{', '.join(map(repr, fixed))}; declare outputs={suggested!r} "
+                f"(or any path with {MAP_INDEX_PLACEHOLDER})"
+            )
+        outputs = tuple(o.replace(MAP_INDEX_PLACEHOLDER, str(map_index)) for o in self.outputs)
+        return dataclasses.replace(self, outputs=outputs)

@@ -317,6 +317,8 @@ _PINNED_FIELDS: dict[str, Callable[[TaskManifest], object]] = {
     "parameters.task_params": lambda m: m.parameters.task_params,
     "parameters.dag_run_conf": lambda m: m.parameters.dag_run_conf,
     "parameters.op_kwargs": lambda m: m.parameters.op_kwargs,
+    "parameters.op_args": lambda m: m.parameters.op_args,
+    "code.snapshot": lambda m: m.code.snapshot,
     "inputs": lambda m: sorted(f"{i.name}={i.repository}@{i.commit_id}:{i.path}" for i in m.inputs),
     "resources": lambda m: m.resources.model_dump(),
 }

@@ -19,9 +19,10 @@ from airflow_repro import repro_task, runtime
 
 @dag(dag_id="repro_mapped", schedule=None)
 def repro_mapped():
-    @repro_task(seed=5)
+    @repro_task(outputs=["shards/{{map_index}}.txt"], seed=5)
     def shard(n: int, factor: int):
-        runtime.current().log_metric("value", n * factor)
+        ctx = runtime.current()
+        ctx.output_path(f"shards/{{ctx.map_index}}.txt").write_text(str(n * factor))
         return n * factor
 
     @task
@@ -62,6 +63,7 @@ def test_a_mapped_task_replays_pinned_per_map_index_and_verifies_identical(
     assert sorted((t.task_id, t.map_index, t.status) for t in report.tasks) == [
         ("shard", i, "identical") for i in range(3)
     ]
+    assert all(t.objects_compared == 1 for t in report.tasks), "each map index wrote its own shard"
 
 
 def test_another_number_of_mapped_instances_is_drift_named_once(recorded: tuple[service.Backends, str]) -> None:
