@@ -7,18 +7,27 @@ retrying). No command prints a traceback (set ``AIRFLOW_REPRO_DEBUG=1`` to see o
 
 Every command reads its settings the same way: Airflow's ``[repro]`` config (``airflow.cfg``, or
 ``AIRFLOW__REPRO__*`` variables), as the workers and the API server read it; ``--home``, where a
-command has it, overrides ``[repro] home`` (and what is computed from it).
+command has it, overrides ``[repro] home`` (and what is computed from it). Where ``AIRFLOW_HOME``
+is not set, the settings of an ``airflow-repro standalone`` stack are read first (the rule is in
+:func:`airflow_repro.config.find_stack_settings`); a variable that is set is never overridden.
+
+Stdout carries a command's result alone (with ``--json``: one JSON document). While a command
+runs, whatever else would reach stdout (Airflow's and OpenLineage's log lines, prints of DAG files,
+child processes) goes to stderr; see :func:`_stdout_for_results_only`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sys
 import textwrap
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -66,9 +75,101 @@ def _read_store(home: str | None) -> Any:
     return Backends.from_settings(_settings(home), create=False).store
 
 
+# -- output: results on stdout, everything else on stderr -----------------------------------------
+#: While a command runs: the real stdout, where its result goes (``None``: no command running).
+_results: TextIO | None = None
+
+
+def _out() -> TextIO:
+    """Where a command prints its result (a table, a report, JSON): stdout, and nothing else there."""
+    return _results if _results is not None else sys.stdout
+
+
+def _echo(message: str, *, err: bool = False) -> None:
+    click.echo(message, file=sys.stderr if err else _out())
+
+
+def _console(**options: Any) -> Any:
+    """A rich console printing to the result stream (its width detected from it unless given)."""
+    from rich.console import Console
+
+    return Console(file=_out(), **options)
+
+
+def _fd_of(stream: Any) -> int | None:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None  # not a file (click's test runner, pytest's capture): Python-level only
+
+
+@contextlib.contextmanager
+def _stdout_for_results_only() -> Iterator[None]:
+    """Run a command with stdout kept for its result: ``sys.stdout`` and, in a real process, file
+    descriptor 1 point to stderr meanwhile, so log handlers (Airflow configures its logging on the
+    stdout of the moment it is imported), structlog, ``print``, C code and child processes all
+    write to stderr. The result goes to the real stdout through :func:`_out`."""
+    global _results
+    original, previous = sys.stdout, _results
+    out_fd, err_fd = _fd_of(original), _fd_of(sys.stderr)
+    saved_fd: int | None = None
+    results: TextIO = original
+    if out_fd is not None and err_fd is not None:
+        original.flush()
+        saved_fd = os.dup(out_fd)
+        results = os.fdopen(
+            saved_fd,
+            "w",
+            encoding=getattr(original, "encoding", None) or "utf-8",
+            errors=getattr(original, "errors", None) or "strict",
+            closefd=False,
+        )
+        os.dup2(err_fd, out_fd)
+    _results, sys.stdout = results, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout, _results = original, previous
+        with contextlib.suppress(OSError, ValueError):
+            results.flush()
+            original.flush()  # what handlers holding it wrote meanwhile: to stderr still
+        if saved_fd is not None and out_fd is not None:
+            os.dup2(saved_fd, out_fd)
+            results.close()
+            os.close(saved_fd)
+
+
+@contextlib.contextmanager
+def _stack_settings(command: str) -> Iterator[None]:
+    """The variables of a standalone stack's settings file, set for this command where unset
+    (not for ``standalone`` itself, which starts a stack of its own)."""
+    from airflow_repro.config import apply_stack_settings
+
+    before = set(os.environ)
+    if command != "standalone":
+        apply_stack_settings()
+    added = {name: os.environ[name] for name in set(os.environ) - before}
+    try:
+        yield
+    finally:
+        for name, value in added.items():  # an in-process caller gets its environment back
+            if os.environ.get(name) == value:
+                del os.environ[name]
+
+
+class _ReproCommand(click.Command):
+    """A command whose result alone reaches stdout, run with the stack settings that apply."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _stack_settings(self.name or ""), _stdout_for_results_only():
+            return super().invoke(ctx)
+
+
 class _ReproGroup(click.Group):
     """Turns errors into one clear line and a stable exit code: never a traceback, never exit 1
     (which means "differs") for an error."""
+
+    command_class = _ReproCommand
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -116,33 +217,91 @@ def show(dag_id: str, run_id: str, home: str | None, as_json: bool) -> None:
 
     store = _read_store(home)
     run = load_run(store, dag_id, run_id)
+    document = run_document(store, run)
     if as_json:
-        click.echo(run_document(store, run).model_dump_json(indent=2))
+        _echo(document.model_dump_json(indent=2))
         return
     _print_run_table(run)
+    unrecorded = document.dag_run_manifest.unrecorded_tasks if document.dag_run_manifest else None
+    if unrecorded:
+        names = ", ".join(
+            f"{t.task_id}{f'[{t.map_index}]' if t.map_index >= 0 else ''} ({t.state})" for t in unrecorded
+        )
+        click.echo(f"not recorded (a replay re-runs them with whatever they read then): {names}")
+
+
+#: The columns of ``show``'s table, and those that never fold (short, fixed-width cells).
+RUN_TABLE_COLUMNS = (
+    "task",
+    "try",
+    "commit",
+    "inputs",
+    "seed",
+    "replay",
+    "mlflow run",
+    "environment",
+    "manifest",
+    "outputs",
+)
+_FIXED_COLUMNS = ("try", "commit", "seed", "manifest")
+#: A terminal at least this wide gets the table even where long cells must fold; a narrower one gets
+#: it where it fits unfolded, else one block of lines per task.
+_TABLE_MIN_WIDTH = 160
 
 
 def _print_run_table(run: Any) -> None:
-    from rich.console import Console
+    """The run's tasks as a table as wide as the terminal (rich detects it; ``COLUMNS`` where it
+    cannot): long cells fold; on a terminal too narrow for it, one block of lines per task."""
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
+    console = _console()
     status = f"closed as tag {run.ref}" if run.closed else f"open on branch {run.branch}"
-    table = Table(title=escape(f"{run.dag_id} / {run.run_id}  [{run.repository}, {status}]"))
-    for column in ("task", "try", "commit", "mlflow run", "environment", "manifest digest", "outputs"):
-        table.add_column(column, overflow="fold")
-    for task in run.tasks:
-        m = task.manifest
-        table.add_row(
-            escape(m.identity.task_id + (f"[{m.identity.map_index}]" if m.identity.map_index >= 0 else "")),
-            str(m.identity.try_number),
-            task.commit_id[:12],
-            m.tracking.mlflow_run_id or "-",
-            f"{m.environment.kind} {m.environment.digest[7:19]}",
-            m.digest[7:19],
-            ", ".join(o.path for o in m.outputs) or "-",
-        )
-    Console(width=200).print(table)
+    title = escape(f"{run.dag_id} / {run.run_id}  [{run.repository}, {status}]")
+    rows = [[escape(cell) for cell in _run_table_row(task)] for task in run.tasks]
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1))
+    for column in RUN_TABLE_COLUMNS:
+        table.add_column(column, overflow="fold", no_wrap=column in _FIXED_COLUMNS)
+    for row in rows:
+        table.add_row(*row)
+    unfolded = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if console.width >= _TABLE_MIN_WIDTH or unfolded <= console.width:
+        console.print(table)
+        return
+    console.print(title, overflow="fold")
+    for row in rows:
+        block = Table.grid(padding=(0, 2))
+        block.add_column(no_wrap=True)
+        block.add_column(overflow="fold")
+        for label, cell in zip(RUN_TABLE_COLUMNS[1:], row[1:], strict=True):
+            block.add_row(f"  {label}", cell)
+        console.print(f"[bold]{row[0]}[/]")
+        console.print(block)
+
+
+def _run_table_row(task: Any) -> tuple[str, ...]:
+    m = task.manifest
+    return (
+        m.identity.task_id + (f"[{m.identity.map_index}]" if m.identity.map_index >= 0 else ""),
+        str(m.identity.try_number),
+        task.commit_id[:12],
+        "\n".join(f"{i.name}@{i.commit_id[:12]}" for i in m.inputs) or "-",
+        "-" if m.parameters.seed is None else str(m.parameters.seed),
+        _replay_cell(m.replay),
+        m.tracking.mlflow_run_id or "-",
+        f"{m.environment.kind} {m.environment.digest[7:19]}",
+        m.digest[7:19],
+        "\n".join(o.path for o in m.outputs) or "-",
+    )
+
+
+def _replay_cell(replay: Any) -> str:
+    """``of <run> / <mode>``, and what the replayed task ran where the manifest says (restored or current)."""
+    if replay is None:
+        return "-"
+    ran = [f"{what} {how}" for what, how in (("code", replay.code), ("env", replay.environment)) if how]
+    return "\n".join([f"of {replay.of_run_id} / {replay.mode}", *ran])
 
 
 def _read_secrets(sources: tuple[str, ...]) -> dict[str, str]:
@@ -235,17 +394,17 @@ def replay(
     _print_drift(plan)
     if dry_run:
         if as_json:
-            click.echo(plan.model_dump_json(indent=2))
+            _echo(plan.model_dump_json(indent=2))
         if plan.blocking_drift:
             click.echo(plan.refusal_message(), err=True)
             sys.exit(EXIT_USER_ERROR)
-        click.echo(f"replay of {run_id} (mode {mode}) can run: {_restore_summary(plan)}", err=as_json)
+        _echo(f"replay of {run_id} (mode {mode}) can run: {_restore_summary(plan)}", err=as_json)
         return
     new_run = service.trigger(backends, plan, triggered_by="CLI", user=_user(), secrets=secrets)
-    click.echo(f"triggered replay {new_run} of {run_id} (mode {mode})", err=as_json)
+    _echo(f"triggered replay {new_run} of {run_id} (mode {mode})", err=as_json)
     if not (wait or then_verify):
         if as_json:
-            click.echo(plan.model_dump_json(indent=2))
+            _echo(plan.model_dump_json(indent=2))
         return
     state = _wait_with_progress(service, dag_id, new_run, timeout)
     if state != "success":
@@ -255,6 +414,9 @@ def replay(
         report = service.verify(backends, dag_id, new_run)
         _print_report(report, as_json)
         sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
+    _echo(f"replay {new_run} ended {state}", err=as_json)
+    if as_json:  # --wait: the plan of the replay that succeeded (--verify prints the report)
+        _echo(plan.model_dump_json(indent=2))
 
 
 @main.command()
@@ -302,7 +464,7 @@ def diff(dag_id: str, run_a: str, run_b: str, home: str | None, as_json: bool) -
     store = _read_store(home)
     result = diff_runs(load_run(store, dag_id, run_a), load_run(store, dag_id, run_b))
     if as_json:
-        click.echo(result.model_dump_json(indent=2))
+        _echo(result.model_dump_json(indent=2))
     else:
         _print_diff(result)
     sys.exit(EXIT_IDENTICAL if result.identical else EXIT_DIFFERS)
@@ -348,6 +510,11 @@ def _print_drift(plan: Any) -> None:
         if drift.diff and drift.diff not in diffs_shown:
             diffs_shown.add(drift.diff)
             click.echo(textwrap.indent(drift.diff.rstrip("\n"), "    "), err=True)
+    if plan.unrecorded_tasks:
+        click.echo(
+            f"not recorded (re-run on replay with whatever they read then): {', '.join(plan.unrecorded_tasks)}",
+            err=True,
+        )
 
 
 def _restore_summary(plan: Any) -> str:
@@ -359,12 +526,11 @@ def _restore_summary(plan: Any) -> str:
 
 def _print_report(report: Any, as_json: bool) -> None:
     if as_json:
-        click.echo(report.model_dump_json(indent=2))
+        _echo(report.model_dump_json(indent=2))
         return
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(width=200)
+    console = _console(width=200)
     console.print(
         f"verify {escape(report.replay_run_id)} against {escape(report.original_run_id)}: "
         f"[bold]{report.verdict.upper()}[/]  {report.summary()}"
@@ -382,10 +548,9 @@ def _print_report(report: Any, as_json: bool) -> None:
 
 
 def _print_diff(result: Any) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(width=200)
+    console = _console(width=200)
     if result.identical:
         console.print(f"{escape(result.run_a)} and {escape(result.run_b)}: same pins, same outputs")
         return
@@ -410,14 +575,14 @@ def schema(out: str | None) -> None:
 
     schemas = json_schemas()
     if out is None:
-        click.echo(json.dumps(schemas, indent=2, sort_keys=True))
+        _echo(json.dumps(schemas, indent=2, sort_keys=True))
         return
     folder = Path(out)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for name, body in schemas.items():
             (folder / f"{name}.schema.json").write_text(json.dumps(body, indent=2, sort_keys=True) + "\n")
-            click.echo(folder / f"{name}.schema.json")
+            _echo(str(folder / f"{name}.schema.json"))
     except OSError as exc:
         raise ReproUserError(
             f"cannot write the schemas to {out}: {exc.strerror or exc}"
@@ -442,7 +607,7 @@ def fsck(home: str | None, repositories: tuple[str, ...], as_json: bool) -> None
 
     report = check_store(_read_store(home), repositories or None)
     if as_json:
-        click.echo(json.dumps(_as_dict(report, clean=report.clean), indent=2, sort_keys=True))
+        _echo(json.dumps(_as_dict(report, clean=report.clean), indent=2, sort_keys=True))
     else:
         _print_fsck(report)
     sys.exit(EXIT_IDENTICAL if report.clean else EXIT_DAMAGE_FOUND)
@@ -455,10 +620,9 @@ def _as_dict(value: Any, **extra: Any) -> dict[str, Any]:
 
 
 def _print_fsck(report: Any) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(width=200, highlight=False)
+    console = _console(width=200, highlight=False)
     for problem in report.problems:
         where = [f"repository {problem.repository}"] + [
             f"{label} {value}"
@@ -497,15 +661,51 @@ def gc(home: str | None, grace: float, delete: bool, as_json: bool) -> None:
         )
     report = store.collect_garbage(grace_s=grace, delete=delete)
     if as_json:
-        click.echo(json.dumps(_as_dict(report, freed_bytes=report.freed_bytes), indent=2, sort_keys=True))
+        _echo(json.dumps(_as_dict(report, freed_bytes=report.freed_bytes), indent=2, sort_keys=True))
         return
     verb = "freed" if report.deleted else "would free (dry run; --delete to act)"
-    click.echo(
+    _echo(
         f"{verb} {report.freed_bytes} bytes: {report.objects} unreferenced objects ({report.object_bytes} B), "
         f"{report.temp_entries} temp files ({report.temp_bytes} B), {report.metadata_files} orphan commit/tree "
         f"files ({report.metadata_bytes} B); kept {report.recent_unreferenced_objects} unreferenced objects "
         f"younger than {grace:g}s; referenced: {report.referenced_objects} objects ({report.referenced_bytes} B)"
     )
+
+
+@main.command()
+@click.option(
+    "--dags-folder",
+    required=True,
+    type=click.Path(exists=True, file_okay=False, resolve_path=True, path_type=Path),
+    help="Your DAG files (the DAG processor's [core] dags_folder).",
+)
+@click.option(
+    "--home",
+    "stack_home",
+    type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+    default=None,
+    help="Folder of the stack: Airflow home and metadata DB, data store, MLflow DB, logs, settings "
+    "[default: ./.airflow-repro].",
+)
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8080, show_default=True, help="Port of the Airflow UI and API."
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="No login: every visitor is an admin (development only). Default: user admin, a generated password.",
+)
+def standalone(dags_folder: Path, stack_home: Path | None, port: int, no_auth: bool) -> None:
+    """Run Airflow (api-server, scheduler, dag-processor), MLflow and the embedded store on your DAGs
+    folder until Ctrl-C or SIGTERM, which stop every service. Prints the UI URL and the login.
+
+    Writes the stack's settings to <home>/stack.json: airflow-repro commands run in the folder the
+    home is in (default home) find them when AIRFLOW_HOME is not set; elsewhere set
+    AIRFLOW_REPRO_STACK=<home>/stack.json. For airflow commands: source <home>/stack.env."""
+    from airflow_repro import standalone as stack
+
+    home = stack_home or stack.default_home()
+    stack.run(dags_folder, home, port, auth=not no_auth, out=_out(), err=sys.stderr)
 
 
 def _register_lineage_commands() -> None:

@@ -16,13 +16,19 @@ variables without Airflow (tests, processes without Airflow's config). Nothing i
 Sensitive options (:data:`SENSITIVE_OPTIONS`) are in the table, so Airflow knows them (and allows
 their ``_cmd``/``_secret`` variants and hides them), but never in :class:`ReproSettings`: it holds
 names of credentials (connection ids) only, never a secret.
+
+The settings of a stack ``airflow-repro standalone`` started (its Airflow home, metadata DB,
+``[repro]`` home, MLflow server, OpenLineage transport) are in its settings file; the CLI reads it
+where ``AIRFLOW_HOME`` is not set, by the rule of :func:`find_stack_settings`, and never overrides
+a variable that is set (:func:`apply_stack_settings`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -455,6 +461,75 @@ def _overridden(get: Getter, overrides: Mapping[str, str | None] | None) -> Gett
         return get(section, option)
 
     return get_overridden
+
+
+# -- the settings file of an ``airflow-repro standalone`` stack -------------------------------------
+#: Names a stack's settings file (or the home folder holding it), for the CLI outside that folder.
+STACK_ENV_VAR = "AIRFLOW_REPRO_STACK"
+#: ``airflow-repro standalone``'s default home, in the folder it is started from.
+STACK_HOME = ".airflow-repro"
+STACK_FILE = "stack.json"
+STACK_KIND = "airflow-repro/stack"
+
+
+def find_stack_settings(environ: Mapping[str, str], cwd: Path) -> Path | None:
+    """The stack settings file the CLI reads, by one rule:
+
+    1. ``AIRFLOW_HOME`` is set: none (that Airflow is the user's; nothing is looked up);
+    2. else ``$AIRFLOW_REPRO_STACK``: that file, or ``stack.json`` in that folder (an error if absent);
+    3. else ``./.airflow-repro/stack.json`` in the current folder, if it exists;
+    4. else none: Airflow's own defaults (``~/airflow``).
+    """
+    if environ.get("AIRFLOW_HOME"):
+        return None
+    named = environ.get(STACK_ENV_VAR)
+    if named:
+        path = Path(named).expanduser().absolute()
+        if path.is_dir():
+            path = path / STACK_FILE
+        if not path.is_file():
+            raise ConfigError(
+                f"{STACK_ENV_VAR}={named}: there is no stack settings file there; name the {STACK_FILE} that "
+                f"'airflow-repro standalone' wrote in its home (or that home), or unset {STACK_ENV_VAR}"
+            )
+        return path
+    candidate = cwd / STACK_HOME / STACK_FILE
+    return candidate if candidate.is_file() else None
+
+
+def read_stack_settings(path: Path) -> dict[str, str]:
+    """The variables a stack's settings file sets (``{"kind": STACK_KIND, "env": {...}, ...}``)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the stack settings file {path}: {exc}; start the stack again") from None
+    if (
+        not isinstance(document, dict)
+        or document.get("kind") != STACK_KIND
+        or not isinstance(document.get("env"), dict)
+    ):
+        raise ConfigError(f"{path} is not a settings file of 'airflow-repro standalone' (kind {STACK_KIND!r})")
+    env = document["env"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise ConfigError(f"{path}: 'env' must map variable names to strings; start the stack again")
+    return dict(env)
+
+
+def apply_stack_settings(environ: MutableMapping[str, str] | None = None, cwd: Path | None = None) -> Path | None:
+    """Set the variables of the stack settings file :func:`find_stack_settings` finds, each only
+    where it is not set already; returns that file (``None``: none applies)."""
+    env = os.environ if environ is None else environ
+    if cwd is None:
+        try:
+            cwd = Path.cwd()
+        except OSError:  # the current folder was removed
+            return None
+    path = find_stack_settings(env, cwd)
+    if path is None:
+        return None
+    for name, value in read_stack_settings(path).items():
+        env.setdefault(name, value)
+    return path
 
 
 def _check_fields_match_options() -> None:

@@ -4,7 +4,12 @@ in one folder. Used by ``make demo``, the benchmarks and the end-to-end tests; n
 Airflow's metadata DB can be any database Airflow supports instead (``metadata_db``, e.g. a
 PostgreSQL URL); the stack migrates it but does not create or start it.
 
-Development settings only: every user is an admin (``simple_auth_manager_all_admins``).
+Authentication is Airflow's SimpleAuthManager. By default (``all_admins=True``, what ``make demo``
+and the tests use) every visitor is an admin, signed in without credentials
+(``simple_auth_manager_all_admins``): development only. With ``all_admins=False`` (what
+``airflow-repro standalone`` runs) there is one user, ``admin``, whose password is generated on the
+first start into :attr:`EmbeddedStack.passwords_file` (owner-only) and kept there; anonymous API
+calls then get 401.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -24,9 +30,13 @@ from typing import Any
 
 import httpx
 
-from airflow_repro.errors import ReproInfraError
+from airflow_repro.errors import ReproInfraError, ReproUserError
 
 TERMINAL_STATES = {"success", "failed"}
+#: The one user (role admin) of a stack with authentication on (``all_admins=False``).
+ADMIN_USER = "admin"
+#: What SimpleAuthManager draws its generated passwords from (no look-alike characters).
+_PASSWORD_ALPHABET = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
 
 
 def free_port() -> int:
@@ -69,12 +79,20 @@ class Service:
             )
 
     def stop(self, grace_s: float = 15) -> None:
-        """SIGTERM the group, then SIGKILL whatever is left (workers may outlive their parent)."""
+        """SIGTERM the group, then SIGKILL whatever is left (workers may outlive their parent), and
+        wait (a few seconds at most) until no process of the group is left."""
         _signal_group(self.process, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=grace_s)
         _signal_group(self.process, signal.SIGKILL)
         self.process.wait()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.process.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -151,6 +169,9 @@ class EmbeddedStack:
     # SQLAlchemy URL of Airflow's metadata DB, e.g. "postgresql+psycopg2://user@host:5432/airflow"
     # (Airflow derives the async URL, asyncpg for PostgreSQL). None: SQLite in ``airflow_home``.
     metadata_db: str | None = None
+    # True: every visitor is an admin, no login (development only: the demo, the tests). False: the
+    # user ADMIN_USER with the password in ``passwords_file``; anonymous API calls get 401.
+    all_admins: bool = True
     services: list[Service] = field(default_factory=list)
 
     @property
@@ -170,14 +191,30 @@ class EmbeddedStack:
         return self.home / "repro"
 
     @property
+    def passwords_file(self) -> Path:
+        """SimpleAuthManager's passwords (``{"admin": "..."}``), where Airflow itself looks by default."""
+        return self.airflow_home / "simple_auth_manager_passwords.json.generated"
+
+    @property
     def openlineage_events(self) -> Path:
         """Where the OpenLineage file transport writes, unless a transport is configured."""
         return self.repro_home / "openlineage" / "events.jsonl"
 
     def env(self) -> dict[str, str]:
+        """The environment of every service (and of a CLI talking to this stack)."""
         env = {
             **os.environ,
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            **self.settings_env(),
+        }
+        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)  # Airflow derives it from SQL_ALCHEMY_CONN
+        env.update(self.extra_env)
+        return env
+
+    def settings_env(self) -> dict[str, str]:
+        """The variables this stack sets itself: what a process needs to work with it (its Airflow
+        home and metadata DB, the ``[repro]`` settings, MLflow, the OpenLineage transport)."""
+        env = {
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.metadata_db or f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
@@ -185,7 +222,9 @@ class EmbeddedStack:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",  # development only
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(self.all_admins),  # True: development only
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -201,16 +240,48 @@ class EmbeddedStack:
             env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = json.dumps(
                 {"type": "file", "log_file_path": str(self.openlineage_events), "append": True}
             )
-            env.setdefault("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD", "True")
-        env.pop("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN_ASYNC", None)  # derived from the URL above
-        env.update(self.extra_env)
+            if not os.environ.get("AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"):
+                env["AIRFLOW__OPENLINEAGE__EXECUTE_IN_THREAD"] = "True"
         return env
+
+    # -- authentication ------------------------------------------------------------------------
+    def admin_password(self) -> str:
+        """The password of ADMIN_USER: the one in ``passwords_file``, else a new one written there
+        (owner-only) before the API server starts. SimpleAuthManager keeps passwords it finds."""
+        existing = self._stored_passwords()
+        if ADMIN_USER in existing:
+            return existing[ADMIN_USER]
+        password = "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(16))
+        self.passwords_file.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.passwords_file.with_name(self.passwords_file.name + ".tmp")
+        descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(json.dumps({**existing, ADMIN_USER: password}) + "\n")
+        os.replace(temp, self.passwords_file)
+        return password
+
+    def _stored_passwords(self) -> dict[str, str]:
+        try:
+            text = self.passwords_file.read_text().strip()
+        except FileNotFoundError:
+            return {}
+        try:
+            stored = json.loads(text or "{}")
+        except json.JSONDecodeError as exc:
+            raise ReproUserError(
+                f"{self.passwords_file} is not JSON ({exc}); remove it to generate a new password"
+            ) from None
+        if not isinstance(stored, dict) or not all(isinstance(v, str) for v in stored.values()):
+            raise ReproUserError(f"{self.passwords_file} is not a JSON object of passwords; remove it")
+        return {str(k): v for k, v in stored.items()}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 240) -> EmbeddedStack:
         self.airflow_home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
         self.openlineage_events.parent.mkdir(parents=True, exist_ok=True)
+        if not self.all_admins:
+            self.admin_password()  # written before the API server reads it
         if self.with_mlflow:  # the slowest to start: launch it first, migrate Airflow meanwhile
             self.repro_home.mkdir(parents=True, exist_ok=True)
             self._spawn("mlflow", mlflow_server_command(self.repro_home, self.mlflow_port))
@@ -230,6 +301,11 @@ class EmbeddedStack:
         for service in reversed(self.services):
             service.stop()
         self.services.clear()
+
+    def kill(self) -> None:
+        """SIGKILL every service's process group at once (a second interrupt while stopping)."""
+        for service in self.services:
+            _signal_group(service.process, signal.SIGKILL)
 
     def __enter__(self) -> EmbeddedStack:
         try:
@@ -255,14 +331,23 @@ class EmbeddedStack:
             Service.spawn(name, command, env=self.env(), cwd=self.home, log_path=self.home / "logs" / f"{name}.log")
         )
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise :class:`ReproInfraError` (with its log's tail) if a service has exited."""
         for service in self.services:
             service.check_alive()
 
     # -- the Airflow REST API ------------------------------------------------------------------
     @contextlib.contextmanager
     def client(self) -> Iterator[httpx.Client]:
-        token = httpx.get(f"{self.api_url}/auth/token", timeout=30).json()["access_token"]
+        """The REST API (``/api/v2``) as the admin: a token without credentials when every user is
+        an admin, else ADMIN_USER's login (``POST /auth/token``, as the UI's login page does)."""
+        if self.all_admins:
+            response = httpx.get(f"{self.api_url}/auth/token", timeout=30)
+        else:
+            credentials = {"username": ADMIN_USER, "password": self.admin_password()}
+            response = httpx.post(f"{self.api_url}/auth/token", json=credentials, timeout=30)
+        response.raise_for_status()
+        token = response.json()["access_token"]
         with httpx.Client(
             base_url=f"{self.api_url}/api/v2", timeout=30, headers={"Authorization": f"Bearer {token}"}
         ) as client:
@@ -272,7 +357,7 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout
         with self.client() as api:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 response = api.get(f"/dags/{dag_id}")
                 if response.status_code == 200:
                     if response.json().get("is_paused"):
@@ -295,7 +380,7 @@ class EmbeddedStack:
         deadline = time.monotonic() + timeout
         with self.client() as api:
             while time.monotonic() < deadline:
-                self._check_alive()
+                self.check_alive()
                 run = api.get(f"/dags/{dag_id}/dagRuns/{run_id}").json()
                 if run.get("state") in TERMINAL_STATES:
                     return dict(run)

@@ -29,10 +29,17 @@ def _close(dag_run: object, state: str) -> None:
 
 def _task_instances(dag_run: object) -> list[tuple[str, int, str | None]] | None:
     """Every task instance of the run, to name the ones that left no manifest (None: unknown)."""
+    from sqlalchemy.orm import object_session
+
+    run_id = getattr(dag_run, "run_id", None)
     try:
-        instances = dag_run.get_task_instances()  # type: ignore[attr-defined]
+        # In the scheduler the run is bound to its session, inside prohibit_commit: query on that
+        # session (get_task_instances() without one would commit it and break the scheduler loop).
+        session = object_session(dag_run)
+        kwargs = {"session": session} if session is not None else {}
+        instances = dag_run.get_task_instances(**kwargs)  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001 - a side channel: the run is still closed, without the list
-        log.warning("airflow-repro could not list the task instances of %r", getattr(dag_run, "run_id", None))
+        log.warning("airflow-repro could not list the task instances of %r", run_id)
         return None
     return [
         (ti.task_id, ti.map_index if ti.map_index is not None else -1, str(ti.state) if ti.state else None)

@@ -88,3 +88,19 @@ def test_the_dag_run_manifest_names_the_tasks_that_were_not_recorded(recorded: t
     unrecorded = document.dag_run_manifest.unrecorded_tasks
     assert [(t.task_id, t.map_index, t.state) for t in unrecorded or []] == [("plain", -1, "success")]
     assert sorted(e.map_index for e in document.dag_run_manifest.tasks) == [0, 1, 2]
+
+
+def test_show_and_the_replay_report_name_the_tasks_that_were_not_recorded(
+    recorded: tuple[service.Backends, str],
+) -> None:
+    from click.testing import CliRunner
+
+    from airflow_repro.cli import main
+
+    _backends, run_id = recorded
+    shown = CliRunner().invoke(main, ["show", DAG_ID, run_id])
+    assert shown.exit_code == 0, shown.output
+    assert "not recorded (a replay re-runs them with whatever they read then): plain (success)" in shown.output
+    planned = CliRunner().invoke(main, ["replay", DAG_ID, run_id, "--dry-run"])
+    assert planned.exit_code == 0, planned.output
+    assert "not recorded (re-run on replay with whatever they read then): plain" in planned.output

@@ -137,7 +137,7 @@ def test_a_pinned_replay_restores_edited_code_and_a_changed_package(tmp_path: Pa
     # upper-cases the recorded text again and is identical.
     assert latest.returncode == 1, f"{latest.stdout[-3000:]}\n{latest.stderr[-3000:]}\n{logs}"
     assert "drift (accepted): [code_changed] stamp:" in latest.stderr, latest.stderr
-    report = json.loads(latest.stdout[latest.stdout.index("{") :])
+    report = json.loads(latest.stdout)
     assert report["verdict"] == "differs"
     status = {t["task_id"]: t for t in report["tasks"]}
     assert status["stamp"]["status"] == "differs"
