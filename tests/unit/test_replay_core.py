@@ -560,7 +560,7 @@ def test_diff_names_exactly_what_changed(
 def test_diff_lists_tasks_recorded_in_only_one_run(recorder: TaskRecorder) -> None:
     for task_id in ("a", "b"):
         record(recorder, "manual__a", TaskSpec(task_id=task_id, outputs=("o",)), {"o": task_id.encode()})
-    record(recorder, "manual__a", TaskSpec(task_id="m", outputs=("o",)), {"o": b"m0"}, map_index=0)
+    record(recorder, "manual__a", TaskSpec(task_id="m", outputs=("m/{map_index}",)), {"m/0": b"m0"}, map_index=0)
     for task_id in ("a", "c"):
         record(recorder, "manual__b", TaskSpec(task_id=task_id, outputs=("o",)), {"o": task_id.encode()})
     diff = diff_runs(load_run(recorder.store, DAG, "manual__a"), load_run(recorder.store, DAG, "manual__b"))
