@@ -40,8 +40,8 @@ from airflow_repro.core.code_snapshot import CodeSnapshot
 from airflow_repro.core.environment import hardware, versions
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters, ReplayInfo
 from airflow_repro.core.recorder import PreparedTask, RecordedAttempt, TaskEnvironment, TaskRecorder
-from airflow_repro.core.redaction import Redactor
-from airflow_repro.core.replay import ReplayMarker, ReplayPlan, load_plan
+from airflow_repro.core.redaction import Redactor, is_redacted, redacted_paths
+from airflow_repro.core.replay import ReplayMarker, ReplayPlan, TaskPins, load_plan
 from airflow_repro.core.spec import TaskSpec
 from airflow_repro.errors import ManifestError, ReproError, ReproUserError
 from airflow_repro.runtime import is_final_error
@@ -278,7 +278,58 @@ def _apply_replay_pins(
         )
         attempt.restoration = restoration
         _log_restoration(operator, restoration)
+        environment = _pin_arguments(operator, pins, environment)
     return environment
+
+
+def _pin_arguments(operator: RecordedOperator, pins: TaskPins, environment: TaskEnvironment) -> TaskEnvironment:
+    """A pinned replay calls the task with the arguments recorded for it (a literal edited in the
+    DAG file since, an upstream that returns something else now): each recorded value, except a
+    secret (recorded as its marker only), which must be given again with the same value."""
+    if pins.op_args is None and pins.op_kwargs is None:
+        return environment  # a plan from before arguments were pinned, or a task without any
+    task_id = environment.identity.task_id
+    recorded_kwargs, current_kwargs = dict(pins.op_kwargs or {}), environment.parameters.op_kwargs
+    kwargs = {
+        key: _pinned_value(
+            task_id, f"argument {key!r}", value, current_kwargs.get(key), environment.task_kwargs.get(key)
+        )
+        for key, value in recorded_kwargs.items()
+    }
+    recorded_args, current_args = list(pins.op_args or []), list(environment.parameters.op_args or [])
+    real_args = list(environment.task_args)
+    args = [
+        _pinned_value(
+            task_id,
+            f"positional argument {n}",
+            value,
+            current_args[n] if n < len(current_args) else None,
+            real_args[n] if n < len(real_args) else None,
+        )
+        for n, value in enumerate(recorded_args)
+    ]
+    if kwargs == dict(environment.task_kwargs) and args == real_args:
+        return environment
+    operator.log.info("airflow-repro: the task's arguments differ now; the replay passes the recorded ones")
+    extra = {k: v for k, v in (getattr(operator, "op_kwargs", None) or {}).items() if k == XCOM_KEY}
+    operator.op_kwargs = {**kwargs, **extra}  # type: ignore[attr-defined]  # what PythonOperator calls with
+    operator.op_args = args  # type: ignore[attr-defined]
+    parameters = environment.parameters.model_copy(update={"op_kwargs": recorded_kwargs, "op_args": pins.op_args})
+    return dataclasses.replace(environment, parameters=parameters, runtime_kwargs=kwargs, runtime_args=args)
+
+
+def _pinned_value(task_id: str, what: str, recorded: Any, current_recorded: Any, current: Any) -> Any:
+    """The value a pinned replay passes: the recorded one, or, for a secret, the current value
+    when its marker is the recorded one."""
+    holds_secret = is_redacted(recorded) or any(True for _ in redacted_paths(recorded))
+    if not holds_secret:
+        return recorded
+    if current_recorded != recorded:
+        raise ReproUserError(
+            f"task {task_id}: {what} holds a secret whose value differs from the recorded one (only its "
+            "keyed digest was recorded); give the task the same value again, or replay with mode latest-code"
+        )
+    return current
 
 
 def _log_restoration(operator: RecordedOperator, restoration: restore.Restoration) -> None:

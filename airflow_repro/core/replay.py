@@ -110,6 +110,8 @@ class TaskPins(_Frozen):
     source_hash: str
     bundle_version: str | None = None
     task_params: dict[str, Any] = Field(default_factory=dict)
+    op_args: list[Any] | None = _optional("The recorded positional arguments (secrets as markers).")
+    op_kwargs: dict[str, Any] | None = _optional("The recorded keyword arguments (secrets as markers).")
     code: CodeVersion | None = _optional("The recorded code version: what a pinned replay restores.")
     environment: EnvironmentPin | None = _optional("The recorded environment pin: what a pinned replay restores.")
 
@@ -303,6 +305,8 @@ def _pins_of(m: Any) -> TaskPins:
         source_hash=m.code.source_hash,
         bundle_version=m.code.bundle_version,
         task_params=m.parameters.task_params,
+        op_args=m.parameters.op_args,
+        op_kwargs=m.parameters.op_kwargs or None,
         code=m.code,
         environment=m.environment,
     )

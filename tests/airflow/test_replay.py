@@ -345,3 +345,40 @@ def test_a_secret_hard_coded_in_the_dag_file_is_archived_as_its_marker(repro_env
     assert plan.drift == [], plan.drift
     assert run_replay(dag, plan, backends).state == "success"
     assert service.verify(backends, dag.dag_id, plan.replay_run_id).verdict == "identical"
+
+
+ARGUMENTS_DAG = """
+from airflow.sdk import dag
+from airflow_repro import repro_task, runtime
+
+@dag(dag_id="repro_pinned_arguments", schedule=None)
+def repro_pinned_arguments():
+    @repro_task(outputs=["g.txt"], seed=1)
+    def greet(greeting: str, n: int):
+        runtime.current().output_path("g.txt").write_text(greeting * n)
+    greet({args})
+
+repro_pinned_arguments()
+"""
+
+
+def test_a_pinned_replay_passes_the_recorded_arguments(repro_env: dict[str, str]) -> None:
+    """The call in the DAG file was edited (another positional and keyword argument): the pinned
+    replay calls the task as recorded; latest-code calls it as the file does now."""
+    path = DAGS_FOLDER / "repro_pinned_arguments.py"
+    path.write_text(ARGUMENTS_DAG.format(args='"hi", n=2'))
+    dag = load_dag("repro_pinned_arguments", "repro_pinned_arguments.py")
+    original = dag.test()
+    assert original.state == "success"
+    backends = service.Backends.from_airflow_conf()
+    path.write_text(ARGUMENTS_DAG.format(args='"yo", n=3'))
+    plan = service.plan(backends, dag.dag_id, original.run_id, "pinned")
+    (pins,) = plan.tasks
+    assert (pins.op_args, pins.op_kwargs) == (["hi"], {"n": 2})
+    assert run_replay(load_dag(dag.dag_id, "repro_pinned_arguments.py"), plan, backends).state == "success"
+    assert service.verify(backends, dag.dag_id, plan.replay_run_id).verdict == "identical"
+    (task,) = load_run(backends.store, dag.dag_id, plan.replay_run_id).tasks
+    assert (task.manifest.parameters.op_args, task.manifest.parameters.op_kwargs) == (["hi"], {"n": 2})
+    latest = service.plan(backends, dag.dag_id, original.run_id, "latest-code")
+    assert run_replay(load_dag(dag.dag_id, "repro_pinned_arguments.py"), latest, backends).state == "success"
+    assert service.verify(backends, dag.dag_id, latest.replay_run_id).verdict == "differs"
