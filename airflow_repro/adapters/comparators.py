@@ -52,6 +52,7 @@ from airflow_repro.core.comparison import (
     ComparatorRegistry,
     ComparatorResult,
     ComparisonVerdict,
+    HeadThenRest,
     ObjectComparison,
     Tolerance,
     default_registry,
@@ -837,7 +838,7 @@ class _CsvRun:
             if not side.avail:  # no rows left: pyarrow refuses an empty CSV
                 readers.append(iter(()))
                 continue
-            chained = io.BufferedReader(_Chained(side.data[side.pos :], side.stream), buffer_size=CSV_BLOCK)
+            chained = io.BufferedReader(HeadThenRest(side.data[side.pos :], side.stream), buffer_size=CSV_BLOCK)
             read = pcsv.ReadOptions(column_names=columns, block_size=CSV_PARSE_BLOCK)
             readers.append(iter(pcsv.open_csv(chained, read_options=read, **self._options(columns))))
         aligned = _Aligned(readers[0], readers[1])
@@ -849,27 +850,6 @@ class _CsvRun:
             self.diff.set_extra("original" if rest_a else "replay", self.rows, rest_a or rest_b)
             self.diff.rows_a += rest_a
             self.diff.rows_b += rest_b
-
-
-class _Chained(io.RawIOBase):
-    """``head`` (bytes already read), then the rest of ``stream``."""
-
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
-        super().__init__()
-        self._head = memoryview(head)
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self._head:
-            n = min(len(buffer), len(self._head))
-            buffer[:n] = self._head[:n]
-            self._head = self._head[n:]
-            return n
-        got: int = self._stream.readinto(buffer)  # type: ignore[attr-defined]  # files and raw streams have it
-        return got
 
 
 class CsvComparator:
@@ -1492,7 +1472,7 @@ class TextComparator:
         data_a = read_up_to(original, TEXT_DIFF_MAX_BYTES + 1)
         data_b = read_up_to(replay, TEXT_DIFF_MAX_BYTES + 1)
         if len(data_a) > TEXT_DIFF_MAX_BYTES or len(data_b) > TEXT_DIFF_MAX_BYTES:
-            return _compare_long_text(_Chained(data_a, original), _Chained(data_b, replay), path, tolerance)
+            return _compare_long_text(HeadThenRest(data_a, original), HeadThenRest(data_b, replay), path, tolerance)
         text_a, text_b = data_a.decode("utf-8", "backslashreplace"), data_b.decode("utf-8", "backslashreplace")
         if _normalized(text_a) == _normalized(text_b):
             return _same_after_endings(path, tolerance, _endings(text_a), _endings(text_b), text_a.count("\n"))

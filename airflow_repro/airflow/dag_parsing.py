@@ -190,7 +190,9 @@ def load_dag_from_file(dag_id: str, fileloc: str, bundle_root: str | None = None
     modules next to them)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    for root in (bundle_root, _dags_folder()):
+    from airflow_repro.airflow.restore import dags_folder
+
+    for root in (bundle_root, dags_folder()):
         if root and root not in sys.path:
             sys.path.append(root)
 
@@ -199,12 +201,6 @@ def load_dag_from_file(dag_id: str, fileloc: str, bundle_root: str | None = None
         errors = "; ".join(f"{path}: {err.strip().splitlines()[-1]}" for path, err in bag.import_errors.items())
         raise DagParseError(f"DAG {dag_id!r} cannot be parsed from {fileloc} now: {errors or 'not defined there'}")
     return bag.dags[dag_id]
-
-
-def _dags_folder() -> str | None:
-    from airflow import settings
-
-    return str(settings.DAGS_FOLDER) if settings.DAGS_FOLDER else None
 
 
 def current_tasks(

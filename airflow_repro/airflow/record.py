@@ -460,11 +460,7 @@ def _relative_dag_file(fileloc: str | None, bundle_path: Any) -> str | None:
     """The DAG file as recorded: relative to its bundle (or the DAG folder), never the server's path."""
     if not fileloc:
         return None
-    roots = [bundle_path] if bundle_path is not None else []
-    with contextlib.suppress(Exception):
-        from airflow.configuration import conf
-
-        roots.append(conf.get("core", "dags_folder"))
+    roots = [root for root in (bundle_path, restore.dags_folder()) if root is not None]
     for root in roots:
         with contextlib.suppress(ValueError, TypeError):
             return Path(fileloc).resolve().relative_to(Path(root).resolve()).as_posix()

@@ -58,7 +58,7 @@ def current_code_snapshot(
         return None
     bundle = getattr(ti, "bundle_instance", None)
     try:
-        root = code_root(Path(fileloc), [bundle_root or getattr(bundle, "path", None), _dags_folder()])
+        root = code_root(Path(fileloc), [bundle_root or getattr(bundle, "path", None), dags_folder()])
         snapshot = snapshot_code(Path(fileloc), root)
         return scrub_secret_literals(snapshot, secret_marker) if secret_marker is not None else snapshot
     except (ReproError, OSError) as exc:
@@ -72,10 +72,15 @@ SecretMarker = Callable[[str], "str | None"]
 def secret_marker_for(redactor: Redactor, *values: Any) -> SecretMarker | None:
     """Maps a string to its marker where it is one of the secrets recorded (as markers) in
     ``values`` (parameters, their dicts); ``None`` where they hold no secret (nothing to scrub)."""
-    markers = frozenset(marker for value in values for marker in _markers_in(value))
-    if not markers:
-        return None
+    markers = _markers(*values)
+    return _secret_marker(redactor, markers) if markers else None
 
+
+def _markers(*values: Any) -> frozenset[str]:
+    return frozenset(marker for value in values for marker in _markers_in(value))
+
+
+def _secret_marker(redactor: Redactor, markers: frozenset[str]) -> SecretMarker:
     def secret_marker(text: str) -> str | None:
         marker = redactor.marker(text)
         return marker if marker in markers else None
@@ -119,7 +124,8 @@ def archive_objects(
     return tuple(objects)
 
 
-def _dags_folder() -> str | None:
+def dags_folder() -> str | None:
+    """``[core] dags_folder``, where Airflow's configuration can be read (None otherwise)."""
     with contextlib.suppress(Exception):
         from airflow.configuration import conf
 
@@ -241,16 +247,21 @@ class ArchiveChecks:
         self._current_code = current_code
         self._redactor = redactor
         self._problems: dict[str, list[str]] = {}
+        self._scrubbed: dict[frozenset[str], CodeSnapshot] = {}
+        self._environment: EnvironmentRecord | None = None
 
     def current_code(self, *recorded: Any) -> CodeSnapshot | None:
         """The DAG file's code now, scrubbed of the secrets ``recorded`` holds as markers (as the
-        recording worker scrubbed the archived one, so that both compare)."""
+        recording worker scrubbed the archived one, so that both compare); once per set of secrets."""
         if self._current_code is None or self._redactor is None:
             return self._current_code
-        secret_marker = secret_marker_for(self._redactor, *recorded)
-        if secret_marker is None:
+        markers = _markers(*recorded)
+        if not markers:
             return self._current_code
-        return scrub_secret_literals(self._current_code, secret_marker)
+        if markers not in self._scrubbed:
+            secret_marker = _secret_marker(self._redactor, markers)
+            self._scrubbed[markers] = scrub_secret_literals(self._current_code, secret_marker)
+        return self._scrubbed[markers]
 
     @functools.cache  # noqa: B019 - one planner object per plan; the cache dies with it
     def archived_code(self, repository: str, digest: str) -> CodeSnapshot:
@@ -268,10 +279,12 @@ class ArchiveChecks:
         load_archived(self.store, repository, kind, digest)  # type: ignore[arg-type]
 
     def current_environment(self) -> EnvironmentRecord | None:
-        from airflow_repro.core.environment import clear_caches, environment_record
+        if self._environment is None:  # once per plan, not per task
+            from airflow_repro.core.environment import clear_caches, environment_record
 
-        clear_caches()  # an API server runs for weeks: read what is installed now (a few ms)
-        return environment_record()
+            clear_caches()  # an API server runs for weeks: read what is installed now (a few ms)
+            self._environment = environment_record()
+        return self._environment
 
     def environment_problems(self, record: EnvironmentRecord) -> list[str]:
         if record.digest not in self._problems:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import difflib
-import hashlib
 import io
 import sys
 import tokenize
@@ -28,7 +27,7 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from airflow_repro.core.manifest import DIGEST_PREFIX, canonical_json
+from airflow_repro.core.manifest import CanonicalDocument
 from airflow_repro.errors import ManifestError
 
 CODE_SNAPSHOT_KIND: Final = "airflow-repro/code-snapshot"
@@ -55,7 +54,7 @@ __all__ = [
 ChangeKind = Literal["added", "removed", "changed"]
 
 
-class CodeSnapshot(BaseModel):
+class CodeSnapshot(CanonicalDocument, BaseModel):
     """The archived source of a DAG file and of the bundle modules it imports.
 
     ``files`` maps each file's posix path, relative to the code root, to its source text; the DAG
@@ -77,15 +76,6 @@ class CodeSnapshot(BaseModel):
         if self.dag_file not in self.files:
             raise ValueError(f"the DAG file {self.dag_file!r} is not among the snapshot's files")
         return self
-
-    def canonical_json(self) -> bytes:
-        """Sorted keys, compact separators, UTF-8: what the digest is taken over."""
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def digest(self) -> str:
-        """``sha256:<hex>`` of the canonical JSON."""
-        return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
 
     @classmethod
     def from_json(cls, data: bytes) -> CodeSnapshot:

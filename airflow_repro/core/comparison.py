@@ -487,7 +487,7 @@ def _run(
         )
 
 
-class _HeadThenRest(io.RawIOBase):
+class HeadThenRest(io.RawIOBase):
     """A stream that yields ``head`` again, then the rest of ``stream`` (which was read past it)."""
 
     def __init__(self, head: bytes, stream: BinaryIO) -> None:
@@ -512,7 +512,7 @@ def _rewound(stream: BinaryIO, head: bytes) -> BinaryIO:
     if stream.seekable():
         stream.seek(0)
         return stream
-    return io.BufferedReader(_HeadThenRest(head, stream), buffer_size=_CHUNK)
+    return io.BufferedReader(HeadThenRest(head, stream), buffer_size=_CHUNK)
 
 
 #: The process-wide registry the module-level functions use; empty until comparators are installed.

@@ -10,14 +10,13 @@ Pure: pydantic and the standard library only.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from airflow_repro.core.manifest import DIGEST_PREFIX, canonical_json
+from airflow_repro.core.manifest import CanonicalDocument
 from airflow_repro.errors import ManifestError
 from airflow_repro.probes import normalize_name
 
@@ -89,7 +88,7 @@ class Distribution(_Frozen):
         return normalize_name(name)
 
 
-class EnvironmentRecord(_Frozen):
+class EnvironmentRecord(CanonicalDocument, _Frozen):
     """The interpreter, platform and every distribution of an environment, sorted by name."""
 
     kind: Literal["airflow-repro/environment"] = ENVIRONMENT_RECORD_KIND
@@ -110,14 +109,6 @@ class EnvironmentRecord(_Frozen):
         if duplicates:
             raise ValueError(f"distributions listed more than once: {', '.join(duplicates)}")
         return ordered
-
-    def canonical_json(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def digest(self) -> str:
-        """``sha256:<hex>`` of the canonical JSON."""
-        return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> EnvironmentRecord:

@@ -27,6 +27,18 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class CanonicalDocument:
+    """A stored JSON document whose digest is ``sha256:<hex>`` of its canonical JSON (manifests,
+    replay plans, code snapshots, environment records: the same content has the same digest)."""
+
+    def canonical_json(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json"))  # type: ignore[attr-defined]  # on pydantic models
+
+    @property
+    def digest(self) -> str:
+        return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
+
+
 def _unset(value: Any) -> bool:
     return value is None
 
@@ -197,7 +209,7 @@ class Timing(_Frozen):
     duration_s: float | None = None
 
 
-class TaskManifest(_Frozen):
+class TaskManifest(CanonicalDocument, _Frozen):
     """One task attempt, pinned on code, environment, data, parameters and hardware."""
 
     schema_version: Literal["1.0"] = SCHEMA_VERSION
@@ -226,13 +238,6 @@ class TaskManifest(_Frozen):
             raise ValueError("output paths must be unique")
         return sorted(outputs, key=lambda o: o.path)
 
-    def canonical_json(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def digest(self) -> str:
-        return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
-
 
 class DagRunManifestEntry(_Frozen):
     """One task of a DAG run as the DAG-run manifest lists it."""
@@ -255,7 +260,7 @@ class UnrecordedTask(_Frozen):
     state: str | None = None
 
 
-class DagRunManifest(_Frozen):
+class DagRunManifest(CanonicalDocument, _Frozen):
     """A DAG run: the manifests of its tasks and the commit that closes the run."""
 
     schema_version: Literal["1.0"] = SCHEMA_VERSION
@@ -269,13 +274,6 @@ class DagRunManifest(_Frozen):
     unrecorded_tasks: list[UnrecordedTask] | None = _optional(
         "Task instances of the run without a manifest, with their Airflow state (None: not known)."
     )
-
-    def canonical_json(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def digest(self) -> str:
-        return DIGEST_PREFIX + hashlib.sha256(self.canonical_json()).hexdigest()
 
 
 def canonical_json(value: JsonValue) -> bytes:

@@ -12,7 +12,6 @@ but never of data or parameters.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +21,14 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_repro.core import metadata_keys as keys
-from airflow_repro.core.manifest import SCHEMA_VERSION, CodeVersion, DataInput, EnvironmentPin, canonical_json
+from airflow_repro.core.manifest import (
+    SCHEMA_VERSION,
+    CanonicalDocument,
+    CodeVersion,
+    DataInput,
+    EnvironmentPin,
+    canonical_json,
+)
 from airflow_repro.core.naming import run_branch_name
 from airflow_repro.core.ports import VersionedDataStore
 from airflow_repro.core.redaction import dotted, redacted_paths, with_value_at
@@ -116,7 +122,7 @@ class TaskPins(_Frozen):
     environment: EnvironmentPin | None = _optional("The recorded environment pin: what a pinned replay restores.")
 
 
-class ReplayPlan(_Frozen):
+class ReplayPlan(CanonicalDocument, _Frozen):
     """Stored on the replay's branch before it is triggered; read by each replayed task."""
 
     schema_version: Literal["1.0"] = SCHEMA_VERSION
@@ -161,13 +167,6 @@ class ReplayPlan(_Frozen):
             if pins.task_id == task_id and pins.map_index == map_index:
                 return pins
         return None
-
-    def canonical_json(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json"))
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.canonical_json()).hexdigest()
 
 
 @dataclass(frozen=True)
