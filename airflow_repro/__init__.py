@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "ReproPythonOperator": "airflow_repro.airflow.operators",
     "ReproKubernetesPodOperator": "airflow_repro.airflow.kubernetes",
     "Input": "airflow_repro.core.spec",
+    "Output": "airflow_repro.core.spec",
     "Resources": "airflow_repro.core.manifest",
     "TaskManifest": "airflow_repro.core.manifest",
     "DagRunManifest": "airflow_repro.core.manifest",
@@ -31,6 +32,7 @@ __all__ = [
     "DagRunManifest",
     "Input",
     "LocalStore",
+    "Output",
     "ReproError",
     "ReproKubernetesPodOperator",
     "ReproPythonOperator",
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from airflow_repro.airflow.operators import ReproPythonOperator, repro_task
     from airflow_repro.config import ReproSettings
     from airflow_repro.core.manifest import DagRunManifest, Resources, TaskManifest
-    from airflow_repro.core.spec import Input
+    from airflow_repro.core.spec import Input, Output
     from airflow_repro.errors import ReproError
 
 

@@ -1,7 +1,7 @@
 """The ``airflow-repro`` command line.
 
-Exit codes scripts can rely on: 0 success (for ``verify`` and ``diff``: identical; for ``fsck``:
-no damage), 1 differs (``verify``, ``diff``, or a replay run that failed) or, for ``fsck``, damage
+Exit codes scripts can rely on: 0 success (for ``verify``: identical, or equivalent unless
+``--strict``; for ``diff``: identical; for ``fsck``: no damage), 1 differs (``verify``, ``diff``, or a replay run that failed) or, for ``fsck``, damage
 found, 2 a usage or input error (the message says what to fix), 3 an infrastructure fault (worth
 retrying). No command prints a traceback (set ``AIRFLOW_REPRO_DEBUG=1`` to see one).
 
@@ -371,6 +371,12 @@ def _backends() -> Any:
     help="Value of a redacted DAG-run conf entry (dotted KEY), read from an environment variable "
     "or an Airflow Variable; never from the command line. Repeat for each.",
 )
+@click.option(
+    "--from-task",
+    metavar="TASK",
+    help="Replay this task and everything downstream of it; the other recorded tasks do not run, "
+    "their recorded outputs are reused at their commit ids.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the plan (and report) as JSON.")
 def replay(
     dag_id: str,
@@ -381,6 +387,7 @@ def replay(
     then_verify: bool,
     timeout: float,
     secret_sources: tuple[str, ...],
+    from_task: str | None,
     as_json: bool,
 ) -> None:
     """Replay a recorded DAG run with its exact pins (a new run of the same DAG).
@@ -390,8 +397,9 @@ def replay(
 
     secrets = _read_secrets(secret_sources)
     backends = _backends()
-    plan = service.plan(backends, dag_id, run_id, mode, secrets=secrets)  # type: ignore[arg-type]
+    plan = service.plan(backends, dag_id, run_id, mode, secrets=secrets, from_task=from_task)  # type: ignore[arg-type]
     _print_drift(plan)
+    _print_scope(plan)
     if dry_run:
         if as_json:
             _echo(plan.model_dump_json(indent=2))
@@ -413,7 +421,7 @@ def replay(
     if then_verify:
         report = service.verify(backends, dag_id, new_run)
         _print_report(report, as_json)
-        sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
+        sys.exit(verdict_exit_code(report.verdict))
     _echo(f"replay {new_run} ended {state}", err=as_json)
     if as_json:  # --wait: the plan of the replay that succeeded (--verify prints the report)
         _echo(plan.model_dump_json(indent=2))
@@ -422,8 +430,34 @@ def replay(
 @main.command()
 @click.argument("dag_id")
 @click.argument("replay_run_id")
-@click.option("--abs-tol", type=float, default=0.0, show_default=True, help="Absolute tolerance for metrics.")
-@click.option("--rel-tol", type=float, default=0.0, show_default=True, help="Relative tolerance for metrics.")
+@click.option(
+    "--abs-tol",
+    type=float,
+    default=None,
+    help="Absolute tolerance for metrics and every output (overrides the outputs' declared tolerances). "
+    "Without it and --rel-tol: metrics exact, outputs within what their task declared (Output(abs_tol=...)).",
+)
+@click.option(
+    "--rel-tol", type=float, default=None, help="Relative tolerance, as --abs-tol (|b - a| <= abs + rel*|a|)."
+)
+@click.option("--strict", is_flag=True, help="Exit 1 for an equivalent verdict too (only identical exits 0).")
+@click.option(
+    "--repeat",
+    type=click.IntRange(1, 20),
+    default=None,
+    help="Where the replay is not identical: replay the run N more times on the same pins and say whether the "
+    "replays agree with each other (intrinsic nondeterminism) or only not with the original (drift).",
+)
+@click.option(
+    "--timeout", type=Seconds(), default=3600, show_default=True, help="Seconds to wait for each --repeat replay."
+)
+@click.option(
+    "--secret",
+    "secret_sources",
+    multiple=True,
+    metavar="KEY=env:VAR|variable:NAME",
+    help="With --repeat: the value of a redacted DAG-run conf entry, as for 'replay --secret'.",
+)
 @click.option("--stored", is_flag=True, help="Print the report stored by an earlier verification; compute nothing.")
 @click.option(
     "--deep",
@@ -432,22 +466,63 @@ def replay(
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def verify(
-    dag_id: str, replay_run_id: str, abs_tol: float, rel_tol: float, stored: bool, deep: bool, as_json: bool
+    dag_id: str,
+    replay_run_id: str,
+    abs_tol: float | None,
+    rel_tol: float | None,
+    strict: bool,
+    repeat: int | None,
+    timeout: float,
+    secret_sources: tuple[str, ...],
+    stored: bool,
+    deep: bool,
+    as_json: bool,
 ) -> None:
-    """Prove whether a replay reproduced the original, output by output. Exit 0 identical, 1 differs."""
+    """Prove whether a replay reproduced the original, output by output.
+
+    Each output is identical (same bytes, decided by hash), equivalent (different bytes, equal
+    within its tolerance) or differs; the run's verdict is the weakest of its tasks'. Exit 0
+    identical or equivalent (1 for equivalent with --strict), 1 differs."""
     from airflow_repro.airflow import replay as service
+
+    tolerance = _tolerance_option(abs_tol, rel_tol)
+    if stored and repeat:
+        raise click.UsageError("--stored prints a stored report; --repeat replays again: give one of them")
+    backends = _backends()
+    if stored:
+        report = service.stored_report(backends, dag_id, replay_run_id, deep=deep)
+    else:
+        report = service.verify(backends, dag_id, replay_run_id, tolerance, deep=deep)
+    if repeat:
+        secrets = _read_secrets(secret_sources)
+        runner = service.trigger_and_wait(backends, triggered_by="CLI", user=_user(), timeout=timeout, secrets=secrets)
+        report = service.repeat(backends, report, repeat, runner, secrets=secrets)
+        if report.repeats is None:
+            click.echo("every task verified identical: nothing to repeat", err=True)
+    _print_report(report, as_json)
+    sys.exit(verdict_exit_code(report.verdict, strict=strict))
+
+
+def verdict_exit_code(verdict: str, *, strict: bool = False) -> int:
+    """0 identical, 0 equivalent (1 with ``strict``), 1 differs."""
+    if verdict == "identical" or (verdict == "equivalent" and not strict):
+        return EXIT_IDENTICAL
+    return EXIT_DIFFERS
+
+
+def _tolerance_option(abs_tol: float | None, rel_tol: float | None) -> Any:
+    """The override given on the command line (None: metrics exact, outputs as declared)."""
+    if abs_tol is None and rel_tol is None:
+        return None
+    from airflow_repro.core.spec import check_tolerance
     from airflow_repro.core.verify import Tolerance
 
     try:
-        tolerance = Tolerance(abs=abs_tol, rel=rel_tol)
-    except ValueError as exc:
-        raise click.BadParameter(f"tolerances must be numbers >= 0: {exc}") from exc
-    if stored:
-        report = service.stored_report(_backends(), dag_id, replay_run_id, deep=deep)
-    else:
-        report = service.verify(_backends(), dag_id, replay_run_id, tolerance, deep=deep)
-    _print_report(report, as_json)
-    sys.exit(EXIT_IDENTICAL if report.verdict == "identical" else EXIT_DIFFERS)
+        a = check_tolerance(abs_tol or 0.0, "abs_tol", where="--abs-tol")
+        r = check_tolerance(rel_tol or 0.0, "rel_tol", where="--rel-tol")
+    except ReproUserError as exc:
+        raise click.BadParameter(str(exc).replace("abs_tol=", "--abs-tol ").replace("rel_tol=", "--rel-tol ")) from None
+    return Tolerance(abs=a, rel=r)
 
 
 @main.command()
@@ -496,7 +571,9 @@ def _print_drift(plan: Any) -> None:
     each distinct code diff once (every task of a DAG file shares it)."""
     diffs_shown: set[str] = set()
     for drift in plan.drift:
-        if drift.blocks(plan.mode):
+        if drift.reused:
+            level = "reused, not run"
+        elif drift.blocks(plan.mode):
             level = "refused"
         elif plan.mode == "pinned" and drift.restorable:
             level = "restored"
@@ -517,6 +594,18 @@ def _print_drift(plan: Any) -> None:
         )
 
 
+def _print_scope(plan: Any) -> None:
+    """Which recorded tasks run again and which are reused (a replay from a task)."""
+    if plan.from_task is None:
+        return
+    click.echo(f"replay from task {plan.from_task}: replayed {', '.join(plan.replayed_task_ids)}", err=True)
+    reused = [
+        f"{t.task_id}{f'[{t.map_index}]' if t.map_index >= 0 else ''} at {t.commit_id[:12]}"
+        for t in plan.reused_tasks or ()
+    ]
+    click.echo(f"reused (recorded outputs, not run): {', '.join(reused) or 'none'}", err=True)
+
+
 def _restore_summary(plan: Any) -> str:
     restored = sorted({d.task_id for d in plan.drift if plan.mode == "pinned" and d.restorable})
     if restored:
@@ -531,20 +620,81 @@ def _print_report(report: Any, as_json: bool) -> None:
     from rich.markup import escape
 
     console = _console(width=200)
+    counts = ", ".join(f"{n} {status}" for status, n in report.summary().items() if n)
     console.print(
         f"verify {escape(report.replay_run_id)} against {escape(report.original_run_id)}: "
-        f"[bold]{report.verdict.upper()}[/]  {report.summary()}"
+        f"[bold]{report.verdict.upper()}[/]  ({counts or 'no task'})"
     )
     for task in report.tasks:
-        console.print(f"  {escape(task.task_id)}: {task.status} ({task.objects_compared} objects compared)")
-        for obj in task.objects:
-            before = f"{obj.original.content_hash} {obj.original.size} B" if obj.original else "-"
-            after = f"{obj.replay.content_hash} {obj.replay.size} B" if obj.replay else "-"
-            console.print(f"    {obj.change}: {escape(obj.path)}\n      original {before}\n      replay   {after}")
-            if obj.detail:
-                console.print(f"      {escape(obj.detail)}")
-        for metric in task.metrics:
-            console.print(f"    metric {escape(metric.name)}: {metric.original} -> {metric.replay}")
+        _print_task(console, task)
+    if report.note:
+        console.print(f"note: {escape(report.note)}")
+    if report.repeats is not None:
+        _print_repeats(console, report.repeats)
+
+
+def _print_task(console: Any, task: Any) -> None:
+    from rich.markup import escape
+
+    reused = ", reused: not run" if task.reused else ""  # a replay from a later task
+    console.print(f"  {escape(task.task_id)}: {task.status} ({task.objects_compared} objects compared{reused})")
+    for obj in task.objects:
+        _print_object(console, obj)
+    for metric in task.metrics:
+        within = " (within tolerance)" if metric.within_tolerance else ""
+        console.print(f"    metric {escape(metric.name)}: {metric.original} -> {metric.replay}{within}")
+    for cause in task.likely_causes:
+        console.print(f"    likely cause {escape(f'[{cause.kind}]')}: {escape(cause.detail)}")
+
+
+def _print_object(console: Any, obj: Any) -> None:
+    from rich.markup import escape
+
+    before = f"{obj.original.content_hash} {obj.original.size} B" if obj.original else "-"
+    after = f"{obj.replay.content_hash} {obj.replay.size} B" if obj.replay else "-"
+    comparison = obj.comparison
+    label = f"{comparison.verdict} ({comparison.format})" if comparison is not None else obj.change
+    console.print(f"    {label}: {escape(obj.path)}\n      original {before}\n      replay   {after}")
+    if comparison is not None:
+        console.print(f"      {escape(comparison.summary)}")
+        console.print(f"      tolerance: {comparison.tolerance.describe()} ({obj.tolerance_source})")
+        for line in _detail_lines(comparison.details):
+            console.print(f"      {escape(line)}")
+        if comparison.note:
+            console.print(f"      note: {escape(comparison.note)}")
+    if obj.detail:
+        console.print(f"      {escape(obj.detail)}")
+
+
+#: At most this many lines of an object's details in the table (--json has them all).
+DETAIL_LINES = 12
+
+
+def _detail_lines(details: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, value in details.items():
+        if _says_nothing(value):
+            continue
+        text = json.dumps(value, ensure_ascii=False, default=str)
+        lines.append(f"{key}: {text if len(text) <= 160 else text[:159] + '…'}")
+    if len(lines) > DETAIL_LINES:
+        lines = [*lines[:DETAIL_LINES], f"... {len(lines) - DETAIL_LINES} more (see --json)"]
+    return lines
+
+
+def _says_nothing(value: Any) -> bool:
+    """An empty, zero or false detail (no schema change, no extra rows): left out of the table."""
+    if isinstance(value, dict):
+        return all(_says_nothing(v) for v in value.values())
+    return not value and value is not None and not isinstance(value, float)
+
+
+def _print_repeats(console: Any, repeats: Any) -> None:
+    from rich.markup import escape
+
+    console.print(f"repeats: {len(repeats.runs)} more replay(s) on the same pins")
+    for task in repeats.tasks:
+        console.print(f"  {escape(task.task_id)}: {task.conclusion}: {escape(task.detail)}")
 
 
 def _print_diff(result: Any) -> None:

@@ -42,6 +42,9 @@ SECTION = "repro"
 #: Where ``@repro_task`` tasks run.
 ExecutionMode = Literal["local", "kubernetes"]
 EXECUTION_MODES: tuple[str, ...] = get_args(ExecutionMode)
+#: How a pod reads its inputs and hands over its outputs (docs/kubernetes.md, "Moving data").
+K8sTransport = Literal["shared-volume", "presigned", "auto", "lakefs-secret"]
+K8S_TRANSPORTS: tuple[str, ...] = get_args(K8sTransport)
 
 STORE_SCHEMES = ("file", "lakefs")
 NAMESPACE_SCHEMES = ("local", "s3", "gs", "azure", "https", "http", "mem")
@@ -153,6 +156,18 @@ def _ui_url(option: str, value: str) -> str:
     return value.rstrip("/")
 
 
+def _browser_url(option: str, value: str) -> str | None:
+    if value.strip().lower() == "none":
+        return None
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or "@" in parsed.netloc:
+        raise ConfigError(
+            f"[repro] {option} {_redacted(value)!r} must be an http(s) address a browser can open, without "
+            f"credentials, e.g. https://mlflow.example.com, or 'none' (set {env_var(option)})"
+        )
+    return value.rstrip("/")
+
+
 def _name(validate: Callable[[str], str]) -> Parser:
     def check(option: str, value: str) -> str:
         try:
@@ -173,6 +188,30 @@ def _execution(option: str, value: str) -> str:
     return mode
 
 
+def _k8s_transport(option: str, value: str) -> str:
+    transport = value.strip().lower()
+    if transport not in K8S_TRANSPORTS:
+        raise ConfigError(
+            f"[repro] {option} {value!r} is not one of {K8S_TRANSPORTS}: 'shared-volume' (a ReadWriteMany "
+            "claim, [repro] k8s_work_volume_claim), 'presigned' (the pod transfers through presigned URLs; "
+            "lakeFS on S3, GCS or Azure), 'auto' (presigned where lakeFS can presign, else the shared volume) or "
+            f"'lakefs-secret' (lakeFS credentials in the pod from [repro] k8s_lakefs_secret); set {env_var(option)}"
+        )
+    return transport
+
+
+def _seconds(option: str, value: str) -> int:
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise ConfigError(
+            f"[repro] {option} {value!r} must be a whole number of seconds >= 0, e.g. 600 (set {env_var(option)})"
+        )
+    return seconds
+
+
 # -- computed defaults and fallbacks ---------------------------------------------------------------
 def _under_home(name: str, *, scheme: str = "") -> Deriver:
     def derive(resolved: Mapping[str, Any], env: Mapping[str, str]) -> str:
@@ -183,6 +222,14 @@ def _under_home(name: str, *, scheme: str = "") -> Deriver:
 
 def _default_home(resolved: Mapping[str, Any], env: Mapping[str, str]) -> str:
     return str(Path(env.get("AIRFLOW_HOME") or Path.home() / "airflow") / "repro")
+
+
+def _browser_tracking_uri(resolved: Mapping[str, Any], env: Mapping[str, str]) -> str:
+    """The tracking URI when it is a server's http(s) address, without any ``user:password@``."""
+    parsed = urlparse(str(resolved["mlflow_tracking_uri"]))
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return ""  # sqlite or file: no UI to link to
+    return parsed._replace(netloc=parsed.netloc.rsplit("@", 1)[-1]).geturl()
 
 
 def _api_base_url(get: Getter) -> str | None:
@@ -267,6 +314,12 @@ OPTIONS: dict[str, Option] = {
             check=_storage_namespace,
         ),
         Option(
+            "lakefs_ui_url",
+            "Address of the lakeFS UI as a browser reaches it: commit ids in the Airflow UI's Reproducibility "
+            "tab link there when the store is lakeFS (unset: no links).",
+            check=_browser_url,
+        ),
+        Option(
             "airflow_ui_url",
             "Base URL of the Airflow UI, for the lakeFS UI button on each commit that links back to the Airflow run.",
             shown="[api] base_url",
@@ -300,6 +353,14 @@ OPTIONS: dict[str, Option] = {
             check=_tracking_uri,
         ),
         Option(
+            "mlflow_ui_url",
+            "Address of the MLflow UI as a browser reaches it, for the MLflow run links of the Reproducibility "
+            "tab; 'none' for no links (e.g. an address only the cluster resolves).",
+            shown="mlflow_tracking_uri when it is http(s), without credentials",
+            derive=_browser_tracking_uri,
+            check=_browser_url,
+        ),
+        Option(
             "execution",
             "Where @repro_task tasks run: local (a process on the worker, in a pinned environment) or "
             "kubernetes (a pod from the task's image pinned by digest). Read when the DAG is parsed.",
@@ -310,6 +371,27 @@ OPTIONS: dict[str, Option] = {
             "k8s_work_volume_claim",
             "PersistentVolumeClaim (ReadWriteMany) mounted at work_dir on the workers and in task pods, "
             "through which pods hand their outputs to the worker that records them.",
+        ),
+        Option(
+            "k8s_transport",
+            "How task pods read their inputs and hand over their outputs: shared-volume (the claim "
+            "k8s_work_volume_claim), presigned (presigned lakeFS URLs in a per-attempt Secret; no volume, no "
+            "credential in the pod), auto (presigned where lakeFS's storage can presign, else shared-volume) or "
+            "lakefs-secret (the pod reads and writes through lakeFS with the credentials of k8s_lakefs_secret).",
+            default="shared-volume",
+            check=_k8s_transport,
+        ),
+        Option(
+            "k8s_lakefs_secret",
+            "Kubernetes Secret, in the pods' namespace, with LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and "
+            "LAKEFS_SECRET_ACCESS_KEY, given to pods as variables when k8s_transport = lakefs-secret.",
+        ),
+        Option(
+            "k8s_presign_min_expiry",
+            "Seconds a presigned URL must stay valid when its pod is created (start-up, GPU node scale-up and "
+            "run time); a task whose URLs expire sooner is refused before its pod.",
+            default="600",
+            check=_seconds,
         ),
         Option(
             "secret_digest_key",
@@ -358,13 +440,18 @@ class ReproSettings:
     store_uri: str
     lakefs_conn_id: str = _default("lakefs_conn_id")
     lakefs_storage_namespace: str = _default("lakefs_storage_namespace")
+    lakefs_ui_url: str | None = _default("lakefs_ui_url")
     airflow_ui_url: str | None = _default("airflow_ui_url")
     mlflow_conn_id: str | None = _default("mlflow_conn_id")
     repository: str = _default("repository")
     default_branch: str = _default("default_branch")
     mlflow_tracking_uri: str
+    mlflow_ui_url: str | None = _default("mlflow_ui_url")
     execution: ExecutionMode = _default("execution")
     k8s_work_volume_claim: str | None = _default("k8s_work_volume_claim")
+    k8s_transport: K8sTransport = _default("k8s_transport")
+    k8s_lakefs_secret: str | None = _default("k8s_lakefs_secret")
+    k8s_presign_min_expiry: int
     venv_cache: Path
     work_dir: Path
 

@@ -22,6 +22,7 @@ retrying unless ``retryable`` says otherwise::
     │   │   ├── TrackerNotFound         the MLflow run, experiment or artifact does not exist
     │   │   └── ArchiveMissing          the code or environment a replay restores from is not archived
     │   ├── AlreadyExistsError          a repository, branch or tag already exists (and differs)
+    │   ├── HookRejected                a lakeFS hook (pre-commit/pre-merge action) refused the commit
     │   ├── OutputError                 a task did not write what it declared, or wrote more
     │   ├── RuntimeContextError         task code misused the runtime (also a ``RuntimeError``)
     │   ├── TaskProcessError            the task's code failed inside its pinned environment
@@ -40,7 +41,9 @@ retrying unless ``retryable`` says otherwise::
         ├── TrackerUnavailable          the experiment tracker (MLflow) cannot be reached
         ├── TrackerMisconfigured        the tracker answers but is set up so it cannot serve us
         │                               (not retryable)
-        └── RegistryError               the image registry could not be reached or sent no digest
+        ├── RegistryError               the image registry could not be reached or sent no digest
+        └── TransferError               a pod's presigned download or upload failed (expired or refused
+                                        URL, object store unreachable); a retry gets fresh URLs
 
 Only the Airflow shell maps errors that are not ``retryable`` to ``AirflowFailException`` (no retry).
 """
@@ -123,6 +126,12 @@ class ArchiveMissing(NotFoundError):
 
 class AlreadyExistsError(ReproUserError):
     """The repository, branch or tag already exists with different content."""
+
+
+class HookRejected(ReproUserError):
+    """A lakeFS hook (an action on pre-commit, pre-merge, ...) failed, so lakeFS refused the
+    operation (HTTP 412). Not a race: the same commit fails the same way until the data or the
+    action changes."""
 
 
 class OutputError(ReproUserError):
@@ -211,3 +220,8 @@ class TrackerMisconfigured(ReproInfraError):
 
 class RegistryError(ReproInfraError):
     """The image registry could not be reached or did not answer with a digest."""
+
+
+class TransferError(ReproInfraError):
+    """A pod's presigned transfer failed: its URL expired or was refused, or the object store could
+    not be reached. Retryable: the next try is given fresh URLs."""

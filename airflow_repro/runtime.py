@@ -15,7 +15,9 @@ before the task starts and points ``AIRFLOW_REPRO_CONTEXT`` at it::
 In a Kubernetes pod there is no context file: the operator puts the pins in ``AIRFLOW_REPRO_*``
 environment variables (see :data:`POD_ENV`) and :func:`current` reads them. There, outputs are
 written to a pod-local folder and, when the task's process exits, handed to the worker through an
-:class:`OutputTransport` (the worker commits them with the manifest); a small JSON report of the
+:class:`OutputTransport` (the worker commits them with the manifest): a shared volume, or, where the
+worker mounted a :class:`PresignedTransfer` file, presigned URLs (inputs are then downloaded when
+:func:`current` is first called, and outputs uploaded at exit); a small JSON report of the
 hardware the task saw (GPU model and driver) is written to the pod's termination message, where
 the operator reads it back.
 
@@ -28,14 +30,19 @@ Both are standard library only and ship with this module (:data:`RUNTIME_FILES`)
 from __future__ import annotations
 
 import atexit
+import base64
 import inspect
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
+import time
 import traceback
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -43,7 +50,7 @@ from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from airflow_repro import probes
-from airflow_repro.errors import ReproError, RuntimeContextError
+from airflow_repro.errors import OutputError, ReproError, RuntimeContextError, TransferError
 from airflow_repro.task_formats import (
     CONTEXT_ENV,
     MAP_INDEX_PLACEHOLDER,
@@ -74,6 +81,8 @@ __all__ = [
     "TERMINATION_MESSAGE_LIMIT",
     "OutputTransport",
     "PinnedInput",
+    "PresignedTransfer",
+    "PresignedTransport",
     "PodReport",
     "RuntimeContextError",
     "TaskContext",
@@ -243,6 +252,9 @@ def current() -> TaskContext:
         _current.output_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(_finish_pod_task, _current)
         sys.excepthook = _noting_no_retry(sys.excepthook)  # the pod's report then says: do not retry
+        pod = _current._pod
+        if pod is not None and pod.transfer_file:  # presigned transport: fetch the pinned inputs first
+            PresignedTransfer.read(Path(pod.transfer_file)).download_inputs(_current.inputs)
     else:
         raise RuntimeContextError(
             "no airflow-repro task context: this code must run inside a task declared with "
@@ -313,6 +325,221 @@ def transport_for(uri: str) -> OutputTransport:
         f"no output transport for {uri!r}: this runtime hands outputs over through a shared volume "
         "(file:///<mount>/...); mount the worker's [repro] work_dir in the pod"
     )
+
+
+# -- the presigned transport: the pod reads and writes the object store itself, with no credential -----
+TRANSFER_KIND = "airflow-repro/presigned-transfer"
+TRANSFER_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PresignedURL:
+    """One presigned request: its URL (a bearer credential: never logged) and when it expires."""
+
+    url: str
+    expires_at: int | None = None  # Unix time; None where the store did not say
+    size: int | None = None  # an input's recorded size
+    headers: Mapping[str, str] = field(default_factory=dict)  # what the store needs with the request
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "expires_at": self.expires_at, "size": self.size, "headers": dict(self.headers)}
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PresignedURL:
+        return cls(
+            url=str(raw["url"]),
+            expires_at=raw.get("expires_at"),
+            size=raw.get("size"),
+            headers=dict(raw.get("headers") or {}),
+        )
+
+
+@dataclass(frozen=True)
+class PresignedTransfer:
+    """The file the worker mounts into the pod (from a per-attempt Kubernetes Secret): a presigned
+    GET per pinned input (name -> URL) and a presigned upload per declared output (path -> URL)."""
+
+    inputs: Mapping[str, PresignedURL]
+    outputs: Mapping[str, PresignedURL]
+    max_upload_bytes: int | None = None  # the object store's single-request upload limit
+    issued_at: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": TRANSFER_KIND,
+            "issued_at": self.issued_at,
+            "max_upload_bytes": self.max_upload_bytes,
+            "inputs": {name: url.to_json() for name, url in sorted(self.inputs.items())},
+            "outputs": {path: url.to_json() for path, url in sorted(self.outputs.items())},
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PresignedTransfer:
+        if raw.get("kind") != TRANSFER_KIND:
+            raise ValueError(f"not a presigned transfer file (kind {raw.get('kind')!r})")
+        return cls(
+            inputs={str(k): PresignedURL.from_json(v) for k, v in raw["inputs"].items()},
+            outputs={str(k): PresignedURL.from_json(v) for k, v in raw["outputs"].items()},
+            max_upload_bytes=raw.get("max_upload_bytes"),
+            issued_at=raw.get("issued_at"),
+        )
+
+    @classmethod
+    def read(cls, path: Path) -> PresignedTransfer:
+        try:
+            return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            raise RuntimeContextError(
+                f"the presigned transfer file {path} ($AIRFLOW_REPRO_TRANSFER_FILE) cannot be read ({exc}); "
+                "the worker mounts it from the attempt's Kubernetes Secret: run the pod with "
+                "ReproKubernetesPodOperator"
+            ) from None
+
+    def download_inputs(self, inputs: Mapping[str, PinnedInput]) -> None:
+        """Fetch each pinned input to its pod-local path (read-only), checking its size."""
+        for name, pinned in sorted(inputs.items()):
+            grant = self.inputs.get(name)
+            if grant is None:
+                raise RuntimeContextError(f"input {name!r} has no presigned URL in the transfer file")
+            what = f"downloading input {name!r} ({pinned.store_path} at {pinned.commit_id[:12]})"
+            pinned.path.parent.mkdir(parents=True, exist_ok=True)
+            partial = pinned.path.with_name(f".{pinned.path.name}.partial")
+            request = _request(grant, "GET")
+            size = 0
+            with _presigned(request, what, grant) as response, open(partial, "wb") as out:
+                while chunk := response.read(TRANSFER_CHUNK):
+                    out.write(chunk)
+                    size += len(chunk)
+            if grant.size is not None and size != grant.size:
+                partial.unlink()
+                raise TransferError(f"{what}: received {size} bytes, the commit records {grant.size}; retry the task")
+            os.chmod(partial, 0o444)
+            os.replace(partial, pinned.path)
+
+
+@dataclass
+class PresignedTransport:
+    """Uploads each output with one ``PUT`` (``Content-Length``, no credential) to its presigned URL;
+    ``uploads`` then holds path -> (size, ETag) for the worker, which links and verifies them."""
+
+    transfer: PresignedTransfer
+    uploads: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def publish(self, output_dir: Path, declared: tuple[str, ...]) -> int:
+        files = sorted(p for p in output_dir.rglob("*") if p.is_file() and not _is_partial(p))
+        for source in files:
+            path = source.relative_to(output_dir).as_posix()
+            grant = self.transfer.outputs.get(path)
+            if grant is None:
+                raise OutputError(
+                    f"output {path!r} has no presigned upload URL: the presigned transport uploads declared "
+                    f"files only ({', '.join(sorted(self.transfer.outputs)) or 'none'}); declare it in outputs=[...]"
+                )
+            size = source.stat().st_size
+            limit = self.transfer.max_upload_bytes
+            if limit is not None and size > limit:
+                raise OutputError(
+                    f"output {path!r} is {size} bytes, over the object store's single-upload limit of {limit} "
+                    "bytes: write it as several declared outputs under that size, or use the shared-volume "
+                    "transport for this task ([repro] k8s_transport = shared-volume)"
+                )
+            self.uploads[path] = (size, self._put(source, path, size, grant))
+        return len(self.uploads)
+
+    @staticmethod
+    def _put(source: Path, path: str, size: int, grant: PresignedURL) -> str:
+        headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
+        with open(source, "rb") as body:
+            request = _request(grant, "PUT", data=body, headers=headers)
+            with _presigned(request, f"uploading output {path!r}", grant) as response:
+                answer = response.read()
+                if grant.url.startswith(LAKEFS_API):  # lakeFS answers with the object's stats
+                    return str(json.loads(answer).get("checksum", ""))
+                return str(response.headers.get("ETag", "")).strip('"')
+
+
+#: A grant whose URL starts so is a lakeFS API path, sent with the pod's own lakeFS credentials
+#: (``[repro] k8s_transport = lakefs-secret``: ``LAKEFS_*`` variables from a Kubernetes Secret).
+LAKEFS_API = "lakefs-api:"
+LAKEFS_CREDENTIAL_ENV = ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_ACCESS_KEY")
+
+
+def _request(grant: PresignedURL, method: str, data: Any = None, headers: Mapping[str, str] = {}) -> Any:
+    """The HTTP request of a grant: a presigned URL as is (no credential may go with it), or a lakeFS
+    API path with the pod's lakeFS credentials (an upload is then lakeFS's ``POST .../objects``)."""
+    all_headers = {**headers, **grant.headers}
+    if not grant.url.startswith(LAKEFS_API):
+        return urllib.request.Request(grant.url, data=data, method=method, headers=all_headers)
+    missing = [name for name in LAKEFS_CREDENTIAL_ENV if not os.environ.get(name)]
+    if missing:
+        raise RuntimeContextError(
+            f"the pod has no lakeFS credentials ({', '.join(missing)} unset): [repro] k8s_transport = lakefs-secret "
+            "passes them from the Kubernetes Secret [repro] k8s_lakefs_secret names; give that Secret those keys"
+        )
+    endpoint, key, secret = (os.environ[name] for name in LAKEFS_CREDENTIAL_ENV)
+    base = endpoint.rstrip("/").removesuffix("/api/v1")
+    token = base64.b64encode(f"{key}:{secret}".encode()).decode()
+    all_headers["Authorization"] = f"Basic {token}"
+    return urllib.request.Request(
+        f"{base}/api/v1{grant.url[len(LAKEFS_API) :]}",
+        data=data,
+        method="POST" if method == "PUT" else method,
+        headers=all_headers,
+    )
+
+
+class _presigned:  # noqa: N801 - used as a context manager, like open()
+    """``urlopen`` of a presigned request whose errors name the object, the status and the expiry,
+    never the URL (its query string is the credential)."""
+
+    def __init__(self, request: urllib.request.Request, what: str, grant: PresignedURL) -> None:
+        self._request, self._what, self._grant = request, what, grant
+        self._response: Any = None
+
+    def __enter__(self) -> Any:
+        try:
+            self._response = urllib.request.urlopen(self._request, timeout=60)
+        except urllib.error.HTTPError as exc:
+            raise TransferError(self._refused(exc.code, _store_error(exc))) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TransferError(
+                f"{self._what}: the object store cannot be reached ({type(exc).__name__}: {reason}); the pod "
+                "needs egress to the store's presigned endpoint (NetworkPolicy, VPC endpoint); retry the task"
+            ) from None
+        return self._response
+
+    def __exit__(self, *exc: object) -> None:
+        if self._response is not None:
+            self._response.close()
+
+    def _refused(self, status: int, detail: str) -> str:
+        by = "lakeFS refused the request" if self._grant.url.startswith(LAKEFS_API) else "the object store refused"
+        message = f"{self._what}: {by} (HTTP {status}{detail})"
+        expires = self._grant.expires_at
+        now = int(time.time())
+        if expires is not None and now >= expires:
+            return (
+                f"{message}: its presigned URL expired at {_utc(expires)}, {now - expires} s before this "
+                f"request ({_utc(now)} in the pod); the pod started or ran later than the URLs last. Raise "
+                "the lakeFS blockstore's pre_signed_expiry and [repro] k8s_presign_min_expiry above the pod's "
+                "start-up and run time (GPU node scale-up), or use the shared-volume transport; retry the task"
+            )
+        return f"{message}; retry the task (it gets fresh URLs)"
+
+
+def _store_error(exc: urllib.error.HTTPError) -> str:
+    """``: <Code>: <Message>`` of an S3-style XML error body (never the request's URL)."""
+    try:
+        body = exc.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    parts = [m.group(1) for tag in ("Code", "Message") if (m := re.search(rf"<{tag}>([^<]{{1,200}})</{tag}>", body))]
+    return f": {': '.join(parts)}" if parts else ""
+
+
+def _utc(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def run_callable(
@@ -389,13 +616,15 @@ def is_final_error(exc: BaseException) -> bool:
 
 
 _no_retry: str | None = None  # in a task's own process: the error a retry cannot mend, if it failed so
+_task_failed = False  # in a pod: the task's code raised (noted by the excepthook)
 
 
 def _noting_no_retry(previous: Callable[..., Any]) -> Callable[..., Any]:
     """An excepthook that notes a final error (for the pod's report) before ``previous`` prints it."""
 
     def hook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
-        global _no_retry
+        global _no_retry, _task_failed
+        _task_failed = True  # a failed task's outputs are not uploaded (presigned transport)
         if is_final_error(exc):
             _no_retry = f"{type(exc).__name__}: {exc}"
         previous(kind, exc, tb)
@@ -427,12 +656,23 @@ def _finish_pod_task(ctx: TaskContext) -> None:
         sys.stderr.write(f"airflow-repro: handing the outputs over failed: {type(exc).__name__}: {exc}\n")
         sys.stderr.flush()
         sys.stdout.flush()
+        if is_final_error(exc):  # e.g. an output over the single-upload limit: a retry cannot mend it
+            pod = ctx._pod if ctx._pod is not None else PodEnv(task=ctx.task)
+            failed = PodReport(no_retry=f"{type(exc).__name__}: {exc}")
+            write_report(failed, Path(pod.report_file or TERMINATION_MESSAGE_PATH))
+            os._exit(NO_RETRY_EXIT_CODE)
         os._exit(1)
 
 
 def _hand_over(ctx: TaskContext) -> None:
     pod = ctx._pod if ctx._pod is not None else PodEnv(task=ctx.task)
-    published = transport_for(pod.output_uri).publish(ctx.output_dir, ctx.declared_outputs) if pod.output_uri else 0
+    uploads: dict[str, tuple[int, str]] = {}
+    if pod.transfer_file:
+        presigned = PresignedTransport(PresignedTransfer.read(Path(pod.transfer_file)))
+        published = 0 if _task_failed else presigned.publish(ctx.output_dir, ctx.declared_outputs)
+        uploads = dict(presigned.uploads)
+    else:
+        published = transport_for(pod.output_uri).publish(ctx.output_dir, ctx.declared_outputs) if pod.output_uri else 0
     if pod.output_uri and not pod.output_dir:
         shutil.rmtree(ctx.output_dir, ignore_errors=True)  # the pod-local scratch copy, handed over above
     hardware = hardware_report()
@@ -440,6 +680,7 @@ def _hand_over(ctx: TaskContext) -> None:
         outputs=published,
         metrics=ctx.metrics,
         no_retry=_no_retry,
+        uploads=uploads,
         **{**hardware, "gpus": tuple(hardware["gpus"])},
     )
     write_report(report, Path(pod.report_file or TERMINATION_MESSAGE_PATH))

@@ -208,6 +208,10 @@ class PodEnv:
     report_file: str | None = _env(
         "AIRFLOW_REPRO_REPORT_FILE", "where the hardware report goes (the pod's termination message file)"
     )
+    transfer_file: str | None = _env(
+        "AIRFLOW_REPRO_TRANSFER_FILE",
+        "presigned transport: the mounted Secret file with this attempt's presigned URLs (never the URLs)",
+    )
 
     @classmethod
     def env_name(cls, field_name: str) -> str:
@@ -261,7 +265,7 @@ class PodEnv:
                 values[spec.name] = tuple(_json_of(text or "[]", list, spec.metadata["env"]))
             elif spec.name in ("params", "kwargs"):
                 values[spec.name] = _json_of(text or "{}", dict, spec.metadata["env"])
-            elif spec.name in ("output_dir", "metrics_file", "report_file"):
+            elif spec.name in ("output_dir", "metrics_file", "report_file", "transfer_file"):
                 values[spec.name] = text or None  # a path: empty means unset
             else:
                 values[spec.name] = text
@@ -300,6 +304,8 @@ class PodReport:
     gpus_truncated: bool = False
     #: Set where the task failed in a way a retry cannot mend (it misused the runtime): what it raised.
     no_retry: str | None = None
+    #: Presigned transport: what the pod uploaded, path -> [size in bytes, the object store's ETag].
+    uploads: Mapping[str, tuple[int, str]] = field(default_factory=dict)
 
     kind: ClassVar[str] = REPORT_KIND
 
@@ -321,6 +327,8 @@ class PodReport:
             report["gpus_truncated"] = True
         if self.no_retry is not None:
             report["no_retry"] = self.no_retry[:NO_RETRY_MESSAGE_LIMIT]
+        if self.uploads:
+            report["uploads"] = {path: [size, etag] for path, (size, etag) in self.uploads.items()}
         return report
 
     def to_message(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
@@ -333,7 +341,7 @@ class PodReport:
             report["gpus_truncated"] = True
             text = json.dumps(report, sort_keys=True, separators=(",", ":"))
         if len(text.encode()) > limit:
-            kept = ("kind", "python", "gpus", "outputs", "no_retry")
+            kept = ("kind", "python", "gpus", "outputs", "no_retry", "uploads")
             text = json.dumps({k: report[k] for k in kept if k in report})
         return text
 
@@ -379,7 +387,19 @@ class PodReport:
             libraries={str(k): str(v) for k, v in libraries.items()},
             gpus_truncated=raw.get("gpus_truncated") is True,
             no_retry=typed("no_retry", str),
+            uploads=_uploads_of(raw.get("uploads")),
         )
+
+
+def _uploads_of(raw: Any) -> dict[str, tuple[int, str]]:
+    """The ``uploads`` of a report: well-formed ``path: [size, etag]`` entries only."""
+    if not isinstance(raw, dict):
+        return {}
+    return {
+        str(path): (int(entry[0]), str(entry[1]))
+        for path, entry in raw.items()
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], int) and not isinstance(entry[0], bool)
+    }
 
 
 __all__ = [

@@ -9,6 +9,11 @@ Run:  .venv/bin/python bench/bench_compare.py [--size-mib 1024] [--runs 3] [--no
 3. compare: ``compare_files(original, replay, Tolerance(rel_tol=1e-6))`` with the built-in
             comparators (the CSV comparator's byte-level fast path, parsing only where the bytes
             differ).
+4. verify:  the path ``airflow-repro verify`` takes: both files committed to a ``LocalStore``
+            (outside the timing), then compared as verify compares a changed output
+            (``core.verify.store_comparer``): streamed from the store at both commits through its
+            verifying reader, which also re-hashes each object to EOF. Its baseline is
+   store read: both objects read to EOF through the same verifying reader (the hash included).
    With ``--noise`` also a replay whose every other row carries a 1e-9 relative change (every
    window of rows is parsed and compared: the slow path).
 
@@ -31,7 +36,9 @@ import sys
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 READ_CHUNK = 8 * MIB
@@ -106,10 +113,16 @@ def child(kind: str, a: str, b: str, runs: int) -> None:
 
     registry, tolerance = builtin_registry(), Tolerance(rel_tol=1e-6)
     result: dict[str, object] = {}
+    through_store = _committed(Path(a), Path(b), registry, tolerance, kind) if kind in STORE_KINDS else None
 
     def once() -> None:
         if kind == "read":
             plain_read(Path(a), Path(b))
+        elif kind == "store-read" and through_store is not None:
+            through_store()
+        elif through_store is not None:
+            report = through_store()
+            result.update(verdict=report.verdict, summary=report.summary)
         else:
             report = compare_files(a, b, tolerance, registry=registry)
             result.update(verdict=report.verdict, summary=report.summary)
@@ -131,6 +144,43 @@ def child(kind: str, a: str, b: str, runs: int) -> None:
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     print(json.dumps({"seconds": min(times), "rss_growth_kib": max(0, peak - before), "traced_peak": traced, **result}))
+
+
+STORE_KINDS = ("verify", "store-read")
+
+
+def _committed(a: Path, b: Path, registry: Any, tolerance: Any, kind: str) -> Callable[[], Any]:
+    """Both files committed to a fresh LocalStore next to them; a call compares them as verify does
+    (``verify``) or reads both through the store's verifying reader (``store-read``)."""
+    from airflow_repro.adapters.local_store import LocalStore
+    from airflow_repro.core.runs import StoredRun, StoredTaskManifest
+
+    store = LocalStore(a.parent / f"store-{os.getpid()}")
+    store.create_repository("bench", exist_ok=True)
+    store.create_branch("bench", "replay", "main", exist_ok=True)
+    commits = [
+        store.commit("bench", branch, {"t.csv": store.stage_file("bench", path)}, message="bench").id
+        for branch, path in (("main", a), ("replay", b))
+    ]
+
+    def side(commit: str) -> tuple[StoredRun, StoredTaskManifest]:
+        task = StoredTaskManifest(manifest=None, commit_id=commit, manifest_path="")  # type: ignore[arg-type]
+        return StoredRun("d", "r", "bench", "main", "main", commit, True, [task]), task
+
+    (run_a, task_a), (run_b, task_b) = side(commits[0]), side(commits[1])
+    from airflow_repro.core.verify import store_comparer
+
+    if kind == "store-read":
+        from airflow_repro.core.comparison import drain
+
+        def read_both() -> None:
+            for commit in commits:
+                with store.open_object("bench", commit, "t.csv") as stream:
+                    drain(stream)
+
+        return read_both
+    compare = store_comparer(store, run_a, run_b, registry)
+    return lambda: compare(task_a, task_b, "t.csv", tolerance)
 
 
 def measure(kind: str, a: Path, b: Path, runs: int) -> dict:
@@ -161,6 +211,10 @@ def main() -> None:
         plain_read(paths["original"], paths["one_cell"])  # into the page cache
         rows = [("read both (8 MiB chunks)", measure("read", paths["original"], paths["one_cell"], args.runs))]
         rows.append(("compare_objects, one cell", measure("compare", paths["original"], paths["one_cell"], args.runs)))
+        rows.append(
+            ("store read both (verified)", measure("store-read", paths["original"], paths["one_cell"], args.runs))
+        )
+        rows.append(("verify from the store", measure("verify", paths["original"], paths["one_cell"], args.runs)))
         if args.noise:
             plain_read(paths["original"], paths["noise"])
             rows.append(("compare_objects, noise", measure("compare", paths["original"], paths["noise"], args.runs)))
@@ -173,7 +227,11 @@ def main() -> None:
             f"{row['rss_growth_kib'] / 1024:8.1f} MiB {row['traced_peak'] / MIB:8.1f} MiB"
         )
     for label, row in rows[1:]:
-        print(f"{label}: {row['verdict']}: {row['summary']}")
+        if "verdict" in row:
+            print(f"{label}: {row['verdict']}: {row['summary']}")
+    by_kind = dict(rows)
+    store_read, through_store = by_kind["store read both (verified)"], by_kind["verify from the store"]
+    print(f"verify from the store / store read both: {through_store['seconds'] / store_read['seconds']:.2f}x")
     figures = {label: row for label, row in rows}
     print(json.dumps({"size_mib": round(size / MIB), "runs": args.runs, "figures": figures}))
 

@@ -19,7 +19,7 @@ from tests.support import airflow_session, specs
 
 TESTS = Path(__file__).resolve().parent
 # The fast tier (``make test-fast``: ``pytest -m "not slow"``) leaves out what starts a real server.
-SLOW_FOLDERS = {"api", "e2e"}
+SLOW_FOLDERS = {"api", "browser", "e2e"}
 SLOW_FIXTURES = {"mlflow_server", "postgres_server", "api_server"}
 # Modules whose tests reach a real server or store through a fixture they request by name at run time.
 SLOW_MODULES = {("unit", "test_mlflow_trackers.py")}

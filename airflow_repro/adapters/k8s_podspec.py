@@ -146,6 +146,50 @@ def work_volume(claim_name: str, mount_path: str) -> tuple[dict[str, Any], dict[
     return volume, mount
 
 
+# -- the presigned transport: a per-attempt Secret file and pod-local scratch, no shared volume -------
+TRANSFER_VOLUME = "airflow-repro-transfer"
+TRANSFER_MOUNT = "/var/run/airflow-repro/transfer"
+TRANSFER_KEY = "transfer.json"
+TRANSFER_FILE = f"{TRANSFER_MOUNT}/{TRANSFER_KEY}"
+SCRATCH_VOLUME = "airflow-repro-scratch"
+SCRATCH_MOUNT = "/var/run/airflow-repro/scratch"  # an emptyDir: works with a read-only root file system
+
+
+def pod_input_path(name: str, store_path: str) -> str:
+    """Where the runtime in the pod downloads input ``name`` (pod-local, on the scratch volume)."""
+    return f"{SCRATCH_MOUNT}/inputs/{name}/{store_path.rsplit('/', 1)[-1]}"
+
+
+def transfer_secret_name(tx_branch: str) -> str:
+    """The Secret of one attempt, named after its lakeFS transaction branch (unique per attempt)."""
+    return "airflow-repro-" + re.sub(r"[^a-z0-9-]", "-", tx_branch.lower())
+
+
+def transfer_secret(name: str, identity: AirflowIdentity, transfer_json: str) -> dict[str, Any]:
+    """The attempt's presigned URLs as a Secret (mounted as a file, never in env or annotations),
+    labelled so that a janitor can find the ones a killed worker left behind."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {"name": name, "labels": {**pod_labels(identity), f"{LABEL_PREFIX}/transfer": "presigned"}},
+        "stringData": {TRANSFER_KEY: transfer_json},
+    }
+
+
+def transfer_volumes(secret_name: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Secret's file (read-only, owner-readable) and the pod-local scratch folder."""
+    volumes: list[dict[str, Any]] = [
+        {"name": TRANSFER_VOLUME, "secret": {"secretName": secret_name, "defaultMode": 0o400}},
+        {"name": SCRATCH_VOLUME, "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": TRANSFER_VOLUME, "mountPath": TRANSFER_MOUNT, "readOnly": True},
+        {"name": SCRATCH_VOLUME, "mountPath": SCRATCH_MOUNT},
+    ]
+    return volumes, mounts
+
+
 def secret_ref_names(secrets: Iterable[Any], env_from: Iterable[Any] = ()) -> list[str]:
     """``secret/key`` names of the Kubernetes secrets a pod gets; what the manifest records of them."""
     names = []
@@ -171,16 +215,22 @@ def to_model(data: Any, model: str) -> Any:
 
 
 __all__ = [
+    "SCRATCH_MOUNT",
     "TERMINATION_MESSAGE_PATH",
+    "TRANSFER_FILE",
     "PodPins",
     "gpu_node_selector",
     "gpu_tolerations",
     "label_value",
+    "pod_input_path",
     "pin_env",
     "pod_annotations",
     "pod_labels",
     "resource_requirements",
     "secret_ref_names",
     "to_model",
+    "transfer_secret",
+    "transfer_secret_name",
+    "transfer_volumes",
     "work_volume",
 ]

@@ -16,14 +16,20 @@ maps onto lakeFS, and why:
   branch ``repro_tx_<uuid>`` made from the target's head, commits there, and is squash-merged into
   the target (one parent, the target's head; three-way, so concurrent commits to other paths never
   lose each other). The squash-merge commit carries the message and metadata and is the commit the
-  port returns; the transaction branch is deleted afterwards.
+  port returns; the transaction branch is deleted afterwards. Its name holds its creation time
+  (``repro_tx_<epoch s>_<uuid>``, hidden), and the merge commit's metadata names it
+  (``repro.transaction``): a lost merge answer is recovered by that, never by metadata equality (the
+  server adds ``.lakefs.merge.strategy``, and would merge the squash-merged branch again as a second,
+  empty commit). Branches a killed writer left are swept once they are old enough that no live
+  attempt can hold them (:meth:`LakeFSStore.remove_stale_transactions`).
 * **Full commit ids only.** Refs are resolved here, in the port's order (full commit id, branch,
   tag), never by lakeFS's prefix matching: a prefix can be shadowed by a branch or tag.
 * **Retention.** lakeFS garbage collection keeps the data of branch heads but ignores tags. Every
   tag made here (each closed recorded run has one) therefore also gets a retention branch
   ``repro_keep_<tag>_<hash>`` at the same commit: the tagged commit stays readable for as long as
   that branch exists (see ``docs/lakefs.md``). Data that was collected anyway reads as HTTP 410,
-  raised as :class:`~airflow_repro.errors.ObjectGone` with what to do for a replay.
+  raised as :class:`~airflow_repro.errors.ObjectGone` with what to do for a replay. lakeFS's
+  statObject answers from metadata, which GC keeps, so ``check_available`` reads a byte instead.
 * **Errors** from lakeFS are translated at this boundary into the project's error tree
   (:func:`translate_errors`).
 
@@ -35,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -62,6 +69,7 @@ from airflow_repro.core.naming import (
     BRANCH_RE,
     INTERNAL_BRANCH_PREFIXES,
     TAG_RE,
+    TRANSACTION_BRANCH_PREFIX,
     is_commit_id,
     retention_branch_name,
     transaction_branch_name,
@@ -75,6 +83,8 @@ from airflow_repro.core.store_rules import checked_name, validate_commit_metadat
 from airflow_repro.errors import (
     AlreadyExistsError,
     ConfigError,
+    HookRejected,
+    InvalidNameError,
     NotFoundError,
     ObjectGone,
     ObjectNotFound,
@@ -106,6 +116,21 @@ MERGE_ATTEMPTS = 5
 #: Pause before merge retry ``n`` (1, 2, ...): ``min(MERGE_BACKOFF * 2**(n-1), MERGE_BACKOFF_MAX)`` seconds.
 MERGE_BACKOFF = 0.2
 MERGE_BACKOFF_MAX = 2.0
+#: lakeFS refuses object paths longer than this, in UTF-8 bytes (``pkg/catalog/validate.go``).
+MAX_PATH_BYTES = 1024
+#: Commit-metadata key naming the transaction a commit was made by: how a lost merge answer is
+#: recovered (the server adds its own keys, so a commit never carries exactly the metadata sent).
+TRANSACTION_META = "repro.transaction"
+#: Metadata keys the lakeFS server adds itself (``.lakefs.merge.strategy``); not part of the port's view.
+SERVER_META_PREFIX = ".lakefs."
+#: Transaction branches older than this are a killed writer's leftovers (``remove_stale_transactions``).
+#: Generous: a pod's presigned uploads wait on their transaction branch for as long as the pod runs.
+STALE_TRANSACTION_AGE_S = 7 * 24 * 3600.0
+#: How often one store sweeps a repository for stale transaction branches (after its own commits).
+SWEEP_INTERVAL_S = 3600.0
+#: Tries to see a repository that a concurrent creator is making (lakeFS answered "namespace in use").
+CREATE_RACE_ATTEMPTS = 5
+_TX_NAME = re.compile(r"^repro_tx_(?P<created>\d{10})_[0-9a-f]{32}$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -133,6 +158,20 @@ def _http_status(error: BaseException) -> int | None:
     """The HTTP status behind a translated error (its SDK cause), ``None`` when there is none."""
     cause = error.__cause__
     return _status_and_message(cause)[0] if cause is not None else None
+
+
+def _lakefs_message(error: BaseException) -> str:
+    """lakeFS's own message behind a translated error (its SDK cause), ``""`` when there is none."""
+    cause = error.__cause__
+    return _status_and_message(cause)[1] if cause is not None else ""
+
+
+def _name_clash(repository: str, name: str, *, existing: str) -> str:
+    made = "tag" if existing == "branch" else "branch"
+    return (
+        f"cannot create {made} {name!r} in repository {repository!r}: a {existing} of that name exists, and "
+        f"lakeFS does not let a branch and a tag share a name (HTTP 409 conflict found); choose another {made} name"
+    )
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -190,28 +229,107 @@ def _error_for_status(
     not_found: Callable[[str], ReproError] | None,
     conflict: Callable[[str], ReproError] | None,
 ) -> ReproError:
+    """The project error for a lakeFS answer (``pkg/api/controller.go`` handleApiErrorCallback)."""
     text = f"{what}: {message}" if message else what
-    if status in (401, 403):
-        verb = "refused the credentials" if status == 401 else "denied the request (missing permission)"
-        return ConfigError(f"{what}: lakeFS at {endpoint} {verb} (HTTP {status}: {message}); {_CREDENTIALS_FIX}")
+    if status == 401:
+        return _unauthorized(message, what, endpoint)
+    if status == 403:
+        return _forbidden(message, what, endpoint)
     if status == 404:
         return (not_found or NotFoundError)(text)
     if status == 409:
         return (conflict or StoreConflict)(text)
     if status == 410:
-        return ObjectGone(
-            f"{what}: the data is gone from lakeFS (HTTP 410: {message or 'object expired'}); it was deleted "
-            "by lakeFS garbage collection. A replay cannot read this pinned input in any mode: restore the "
-            "data, commit it again and record a new run. Keep recorded runs' retention branches "
-            "(repro_keep_*) to prevent this (docs/lakefs.md)"
-        )
+        return _gone(message, what)
     if status == 412:
-        return StoreConflict(f"{text} (precondition failed: changed concurrently; retry)")
+        return _precondition_failed(message, what)
     if status == 400:
-        return ReproUserError(f"{text} (lakeFS rejected the request as invalid)")
+        return _bad_request(message, text)
     if status is None or status in (423, 429) or status >= 500:  # 423: the branch is locked, busy
         return StoreUnavailable(f"{text} (lakeFS at {endpoint} answered HTTP {status}; retry later)")
     return ReproUserError(f"{text} (lakeFS answered HTTP {status})")
+
+
+def _unauthorized(message: str, what: str, endpoint: str) -> ReproError:
+    # lakeFS answers 401 both for unknown credentials and for a user whose policies lack the action.
+    if "insufficient permissions" in message:
+        return ConfigError(
+            f"{what}: lakeFS at {endpoint} denied the request: the user of the configured access key lacks a "
+            f"permission (HTTP 401: {message}); give that user write access to the repository (lakeFS OSS: "
+            "add it to the Writers or Admins group), or use the key of a user who has it"
+        )
+    return ConfigError(
+        f"{what}: lakeFS at {endpoint} refused the credentials (HTTP 401: {message}); {_CREDENTIALS_FIX}"
+    )
+
+
+def _forbidden(message: str, what: str, endpoint: str) -> ReproError:
+    # 403 is more than credentials: protected branches, read-only repositories, the default branch.
+    if "protected branch" in message:
+        return ConfigError(
+            f"{what}: a lakeFS branch protection rule forbids it (HTTP 403: {message}). airflow-repro writes on "
+            "hidden repro_tx_* branches and merges into the run branch: change the repository's branch "
+            "protection rules (lakeFS UI: Settings > Branches) so no pattern covers repro_tx_* or run_* branches"
+        )
+    if "read-only repository" in message:
+        return ConfigError(
+            f"{what}: the lakeFS repository is read-only (HTTP 403); airflow-repro needs a writable one: set "
+            "[repro] repository to a writable repository (or recreate this one without read_only)"
+        )
+    if "default branch" in message:
+        return ReproUserError(
+            f"{what}: lakeFS never deletes a repository's default branch (HTTP 403); make another branch the "
+            "default first, or keep it"
+        )
+    if "session expired" in message:
+        return ConfigError(f"{what}: the lakeFS session expired (HTTP 403); {_CREDENTIALS_FIX}")
+    return ConfigError(
+        f"{what}: lakeFS at {endpoint} forbade the request (HTTP 403: {message}): a branch protection rule, a "
+        "read-only repository, or lakeFS's own access to its object storage; the message says which"
+    )
+
+
+def _gone(message: str, what: str) -> ReproError:
+    if "repository in deletion" in message:
+        return RepositoryNotFound(
+            f"{what}: the lakeFS repository is being deleted (HTTP 410); wait until the deletion ends, then "
+            "create it again (with a new [repro] lakefs_storage_namespace: lakeFS keeps the old data) or set "
+            "[repro] repository to another repository"
+        )
+    return ObjectGone(
+        f"{what}: the data is gone from lakeFS (HTTP 410: {message or 'No data'}); it was deleted "
+        "by lakeFS garbage collection. A replay cannot read this pinned input in any mode: restore the "
+        "data, commit it again and record a new run. Keep recorded runs' retention branches "
+        "(repro_keep_*) to prevent this (docs/lakefs.md)"
+    )
+
+
+_HOOK_ABORT = re.compile(r"(?P<event>[\w-]+) hook aborted, run id '(?P<run>[^']*)'")
+
+
+def _precondition_failed(message: str, what: str) -> ReproError:
+    hook = _HOOK_ABORT.search(message)
+    if hook is None:  # an If-Match / If-None-Match precondition: something changed meanwhile
+        return StoreConflict(f"{what}: {message} (precondition failed: changed concurrently; retry)")
+    detail = message[message.find("action failed:") :].strip() if "action failed:" in message else message.strip()
+    return HookRejected(
+        f"{what}: lakeFS's {hook['event']} hook (a lakeFS action of the repository) failed, so nothing was "
+        f"committed (HTTP 412, hook run {hook['run']!r}: {detail}). Retrying as is fails the same way: see "
+        f"the run with `lakectl actions runs describe lakefs://<repository> {hook['run']}` or in the lakeFS UI "
+        "(Actions tab), then fix what the action checks, or the action (_lakefs_actions/ on the branch)"
+    )
+
+
+def _bad_request(message: str, text: str) -> ReproError:
+    if "storage namespace already in use" in message:
+        return ConfigError(
+            f"{text}: the storage namespace already holds a lakeFS repository's data (a deleted repository "
+            "of the same name, or another lakeFS installation) and lakeFS refuses to reuse it; set [repro] "
+            "lakefs_storage_namespace to an unused location, or delete the old data there yourself"
+        )
+    if "above maximum length" in message:
+        return InvalidNameError(f"{text}: lakeFS allows object paths of at most {MAX_PATH_BYTES} bytes")
+    return ReproUserError(f"{text} (lakeFS rejected the request as invalid)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,6 +359,30 @@ def content_hash_of(user_metadata: Mapping[str, str] | None) -> str | None:
         if key.lower().endswith(CONTENT_HASH_META) and is_content_hash(value):
             return value
     return None
+
+
+def _validate_path(path: str) -> str:
+    """The port's path rule, plus lakeFS's length limit, checked before anything is sent or written."""
+    validate_object_path(path)
+    size = len(path.encode())
+    if size > MAX_PATH_BYTES:
+        raise InvalidNameError(
+            f"object path {path[:60]!r}... is {size} bytes long (UTF-8) and lakeFS allows at most "
+            f"{MAX_PATH_BYTES}: shorten the output's path (or its folder names)"
+        )
+    return path
+
+
+def _caller_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """Commit metadata as given, refusing keys that lakeFS or this adapter set themselves."""
+    clean = validate_commit_metadata(metadata)
+    reserved = sorted(k for k in clean if k == TRANSACTION_META or k.startswith(SERVER_META_PREFIX))
+    if reserved:
+        raise ReproUserError(
+            f"commit metadata keys {reserved} are reserved (lakeFS sets {SERVER_META_PREFIX}* keys, airflow-repro "
+            f"sets {TRANSACTION_META!r}): rename them"
+        )
+    return clean
 
 
 def _iso(epoch_seconds: int) -> str:
@@ -362,9 +504,14 @@ class LakeFSStore:
         airflow_ui_url: str | None = None,
         spool_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        stale_transaction_age_s: float = STALE_TRANSACTION_AGE_S,
     ) -> None:
         self.client = client
         self._sleep = sleep  # the pause between merge retries (injectable for tests)
+        self._clock = clock  # wall-clock seconds: transaction branch names carry their creation time
+        self.stale_transaction_age_s = stale_transaction_age_s
+        self._swept: dict[str, float] = {}  # repository -> when this store last swept its stale transactions
         self.storage_namespace = storage_namespace.rstrip("/")
         self.airflow_ui_url = airflow_ui_url
         self.endpoint = str(client.config.host)
@@ -385,6 +532,8 @@ class LakeFSStore:
         airflow_ui_url: str | None = None,
         spool_dir: Path | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        stale_transaction_age_s: float = STALE_TRANSACTION_AGE_S,
     ) -> LakeFSStore:
         return cls(
             connection.client(),
@@ -392,6 +541,8 @@ class LakeFSStore:
             airflow_ui_url=airflow_ui_url,
             spool_dir=spool_dir,
             sleep=sleep,
+            clock=clock,
+            stale_transaction_age_s=stale_transaction_age_s,
         )
 
     def __repr__(self) -> str:
@@ -448,15 +599,39 @@ class LakeFSStore:
         def exists(text: str) -> ReproError:
             return AlreadyExistsError(f"repository {name!r} already exists on lakeFS at {self.endpoint}")
 
+        namespace = f"{self.storage_namespace}/{name}"
         try:
-            with self._errors(f"creating repository {name!r}", conflict=exists):
+            with self._errors(f"creating repository {name!r} in storage namespace {namespace!r}", conflict=exists):
                 lakefs.Repository(name, client=self.client).create(
-                    storage_namespace=f"{self.storage_namespace}/{name}", default_branch=default_branch
+                    storage_namespace=namespace, default_branch=default_branch
                 )
+        except ConfigError as exc:
+            if "storage namespace already in use" not in _lakefs_message(exc):
+                raise
+            self._await_concurrent_creation(name, exc)  # or raise exc: the namespace is an old one
+            if not exist_ok:
+                raise exists("") from None
         except AlreadyExistsError:
             if not exist_ok:
                 raise
         return self.get_repository(name)
+
+    def _await_concurrent_creation(self, name: str, refused: ConfigError) -> None:
+        """Return once repository ``name`` exists; raise ``refused`` if it never appears.
+
+        lakeFS claims a storage namespace (``_lakefs/dummy``) before it writes the repository, so a
+        second creator racing the first one (two tasks on a fresh server) is told "storage namespace
+        already in use" while the first one's repository is about to appear.
+        """
+        for attempt in range(CREATE_RACE_ATTEMPTS):
+            if attempt:
+                self._sleep(min(MERGE_BACKOFF * 2 ** (attempt - 1), MERGE_BACKOFF_MAX))
+            try:
+                self.get_repository(name)
+                return
+            except RepositoryNotFound:
+                continue
+        raise refused
 
     def get_repository(self, name: str) -> Repository:
         checked_name(validate_repository_name, name)
@@ -491,12 +666,14 @@ class LakeFSStore:
                 f"creating branch {name!r} in repository {repository!r}",
                 not_found=self._ref_or_repo_missing(repository, source_ref),
                 conflict=lambda text: AlreadyExistsError(
-                    f"branch {name!r} already exists in repository {repository!r}"
+                    _name_clash(repository, name, existing="tag")
+                    if "conflict found" in text
+                    else f"branch {name!r} already exists in repository {repository!r}"
                 ),
             ):
                 self.client.sdk_client.branches_api.create_branch(repository, body)
-        except AlreadyExistsError:
-            if not exist_ok:
+        except AlreadyExistsError as exc:
+            if not exist_ok or "conflict found" in _lakefs_message(exc):
                 raise
             return self._branch_head(repository, name)
         return commit_id
@@ -526,10 +703,16 @@ class LakeFSStore:
             with self._errors(
                 f"creating tag {tag!r} in repository {repository!r}",
                 not_found=self._ref_or_repo_missing(repository, ref),
-                conflict=lambda text: AlreadyExistsError(f"tag {tag!r} already exists"),
+                conflict=lambda text: AlreadyExistsError(
+                    _name_clash(repository, tag, existing="branch")
+                    if "conflict found" in text
+                    else f"tag {tag!r} already exists"
+                ),
             ):
                 self.client.sdk_client.tags_api.create_tag(repository, lakefs_sdk.TagCreation(id=tag, ref=commit_id))
-        except AlreadyExistsError:
+        except AlreadyExistsError as exc:
+            if "conflict found" in _lakefs_message(exc):
+                raise
             existing = self._tag_target(repository, tag)
             if not (exist_ok and existing == commit_id):
                 raise AlreadyExistsError(
@@ -644,7 +827,7 @@ class LakeFSStore:
         checked_name(validate_branch_name, branch)
         if not isinstance(message, str):
             raise ReproUserError(f"commit message must be a string, got {type(message).__name__}")
-        clean_metadata = airflow_ui_buttons(validate_commit_metadata(metadata), self.airflow_ui_url)
+        clean_metadata = airflow_ui_buttons(_caller_metadata(metadata), self.airflow_ui_url)
         clean_changes = self._validate_changes(changes)
         head = self._branch_head(repository, branch)
         effective = self._effective_changes(repository, branch, head, clean_changes)
@@ -653,16 +836,61 @@ class LakeFSStore:
                 f"no changes to commit on branch {branch!r} of repository {repository!r}: "
                 "the changes leave every path as it is (pass allow_empty=True to commit anyway)"
             )
-        tx = transaction_branch_name(uuid.uuid4().hex)
+        tx = self._new_transaction_name()
         self._create_branch(repository, tx, head, exist_ok=False, hidden=True)
         try:
             self._write_changes(repository, tx, effective)
-            return self._commit_and_merge(
-                repository, branch, tx, head, message, clean_metadata, changed=bool(effective)
+            landed = self._commit_and_merge(
+                repository, branch, tx, head, message, {**clean_metadata, TRANSACTION_META: tx}, changed=bool(effective)
             )
         finally:
             with suppress(ReproError), self._errors(f"deleting transaction branch {tx!r}"):
                 self.client.sdk_client.branches_api.delete_branch(repository, tx)
+        self._sweep_stale_transactions(repository)
+        return landed
+
+    def _new_transaction_name(self) -> str:
+        """``repro_tx_<creation time, epoch seconds>_<uuid>``: its age is readable from the name alone."""
+        return transaction_branch_name(f"{int(self._clock()):010d}_{uuid.uuid4().hex}")
+
+    def open_transaction(self, repository: str, branch: str) -> tuple[str, str]:
+        """A fresh hidden transaction branch from ``branch``'s head, for writers outside this store
+        (a pod's presigned uploads, linked later): ``(tx branch, base commit)``. Land it with
+        :meth:`commit_on_transaction`, or delete it with :meth:`delete_transaction`."""
+        checked_name(validate_branch_name, branch)
+        head = self._branch_head(repository, branch)
+        tx = self._new_transaction_name()  # its creation time in the name: never swept while young
+        self._create_branch(repository, tx, head, exist_ok=False, hidden=True)
+        return tx, head
+
+    def commit_on_transaction(
+        self,
+        repository: str,
+        branch: str,
+        tx: str,
+        base: str,
+        changes: Mapping[str, StagedObject | None],
+        *,
+        message: str,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Commit:
+        """Write ``changes`` (staged with this store) on ``tx``, which may already hold linked
+        objects, commit there and squash-merge into ``branch`` as :meth:`commit` does; ``tx`` is
+        deleted whatever happens."""
+        clean_metadata = airflow_ui_buttons(_caller_metadata(metadata), self.airflow_ui_url)
+        try:
+            self._write_changes(repository, tx, self._validate_changes(changes))
+            # The transaction id in the metadata is how a lost merge answer is recovered (no duplicate).
+            return self._commit_and_merge(
+                repository, branch, tx, base, message, {**clean_metadata, TRANSACTION_META: tx}, changed=True
+            )
+        finally:
+            self.delete_transaction(repository, tx)
+
+    def delete_transaction(self, repository: str, tx: str) -> None:
+        """Delete a transaction branch (gone already is fine); what it staged becomes lakeFS garbage."""
+        with suppress(ReproError), self._errors(f"deleting transaction branch {tx!r}"):
+            self.client.sdk_client.branches_api.delete_branch(repository, tx)
 
     def _validate_changes(self, changes: Mapping[str, StagedObject | None]) -> dict[str, StagedObject | None]:
         if not isinstance(changes, Mapping):
@@ -670,7 +898,7 @@ class LakeFSStore:
                 f"changes must be a mapping of path to StagedObject or None, got {type(changes).__name__}"
             )
         for path, staged in changes.items():
-            validate_object_path(path)
+            _validate_path(path)
             if staged is None:
                 continue
             if not isinstance(staged, StagedObject):
@@ -734,9 +962,11 @@ class LakeFSStore:
         """Commit on ``tx`` and squash-merge it into ``branch``, retrying when lakeFS is busy or unreachable.
 
         A merge whose answer was lost may have landed. So every retry first looks for the landed
-        commit (and gives up with ``StoreUnavailable`` when even that lookup fails, rather than risk
-        a second commit); a retried merge of a non-empty change set never allows an empty merge, so
-        it cannot add an empty duplicate either.
+        commit by the transaction id in its metadata (``TRANSACTION_META``), and gives up with
+        ``StoreUnavailable`` when even that lookup fails rather than risk a second commit: lakeFS
+        merges a squash-merged branch again as a new, empty commit, since the source is not in the
+        destination's history. Nothing else identifies the commit: the server adds its own metadata
+        (``.lakefs.merge.strategy``), and an equal message and metadata may be a legitimate other commit.
         """
         import lakefs_sdk
 
@@ -747,7 +977,7 @@ class LakeFSStore:
         for attempt in range(MERGE_ATTEMPTS):
             if attempt:
                 self._sleep(min(MERGE_BACKOFF * 2 ** (attempt - 1), MERGE_BACKOFF_MAX))
-                landed = self._find_landed_commit(repository, branch, base, message, metadata)
+                landed = self._find_landed_commit(repository, branch, base, tx)
                 if landed is not None:
                     return landed
             merge = lakefs_sdk.Merge(
@@ -768,21 +998,18 @@ class LakeFSStore:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _find_landed_commit(
-        self, repository: str, branch: str, base: str, message: str, metadata: Mapping[str, str]
-    ) -> Commit | None:
-        """Our commit, if it landed on ``branch`` after ``base`` (the head this commit started from).
+    def _find_landed_commit(self, repository: str, branch: str, base: str, tx: str) -> Commit | None:
+        """The commit transaction ``tx`` landed on ``branch`` after ``base`` (the head it started from).
 
-        Only commits made since ``base`` are looked at, so an older commit with the same message and
-        metadata (a legitimate earlier one) is never mistaken for this one. A failed lookup raises
+        Found by the transaction id in its metadata, unique to this attempt. A failed lookup raises
         (``StoreUnavailable``): "not found" must mean "not landed", or a retry could commit twice.
         """
         try:
-            for commit in self.log(repository, branch):
-                if commit.id == base:
+            for raw in self._raw_log(repository, self._branch_head(repository, branch)):
+                if raw.id == base:
                     return None
-                if commit.message == message and dict(commit.metadata) == dict(metadata):
-                    return commit
+                if (raw.metadata or {}).get(TRANSACTION_META) == tx:
+                    return self._to_commit(repository, raw)
         except StoreUnavailable as exc:
             raise StoreUnavailable(
                 f"committing on {branch!r} of {repository!r}: the merge's answer was lost and checking whether it "
@@ -801,12 +1028,17 @@ class LakeFSStore:
 
     @staticmethod
     def _to_commit(repository: str, raw: Any) -> Commit:
+        """The port's view: the caller's metadata, without what lakeFS or this adapter add for themselves."""
         return Commit(
             id=raw.id,
             repository=repository,
             parents=tuple(raw.parents),
             message=raw.message,
-            metadata=dict(raw.metadata or {}),
+            metadata={
+                key: value
+                for key, value in (raw.metadata or {}).items()
+                if key != TRANSACTION_META and not key.startswith(SERVER_META_PREFIX)
+            },
             created_at=_iso(raw.creation_date),
             committer=raw.committer,
         )
@@ -820,14 +1052,16 @@ class LakeFSStore:
     def _log_pages(self, repository: str, commit_id: str, limit: int | None) -> Iterator[Commit]:
         if limit == 0:
             return
-        count = 0
+        for count, raw in enumerate(self._raw_log(repository, commit_id), start=1):
+            yield self._to_commit(repository, raw)
+            if limit is not None and count >= limit:
+                return
+
+    def _raw_log(self, repository: str, commit_id: str) -> Iterator[Any]:
+        """The SDK's commits along first parents from ``commit_id``, with the metadata lakeFS stores."""
         api = self.client.sdk_client.refs_api
         with self._errors(f"reading the log of {commit_id}"):
-            for raw in self._pages(api.log_commits, repository, commit_id, first_parent=True):
-                yield self._to_commit(repository, raw)
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+            yield from self._pages(api.log_commits, repository, commit_id, first_parent=True)
 
     # ---- reading data ------------------------------------------------------------------------
 
@@ -848,7 +1082,7 @@ class LakeFSStore:
         ]
 
     def stat_object(self, repository: str, ref: str, path: str) -> ObjectInfo:
-        validate_object_path(path)
+        _validate_path(path)
         commit_id = self.resolve_ref(repository, ref)
         info = self._stat_or_none(repository, commit_id, path, ref_name=ref)
         if info is None:
@@ -893,21 +1127,37 @@ class LakeFSStore:
         return lakefs.StoredObject(repository, commit_id, path, client=self.client).reader(mode="rb", pre_sign=False)
 
     def check_available(self, repository: str, commit_id: str, path: str, content_hash: str) -> None:
-        """One stat at the commit: 404 -> ``RefNotFound``/``ObjectNotFound``, 410 -> ``ObjectGone``."""
-        validate_object_path(path)
+        """Read the first byte at the commit: 404 -> ``RefNotFound``/``ObjectNotFound``, 410 -> ``ObjectGone``.
+
+        A read, not a stat: lakeFS's statObject answers from metadata, which garbage collection
+        leaves in place, so only reading the data tells whether it is still there.
+        """
+        _validate_path(path)
         parse_content_hash(content_hash)
         if not is_commit_id(commit_id) or not self._commit_exists(repository, commit_id):
             self._require_repository(repository)
             raise RefNotFound(f"commit {commit_id} does not exist in repository {repository!r}")
-        if self._stat_or_none(repository, commit_id, path) is None:
-            raise ObjectNotFound(f"path {path!r} does not exist in repository {repository!r} at commit {commit_id}")
+        what = f"reading pinned input {path!r} in repository {repository!r} at commit {commit_id}"
+
+        def missing(text: str) -> ReproError:
+            return ObjectNotFound(f"path {path!r} does not exist in repository {repository!r} at commit {commit_id}")
+
+        api = self.client.sdk_client.objects_api
+        try:
+            with self._errors(what, not_found=missing):
+                api.get_object(repository, commit_id, path, range="bytes=0-0", presign=False)
+        except ReproUserError as exc:
+            if _http_status(exc) != 416:  # 416: an empty object has no first byte; read all of it
+                raise
+            with self._errors(what, not_found=missing):
+                api.get_object(repository, commit_id, path, presign=False)
 
     def open_object(self, repository: str, ref: str, path: str) -> BinaryIO:
         """A binary reader of ``path`` at ``ref``; ``StoreCorruption`` at EOF on a hash mismatch."""
         return self._open_verified(repository, ref, path)[0]
 
     def _open_verified(self, repository: str, ref: str, path: str) -> tuple[BinaryIO, ObjectInfo]:
-        validate_object_path(path)
+        _validate_path(path)
         commit_id = self.resolve_ref(repository, ref)  # read the commit: a branch may move meanwhile
         info = self._stat_or_none(repository, commit_id, path, ref_name=ref)
         if info is None:
@@ -970,6 +1220,49 @@ class LakeFSStore:
             elif before is not None:
                 entries.append(DiffEntry(change.path, "removed", before, None))
         return entries
+
+    # ---- leftovers of killed writers ---------------------------------------------------------
+
+    def transaction_branches(self, repository: str) -> dict[str, str]:
+        """The hidden ``repro_tx_*`` branches of ``repository`` (lakeFS lists hidden branches only
+        when asked with ``show_hidden``): name -> head commit id."""
+        checked_name(validate_repository_name, repository)
+        api = self.client.sdk_client.branches_api
+        with self._errors(f"listing transaction branches of {repository!r}", not_found=self._repo_missing(repository)):
+            refs = list(self._pages(api.list_branches, repository, prefix=TRANSACTION_BRANCH_PREFIX, show_hidden=True))
+        return {r.id: r.commit_id for r in sorted(refs, key=lambda r: r.id)}
+
+    def remove_stale_transactions(self, repository: str, *, older_than_s: float | None = None) -> list[str]:
+        """Delete the transaction branches killed writers left in ``repository``; the names deleted.
+
+        A branch counts as stale only when the creation time in its name is more than
+        ``older_than_s`` (default: the store's ``stale_transaction_age_s``) in the past, so a live
+        attempt's branch is never touched. Names without a creation time (made by other tools or
+        older versions) are left alone. Nothing such a branch holds was ever published.
+        """
+        max_age = self.stale_transaction_age_s if older_than_s is None else older_than_s
+        now = self._clock()
+        removed = []
+        for name in self.transaction_branches(repository):
+            match = _TX_NAME.match(name)
+            if match is None or now - int(match["created"]) <= max_age:
+                continue
+            try:
+                with self._errors(f"deleting stale transaction branch {name!r} of {repository!r}"):
+                    self.client.sdk_client.branches_api.delete_branch(repository, name)
+            except NotFoundError:
+                continue  # another sweeper was first
+            removed.append(name)
+        return removed
+
+    def _sweep_stale_transactions(self, repository: str) -> None:
+        """Best effort, at most once per ``SWEEP_INTERVAL_S`` per repository: a failure never fails a commit."""
+        now = self._clock()
+        if now - self._swept.get(repository, float("-inf")) < SWEEP_INTERVAL_S:
+            return
+        self._swept[repository] = now
+        with suppress(ReproError):
+            self.remove_stale_transactions(repository)
 
     # ---- retention ---------------------------------------------------------------------------
 

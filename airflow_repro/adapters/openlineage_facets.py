@@ -25,6 +25,7 @@ openlineage``; ``_producer``: :data:`PRODUCER`): ``repro_manifest`` (ReproManife
 from __future__ import annotations
 
 import json
+import math
 import socket
 from collections.abc import Mapping
 from pathlib import PurePosixPath
@@ -206,8 +207,37 @@ class OriginalRun(RedactMixin):
 
 
 @attr.define
+class ObjectVerdict(RedactMixin):
+    """One output whose bytes differ, as the content comparison found it (bounded: see the schema)."""
+
+    path: str
+    verdict: str
+    format: str | None = None
+    summary: str | None = None
+    maxAbsDeviation: float | str | None = None  # noqa: N815
+    maxRelDeviation: float | str | None = None  # noqa: N815
+    absTol: float | None = None  # noqa: N815
+    relTol: float | None = None  # noqa: N815
+    _additional_skip_redact = ["path", "verdict", "format"]
+
+
+@attr.define
+class LikelyCause(RedactMixin):
+    kind: str
+    detail: str
+    _additional_skip_redact = ["kind"]
+
+
+#: Bounds of a verdict event's explanation (the schema's maxItems / maxLength).
+FACET_MAX_OBJECTS = 20
+FACET_MAX_CAUSES = 12
+FACET_MAX_TEXT = 500
+
+
+@attr.define
 class ReproReplayRunFacet(RunFacet):
-    """``repro_replay``: the run this run replays and, once verified, the verdict."""
+    """``repro_replay``: the run this run replays and, once verified, the verdict (and, on a
+    task's verdict event, the objects compared by content and the likely causes)."""
 
     ofRunId: str  # noqa: N815
     mode: str
@@ -217,6 +247,8 @@ class ReproReplayRunFacet(RunFacet):
     verdict: str | None = None
     taskStatus: str | None = None  # noqa: N815
     verifiedAt: str | None = None  # noqa: N815
+    objects: list[ObjectVerdict] | None = None
+    likelyCauses: list[LikelyCause] | None = None  # noqa: N815
     _additional_skip_redact = ["ofRunId", "mode", "planDigest", "originalManifestDigest"]
 
     @staticmethod
@@ -406,8 +438,10 @@ def replay_run_facet(
     verdict: str | None = None,
     task_status: str | None = None,
     verified_at: str | None = None,
+    task: Any = None,
 ) -> ReproReplayRunFacet:
-    """The ``repro_replay`` facet; ``original_run`` is ``(run id, job namespace, job name)``."""
+    """The ``repro_replay`` facet; ``original_run`` is ``(run id, job namespace, job name)``;
+    ``task``: the task's ``TaskVerification``, whose explanation it carries (bounded)."""
     original = None
     if original_run is not None:
         run_id, namespace, name = original_run
@@ -421,8 +455,48 @@ def replay_run_facet(
         verdict=verdict,
         taskStatus=task_status,
         verifiedAt=verified_at,
+        objects=_object_verdicts(task) if task is not None else None,
+        likelyCauses=_likely_causes(task) if task is not None else None,
         producer=PRODUCER,
     )
+
+
+def _object_verdicts(task: Any) -> list[ObjectVerdict] | None:
+    verdicts = []
+    for difference in task.objects[:FACET_MAX_OBJECTS]:
+        comparison = difference.comparison
+        if comparison is None:
+            verdicts.append(ObjectVerdict(path=difference.path, verdict="differs", summary=difference.change))
+            continue
+        verdicts.append(
+            ObjectVerdict(
+                path=difference.path,
+                verdict=comparison.verdict,
+                format=comparison.format,
+                summary=_cut(comparison.summary),
+                maxAbsDeviation=_number(comparison.max_abs_deviation),
+                maxRelDeviation=_number(comparison.max_rel_deviation),
+                absTol=comparison.tolerance.abs_tol,
+                relTol=comparison.tolerance.rel_tol,
+            )
+        )
+    return verdicts or None
+
+
+def _likely_causes(task: Any) -> list[LikelyCause] | None:
+    causes = [LikelyCause(kind=c.kind, detail=_cut(c.detail)) for c in task.likely_causes[:FACET_MAX_CAUSES]]
+    return causes or None
+
+
+def _number(value: float | None) -> float | str | None:
+    """JSON has no Infinity or NaN: they are sent as strings, as in the verification report."""
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= FACET_MAX_TEXT else text[: FACET_MAX_TEXT - 1] + "…"
 
 
 def execution_parameters_facet(

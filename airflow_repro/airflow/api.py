@@ -7,10 +7,18 @@ path                  verb   what                                          acces
 ====================  =====  ============================================  ============
 ``/manifest``         GET    the recorded run and its task manifests       DAG run GET
 ``/replay``           POST   plan (``dry_run``) or trigger a replay        DAG run POST
+``/plan``             GET    the dry run of a replay (read-only; no         DAG run GET
+                             secrets can be given: their drift says so)
 ``/replays``          GET    the replays of a run                          DAG run GET
 ``/verification``     GET    the stored verification report of a replay    DAG run GET
 ``/verification``     POST   verify a replay, store and return the report  DAG run POST
 ====================  =====  ============================================  ============
+
+``/replay`` (body ``from_task``) and ``/plan`` (query ``from_task``, ``mode``) replay one task
+and everything downstream of it, reusing the recorded outputs of the other tasks; the answer
+lists ``replayed_tasks`` and ``reused_tasks``. An unknown run or task answers 404 (the message
+lists the run's recorded tasks), a malformed task id 422, a replay refused for drift 409; a task
+with nothing downstream is a valid start (the replay runs just it).
 
 Authentication and authorization are Airflow's own (``requires_access_dag`` with the configured
 auth manager): no credentials give 401, a user without the permission gets 403. The POST bodies
@@ -35,7 +43,7 @@ from typing import Any, Literal
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -62,6 +70,11 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
 CREATE_RUN = Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))
+TASK_ID_PATTERN = r"^[\w.-]+$"  # Airflow's own rule for task ids (KEY_REGEX), at most 250 characters
+FROM_TASK_DESCRIPTION = (
+    "Replay this task and everything downstream of it; the other recorded tasks are not run, their "
+    "recorded outputs are reused at their commit ids. Omitted: replay every task."
+)
 
 
 # -- request and response bodies -------------------------------------------------------------------
@@ -82,11 +95,27 @@ class ReplayRequest(_Body):
         description="Values of the recorded run's redacted DAG-run conf entries (dotted keys), given again: "
         "they go into the replay run's conf, never into the plan, the record or an answer.",
     )
+    from_task: str | None = Field(
+        None, min_length=1, max_length=250, pattern=TASK_ID_PATTERN, description=FROM_TASK_DESCRIPTION
+    )
 
 
 class VerificationRequest(_Body):
-    abs_tol: float = Field(0.0, ge=0, allow_inf_nan=False, description="Absolute tolerance of metrics.")
-    rel_tol: float = Field(0.0, ge=0, allow_inf_nan=False, description="Relative tolerance of metrics.")
+    """Neither tolerance given: metrics compare exactly and each output within the tolerance its
+    task declared (``Output(rel_tol=...)``). Either given: the tolerance of the metrics and of
+    every output, overriding the declared ones (``|replay - original| <= abs_tol + rel_tol * |original|``)."""
+
+    abs_tol: float | None = Field(
+        None, ge=0, allow_inf_nan=False, strict=True, description="Absolute tolerance (a JSON number >= 0)."
+    )
+    rel_tol: float | None = Field(
+        None, ge=0, allow_inf_nan=False, strict=True, description="Relative tolerance (a JSON number >= 0)."
+    )
+
+    def tolerance(self) -> Tolerance | None:
+        if self.abs_tol is None and self.rel_tol is None:
+            return None
+        return Tolerance(abs=self.abs_tol or 0.0, rel=self.rel_tol or 0.0)
 
 
 class DriftItem(BaseModel):
@@ -102,6 +131,15 @@ class DriftItem(BaseModel):
     restore_note: str | None = Field(None, description="How it is restored, or why not, and where that was checked.")
     changes: list[str] | None = Field(None, description="What changed, one line each ('numpy 2.4.6 -> 2.5.0').")
     diff: str | None = Field(None, description="Unified diff of the archived and the current code (truncated).")
+    reused: bool | None = Field(
+        None, description="The task is reused (not run) by a replay from a later task: its drift blocks nothing."
+    )
+
+
+class ReusedTaskItem(BaseModel):
+    task_id: str
+    map_index: int = -1
+    commit_id: str = Field(description="The original run's commit whose outputs the replay reuses.")
 
 
 class ReplayResponse(BaseModel):
@@ -114,6 +152,11 @@ class ReplayResponse(BaseModel):
     blocked: bool = Field(description="Whether blocking drift refuses this replay (only false when triggered).")
     plan_digest: str
     drift: list[DriftItem]
+    from_task: str | None = Field(description="The task the replay starts from (null: every task is replayed).")
+    replayed_tasks: list[str] = Field(description="The recorded tasks that run again.")
+    reused_tasks: list[ReusedTaskItem] = Field(
+        description="The recorded task instances that do not run: their recorded outputs are reused."
+    )
 
 
 class ReplaySummary(BaseModel):
@@ -287,22 +330,53 @@ def get_manifest(dag_id: str, run_id: str) -> RunDocument:
 def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest) -> dict[str, Any]:
     backends = _backends()
     with _explain_not_found(dag_id, run_id):
-        plan = service.plan(backends, dag_id, run_id, body.mode, secrets=body.secrets)
+        plan = service.plan(backends, dag_id, run_id, body.mode, secrets=body.secrets, from_task=body.from_task)
     blocked = bool(plan.blocking_drift)
     triggered = False
     if not body.dry_run:
         _trigger(backends, plan, _user_name(user), body.secrets)  # raises ReplayRefused (409) when blocked
         triggered = True
+    return _replay_answer(plan, dry_run=body.dry_run, triggered=triggered, blocked=blocked)
+
+
+@router.get(
+    "/{run_id}/plan",
+    dependencies=[READ_RUN],
+    response_model=ReplayResponse,
+    summary="The dry run of a replay: pins, drift, replayed and reused tasks (read-only)",
+)
+def get_plan(
+    dag_id: str,
+    run_id: str,
+    mode: Literal["pinned", "latest-code"] = Query("pinned", description="As for POST /replay."),
+    from_task: str | None = Query(
+        None, min_length=1, max_length=250, pattern=TASK_ID_PATTERN, description=FROM_TASK_DESCRIPTION
+    ),
+) -> dict[str, Any]:
+    # No secrets on a GET (they would land in logs and history): a run whose conf holds one answers
+    # with a blocking secret_missing drift item that says how to give it (POST /replay).
+    backends = _backends()
+    with _explain_not_found(dag_id, run_id):
+        plan = service.plan(backends, dag_id, run_id, mode, from_task=from_task)
+    return _replay_answer(plan, dry_run=True, triggered=False, blocked=bool(plan.blocking_drift))
+
+
+def _replay_answer(plan: ReplayPlan, *, dry_run: bool, triggered: bool, blocked: bool) -> dict[str, Any]:
     return {
         "dag_id": plan.dag_id,
         "original_run_id": plan.original_run_id,
         "replay_run_id": plan.replay_run_id,
         "mode": plan.mode,
-        "dry_run": body.dry_run,
+        "dry_run": dry_run,
         "triggered": triggered,
         "blocked": blocked,
         "plan_digest": plan.digest,
         "drift": _drift_items(plan.drift, plan.mode),
+        "from_task": plan.from_task,
+        "replayed_tasks": plan.replayed_task_ids,
+        "reused_tasks": [
+            {"task_id": t.task_id, "map_index": t.map_index, "commit_id": t.commit_id} for t in plan.reused_tasks or ()
+        ],
     }
 
 
@@ -377,7 +451,7 @@ def post_verification(dag_id: str, replay_run_id: str, body: VerificationRequest
     backends = _backends()
     with _explain_not_found(dag_id, replay_run_id):
         _require_replay(backends, dag_id, replay_run_id)
-        report = service.verify(backends, dag_id, replay_run_id, Tolerance(abs=body.abs_tol, rel=body.rel_tol))
+        report = service.verify(backends, dag_id, replay_run_id, body.tolerance())
     return report.model_dump(mode="json")
 
 
@@ -415,4 +489,7 @@ def create_app() -> FastAPI:
     app.add_exception_handler(RequestValidationError, handle_invalid_request)
     app.add_exception_handler(Exception, _handle_unexpected)
     app.include_router(router)
+    from airflow_repro.airflow.ui_app import mount_ui  # the UI tab's page and context
+
+    mount_ui(app)
     return app

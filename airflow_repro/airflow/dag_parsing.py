@@ -107,6 +107,7 @@ class CurrentDag:
     tasks: dict[str, CurrentTask]
     code: CodeSnapshot | None
     unrecorded: list[str] = dataclasses.field(default_factory=list)  # plain tasks of the DAG
+    downstream: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # every task: its direct children
 
 
 def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> CurrentDag:
@@ -130,7 +131,12 @@ def current_tasks_of(source: DagFile, conf: Mapping[str, Any]) -> CurrentDag:
         raise _error_from_child(source, answer)
     code = CodeSnapshot.model_validate(answer["code"]) if answer.get("code") else None
     tasks = {task["task_id"]: CurrentTask(**task) for task in answer["tasks"]}
-    return CurrentDag(tasks=tasks, code=code, unrecorded=list(answer.get("unrecorded", [])))
+    return CurrentDag(
+        tasks=tasks,
+        code=code,
+        unrecorded=list(answer.get("unrecorded", [])),
+        downstream={task: list(children) for task, children in answer.get("downstream", {}).items()},
+    )
 
 
 def run_child(command: list[str], request: str, timeout: float) -> dict[str, Any]:
@@ -326,6 +332,7 @@ def _answer(request: Mapping[str, Any]) -> dict[str, Any]:
         "tasks": [dataclasses.asdict(task) for task in tasks.values()],
         "code": code.model_dump(mode="json") if code is not None else None,
         "unrecorded": unrecorded,
+        "downstream": {task.task_id: sorted(task.downstream_task_ids) for task in dag.tasks},
     }
 
 

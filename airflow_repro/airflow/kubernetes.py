@@ -14,6 +14,12 @@ pins (environment, labels, annotations, the shared work volume) to the pod KPO b
 3. after the pod: what ran (``imageID``, node, GPU model and driver) goes into the manifest, and the
    recorder commits outputs and manifest in one commit and links MLflow, as for local tasks.
 
+With ``[repro] k8s_transport = presigned`` (or ``transport=``) there is no shared volume: before
+the pod the worker opens the attempt's lakeFS transaction with a presigned URL per input and output
+(:mod:`airflow_repro.adapters.lakefs_presign`) and puts them in a per-attempt Secret the pod mounts;
+after it, the worker links and checks the uploads and commits through that transaction; the
+Secret and the transaction branch are deleted in any case.
+
 This module imports the provider (and through it ``kubernetes.client``, ~3 s) at import time, because
 the operator subclasses KPO. It is therefore imported only by DAGs that run tasks on Kubernetes:
 ``airflow_repro.airflow.operators`` (loaded with the plugin in every task process) imports it only
@@ -32,9 +38,10 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.sdk.bases.decorator import DecoratedOperator, task_decorator_factory
@@ -46,13 +53,22 @@ from airflow_repro.airflow.record import Attempt, ReproTaskMixin, raise_if_final
 from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.images import ImageRef, digest_of_image_id, require_pinned
 from airflow_repro.core.manifest import EnvironmentPin, Hardware, KubernetesPod, Resources, load_task_manifest
+from airflow_repro.core.ports import StagedObject
 from airflow_repro.core.recorder import PreparedTask, TaskEnvironment, TaskRecorder, manifest_path
 from airflow_repro.core.replay import load_plan
-from airflow_repro.core.spec import Input, TaskSpec
+from airflow_repro.core.spec import DeclaredOutputs, Input, TaskSpec, declared_outputs
 from airflow_repro.errors import ReproUserError
 from airflow_repro.task_formats import NO_RETRY_EXIT_CODE, TERMINATION_MESSAGE_PATH, PodEnv, PodReport
 
+if TYPE_CHECKING:
+    from airflow_repro.adapters.lakefs_presign import OpenTransfer, PresignedTransfers
+
 WORK_CLAIM_OPTION = "k8s_work_volume_claim"
+TRANSPORT_OPTION = "k8s_transport"
+#: Transports without a shared volume: the worker plans each transfer, the pod makes it.
+TRANSFER_TRANSPORTS = ("presigned", "lakefs-secret")
+#: Bytes of the pod's 4 KiB termination message the presigned transport's upload records may take.
+UPLOADS_REPORT_LIMIT = 3000
 REATTACH_OPTIONS = ("reattach_on_restart", "durable")
 
 
@@ -74,6 +90,12 @@ class PodAttempt(Attempt):
     image: ImageRef | None = None  # what the pod runs: the pinned image, or the digest a tag resolved to
     pins: podspec.PodPins | None = None  # set once the inputs are pinned; the pod is built with them
     pod_resources: PodResources | None = None  # a replay's recorded hardware
+    transport: str = "shared-volume"  # how this pod moves data: "shared-volume", "presigned", "lakefs-secret"
+    transfers: PresignedTransfers | None = None  # presigned: the store's transfers, and this attempt's
+    transfer: OpenTransfer | None = None
+    transfer_secret: tuple[str, str] | None = None  # (namespace, name) of the Secret holding the URLs
+    uploads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # what the pod reported
+    linked: dict[str, StagedObject] = dataclasses.field(default_factory=dict)  # checked, on the tx branch
 
 
 class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
@@ -94,6 +116,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         secrets given as KPO ``secrets=[Secret(...)]`` or ``env_from`` are recorded by name too.
     :param work_volume_claim: PersistentVolumeClaim holding ``[repro] work_dir`` (read-write-many),
         mounted at the same path in the pod (default: ``[repro] k8s_work_volume_claim``).
+    :param transport: how the pod reads inputs and hands over outputs: ``"shared-volume"``,
+        ``"presigned"``, ``"auto"`` or ``"lakefs-secret"`` (default: ``[repro] k8s_transport``;
+        docs/kubernetes.md).
     """
 
     # The image is checked (pinned) when the DAG is parsed, so it is not rendered as a template.
@@ -105,13 +130,14 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         *,
         image: str,
         inputs: Mapping[str, Input] | None = None,
-        outputs: Collection[str] = (),
+        outputs: DeclaredOutputs = (),
         seed: int | None = None,
         repository: str | None = None,
         resources: Resources | Mapping[str, Any] | None = None,
         secret_names: Collection[str] = (),
         resolve_tag: bool = False,
         work_volume_claim: str | None = None,
+        transport: str | None = None,
         **kwargs: Any,
     ) -> None:
         task_id = str(kwargs.get("task_id", "?"))
@@ -139,11 +165,14 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         self.repro_image = image_ref
         self.repro_resolve_tag = resolve_tag
         self.repro_work_volume_claim = work_volume_claim
+        self.repro_transport = transport
         try:
+            paths, tolerances = declared_outputs(self.task_id, outputs)
             self.repro_spec = TaskSpec(
                 task_id=self.task_id,
                 inputs=dict(inputs or {}),
-                outputs=tuple(outputs),
+                outputs=paths,
+                tolerances=tolerances,
                 seed=seed,
                 repository=repository,
                 resources=spec_resources,
@@ -154,6 +183,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             )
             if not getattr(self, "_BaseOperator__from_mapped", False):  # mapped: checked per instance
                 self.repro_spec.for_map_index(-1)
+            self._check_transport_limits()
         except (ReproUserError, ValueError) as exc:
             raise record.naming_the_task(self.task_id, exc) from exc
 
@@ -163,24 +193,40 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
 
     def execute(self, context: Any) -> Any:
         attempt = self._attempt(record.start_attempt(self))
+        if (reused := record.reuse_if_planned(self, context, attempt)) is not None:
+            return reused.return_value  # a replay from a later task: no pod starts
         try:
             attempt.image = self._image_to_run()
         except ReproUserError as exc:  # e.g. the tag does not exist: retrying will not help
             raise AirflowFailException(str(exc)) from exc
-        self._require_work_volume()
-        recorder, prepared = record.prepare(self, context, attempt)
+        try:
+            attempt.transport = self._choose_transport()
+        except ReproUserError as exc:  # a setting to change (e.g. a store that cannot presign): no retry
+            raise AirflowFailException(str(exc)) from exc
+        presigned = attempt.transport in TRANSFER_TRANSPORTS
+        if not presigned:
+            self._require_work_volume()
+        recorder, prepared = record.prepare(self, context, attempt, materialize=not presigned)
         self.remote_pod = None  # KPO sets it to this attempt's pod once the pod has run
         try:
             self._request_recorded_hardware(recorder, prepared)
+            if presigned:
+                self._open_transfer(recorder, prepared)
             attempt.pins = self._pod_pins(prepared)
             result = super().execute(context)
             prepared.env = self._what_ran(prepared)
+            linked = self._link_transfer(prepared) if presigned else None
         except BaseException as exc:
             recorder.abort(prepared, exc)
+            self._close_transfer()
             raise_if_final(exc)
             self._raise_if_pod_failed_for_good(exc)
             raise
-        record.finish(self, context, attempt, recorder, prepared)
+        try:
+            with self._committing_through_transfer(recorder):
+                record.finish(self, context, attempt, recorder, prepared, outputs=linked)
+        finally:
+            self._close_transfer()
         return result
 
     def _raise_if_pod_failed_for_good(self, exc: BaseException) -> None:
@@ -224,12 +270,30 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             **(pod.metadata.annotations or {}),
             **podspec.pod_annotations(pins, image=str(image), resolved_from_tag=self._resolved_from_tag()),
         }
+        if attempt.transfer_secret is not None:
+            self._mount_transfer(pod, container, *attempt.transfer_secret)
+            return pod
         claim = self._work_volume_claim()
         if claim:
             volume, mount = podspec.work_volume(claim, str(attempt.settings.work_dir))
             pod.spec.volumes = [*(pod.spec.volumes or []), podspec.to_model(volume, "V1Volume")]
             container.volume_mounts = [*(container.volume_mounts or []), podspec.to_model(mount, "V1VolumeMount")]
         return pod
+
+    def _mount_transfer(self, pod: Any, container: Any, namespace: str, secret_name: str) -> None:
+        """The attempt's Secret as a read-only file, and pod-local scratch; no shared volume."""
+        if pod.metadata.namespace != namespace:
+            raise AirflowFailException(
+                f"task {self.task_id}: its pod is in namespace {pod.metadata.namespace!r} but the Secret with its "
+                f"presigned URLs was made in {namespace!r}: give the task namespace= explicitly"
+            )
+        volumes, mounts = podspec.transfer_volumes(secret_name)
+        pod.spec.volumes = [*(pod.spec.volumes or []), *podspec.to_model(volumes, "list[V1Volume]")]
+        container.volume_mounts = [*(container.volume_mounts or []), *podspec.to_model(mounts, "list[V1VolumeMount]")]
+        attempt = self._attempt()
+        if attempt.transport == "lakefs-secret" and attempt.settings and attempt.settings.k8s_lakefs_secret:
+            source = {"secretRef": {"name": attempt.settings.k8s_lakefs_secret}}  # a reference: no value in the spec
+            container.env_from = [*(container.env_from or []), podspec.to_model(source, "V1EnvFromSource")]
 
     @contextlib.contextmanager
     def _requesting(self, resources: PodResources | None) -> Iterator[None]:
@@ -293,6 +357,171 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             "(AIRFLOW__REPRO__K8S_WORK_VOLUME_CLAIM), or give the task work_volume_claim=<claim name>"
         )
 
+    # -- the transport: shared volume or presigned URLs ------------------------------------------
+    def _transport_setting(self) -> str:
+        """``transport=``, else ``[repro] k8s_transport`` (checked as the setting is)."""
+        from airflow_repro.config import OPTIONS, airflow_option
+
+        if self.repro_transport is None:
+            return str(airflow_option(TRANSPORT_OPTION))
+        return str(OPTIONS[TRANSPORT_OPTION].check(TRANSPORT_OPTION, self.repro_transport))
+
+    def _check_transport_limits(self) -> None:
+        """What the presigned transport cannot carry, refused when the DAG is parsed."""
+        mode = self._transport_setting()
+        if mode not in TRANSFER_TRANSPORTS:
+            return
+        folders = [o for o in self.repro_spec.outputs if o.endswith("/")]
+        if folders:
+            raise ReproUserError(
+                f"task {self.task_id}: output folder(s) {folders} cannot travel by the {mode} transport "
+                f"([repro] k8s_transport = {mode}): each upload is planned for one path, known before the pod "
+                "starts. Declare each file (outputs=['reports/a.csv', ...]), or give the task "
+                "transport='shared-volume' (or 'auto')"
+            )
+        if _uploads_report_bytes(self.repro_spec.outputs) > UPLOADS_REPORT_LIMIT:
+            raise ReproUserError(
+                f"task {self.task_id}: its {len(self.repro_spec.outputs)} outputs are too many for the {mode} "
+                "transport, whose pod reports each upload in its termination message (4 KiB in all): declare "
+                "fewer, larger outputs (an archive), or give the task transport='shared-volume'"
+            )
+
+    def _choose_transport(self) -> str:
+        """``"shared-volume"`` or ``"presigned"`` for this attempt; ``auto`` asks lakeFS (``GET /config``)."""
+        mode = self._transport_setting()
+        if mode == "shared-volume":
+            return mode
+        if mode == "lakefs-secret":
+            return self._lakefs_secret_transport()
+        if mode == "auto" and any(o.endswith("/") for o in self.repro_spec.outputs):
+            self.log.info("airflow-repro: task %s has folder outputs; using the shared volume", self.task_id)
+            return "shared-volume"
+        problem = self._presign_problem()
+        if problem is None:
+            return "presigned"
+        if mode == "auto":
+            self.log.info("airflow-repro: %s; using the shared volume ([repro] k8s_transport = auto)", problem)
+            return "shared-volume"
+        raise AirflowFailException(f"task {self.task_id}: [repro] k8s_transport = presigned, but {problem}")
+
+    def _lakefs_secret_transport(self) -> str:
+        from airflow_repro.config import ReproSettings
+
+        settings = ReproSettings.from_airflow_conf()
+        if settings.store_kind != "lakefs":
+            raise AirflowFailException(
+                f"task {self.task_id}: [repro] k8s_transport = lakefs-secret, but the store is the embedded one "
+                "([repro] store_uri): use lakeFS (store_uri = lakefs://<conn_id>) or k8s_transport = shared-volume"
+            )
+        if not settings.k8s_lakefs_secret:
+            raise AirflowFailException(
+                f"task {self.task_id}: [repro] k8s_transport = lakefs-secret needs [repro] k8s_lakefs_secret "
+                "(AIRFLOW__REPRO__K8S_LAKEFS_SECRET): the name of a Kubernetes Secret in the pod's namespace with "
+                "LAKEFS_ENDPOINT, LAKEFS_ACCESS_KEY_ID and LAKEFS_SECRET_ACCESS_KEY"
+            )
+        return "lakefs-secret"
+
+    def _presign_problem(self) -> str | None:
+        """Why the configured store cannot presign for this task (``None``: it can)."""
+        from airflow_repro.adapters.lakefs_presign import PresignedTransfers
+        from airflow_repro.adapters.lakefs_store import LakeFSStore
+        from airflow_repro.backends import build_store
+        from airflow_repro.config import ReproSettings
+
+        settings = ReproSettings.from_airflow_conf()
+        if settings.store_kind != "lakefs":
+            return (
+                "the store is the embedded one ([repro] store_uri), which has no object storage to presign: use "
+                "lakeFS (store_uri = lakefs://<conn_id>) or [repro] k8s_transport = shared-volume"
+            )
+        store = build_store(settings)
+        assert isinstance(store, LakeFSStore)
+        try:
+            repository = self.repro_spec.repository or settings.repository
+            support = PresignedTransfers(store).support(repository)
+        finally:
+            store.close()
+        return None if support.pre_sign_support else support.explain(repository)
+
+    def _open_transfer(self, recorder: TaskRecorder, prepared: PreparedTask) -> None:
+        """The attempt's transaction branch and presigned URLs, in a Secret the pod mounts."""
+        from airflow_repro.adapters.lakefs_presign import PresignedTransfers
+        from airflow_repro.adapters.lakefs_store import LakeFSStore
+
+        attempt = self._attempt()
+        if not isinstance(recorder.store, LakeFSStore):
+            raise AirflowFailException(f"task {self.task_id}: the presigned transport needs the lakeFS store")
+        attempt.transfers = transfers = PresignedTransfers(recorder.store)
+        plan = (prepared.repository, prepared.branch, prepared.inputs, prepared.spec.outputs)
+        if attempt.transport == "lakefs-secret":  # the pod's own credentials; nothing in the plan is secret
+            attempt.transfer = opened = transfers.open_for_pod_credentials(*plan)
+        else:
+            attempt.transfer = opened = transfers.open(*plan)
+            _mask(opened.urls)
+            settings = attempt.settings
+            timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 0
+            required = max(settings.k8s_presign_min_expiry if settings else 0, int(timeout))
+            opened.check_expiry(self.task_id, required, time.time())
+        namespace = self.namespace or self.hook.get_namespace() or "default"
+        name = podspec.transfer_secret_name(opened.tx)
+        body = podspec.transfer_secret(name, prepared.env.identity, json.dumps(opened.pod.to_json()))
+        self.client.create_namespaced_secret(namespace, body)
+        attempt.transfer_secret = (namespace, name)
+        self.log.info(
+            "airflow-repro: %d input(s) and %d output(s) travel through presigned URLs (Secret %s/%s, lakeFS "
+            "transaction %s)",
+            len(opened.pod.inputs),
+            len(opened.pod.outputs),
+            namespace,
+            name,
+            opened.tx,
+        )
+
+    def _link_transfer(self, prepared: PreparedTask) -> dict[str, StagedObject]:
+        """Link the pod's uploads on the transaction branch and check them (size, ETag, content hash)."""
+        attempt = self._attempt()
+        assert attempt.transfers is not None and attempt.transfer is not None
+        attempt.linked = attempt.transfers.link(attempt.transfer, attempt.uploads, task_id=prepared.spec.task_id)
+        return attempt.linked
+
+    @contextlib.contextmanager
+    def _committing_through_transfer(self, recorder: TaskRecorder) -> Iterator[None]:
+        """While the recorder commits, the run branch's commit lands through the transaction branch."""
+        attempt = self._attempt()
+        if attempt.transfers is None or attempt.transfer is None or attempt.prepared is None:
+            yield
+            return
+        from airflow_repro.adapters.lakefs_presign import TransferCommitStore
+
+        store = recorder.store
+        recorder.store = TransferCommitStore(attempt.transfers, attempt.transfer, attempt.linked).as_port()
+        try:
+            yield
+        finally:
+            recorder.store = store
+
+    def _close_transfer(self) -> None:
+        """Delete the attempt's transaction branch (nothing left unmerged) and its Secret."""
+        attempt = self.repro_attempt
+        if not isinstance(attempt, PodAttempt):
+            return
+        if attempt.transfers is not None and attempt.transfer is not None:
+            attempt.transfers.discard(attempt.transfer)
+        if attempt.transfer_secret is not None:
+            namespace, name = attempt.transfer_secret
+            try:
+                self.client.delete_namespaced_secret(name, namespace)
+            except Exception as exc:  # noqa: BLE001 - the task's outcome stands; say what is left
+                if getattr(exc, "status", None) != 404:
+                    self.log.warning(
+                        "airflow-repro: could not delete Secret %s/%s with the attempt's presigned URLs (%s); "
+                        "delete it (label airflow-repro.dev/transfer=presigned)",
+                        namespace,
+                        name,
+                        type(exc).__name__,
+                    )
+            attempt.transfer_secret = None
+
     def _resolved_from_tag(self) -> str | None:
         return None if self.repro_image.is_pinned else str(self.repro_image)
 
@@ -310,6 +539,8 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             mlflow_tracking_uri=run.tracking_uri if run else None,
             report_file=TERMINATION_MESSAGE_PATH,
         )
+        if isinstance(self.repro_attempt, PodAttempt) and self.repro_attempt.transport in TRANSFER_TRANSPORTS:
+            env = _presigned_pod_env(env)
         return podspec.PodPins(
             identity=ident,
             env=env,
@@ -379,7 +610,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
                 image_digest,
                 requested.digest,
             )
-        _check_handed_over(prepared, report.outputs)
+        if self._attempt().transport in TRANSFER_TRANSPORTS:
+            self._attempt().uploads = dict(report.uploads)
+        else:
+            _check_handed_over(prepared, report.outputs)
         _keep_metrics(prepared, report.metrics)
         env = prepared.env
         python = report.python or "unknown"
@@ -505,6 +739,40 @@ def _check_handed_over(prepared: PreparedTask, published: Any) -> None:
             "but the worker finds none there: mount the same ReadWriteMany volume at [repro] work_dir on the "
             f"workers and in the pod ([repro] {WORK_CLAIM_OPTION} = <claim name>, or work_volume_claim=)"
         )
+
+
+def _presigned_pod_env(env: PodEnv) -> PodEnv:
+    """The pins of a pod that moves data through presigned URLs: inputs, outputs and metrics on its
+    own scratch volume, the URLs in the Secret file; nothing on a shared volume."""
+    inputs = {
+        name: dataclasses.replace(pinned, path=Path(podspec.pod_input_path(name, pinned.store_path)))
+        for name, pinned in env.inputs.items()
+    }
+    return dataclasses.replace(
+        env,
+        inputs=inputs,
+        output_uri=None,
+        output_dir=f"{podspec.SCRATCH_MOUNT}/outputs",
+        metrics_file=f"{podspec.SCRATCH_MOUNT}/metrics.json",
+        transfer_file=podspec.TRANSFER_FILE,
+    )
+
+
+def _uploads_report_bytes(outputs: Sequence[str]) -> int:
+    """About how much of the pod's report the records of these uploads take (path, size, ETag)."""
+    return sum(len(json.dumps(path)) + len(',:[10000000000,"' + "0" * 32 + '"]') for path in outputs)
+
+
+def _mask(urls: Sequence[str]) -> None:
+    """Presigned URLs are bearer credentials: Airflow's masker hides them (and their query) in logs."""
+    from urllib.parse import urlsplit
+
+    from airflow.sdk.log import mask_secret
+
+    for url in urls:
+        mask_secret(url)
+        if query := urlsplit(url).query:
+            mask_secret(query)
 
 
 def _keep_metrics(prepared: PreparedTask, metrics: Mapping[str, float] | None) -> None:

@@ -379,7 +379,7 @@ def verdict_events(report: Any, original: Any, replayed: Any) -> list[Any]:
     original_date, original_clear = _dag_run_date(dag_id, report.original_run_id)
     replay_dag_run = OpenLineageAdapter.build_dag_run_id(dag_id, replay_date, replay_clear)
     original_dag_run = OpenLineageAdapter.build_dag_run_id(dag_id, original_date, original_clear)
-    status = {(t.task_id, t.map_index): t.status for t in report.tasks}
+    verified = {(t.task_id, t.map_index): t for t in report.tasks}
     originals = {(t.manifest.identity.task_id, t.manifest.identity.map_index): t.manifest for t in original.tasks}
     now = datetime.now(UTC).isoformat()
     parent = parent_run.ParentRunFacet(
@@ -413,8 +413,9 @@ def verdict_events(report: Any, original: Any, replayed: Any) -> list[Any]:
             m.replay,
             original_run=original_run,
             verdict=report.verdict,
-            task_status=status.get(key, "extra"),
+            task_status=verified[key].status if key in verified else "extra",
             verified_at=report.verified_at,
+            task=verified.get(key),
         )
         run_id = OpenLineageAdapter.build_task_instance_run_id(
             dag_id, m.identity.task_id, m.identity.try_number, replay_date, m.identity.map_index

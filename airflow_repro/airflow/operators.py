@@ -29,7 +29,7 @@ from airflow_repro.airflow.record import XCOM_KEY, ReproTaskMixin, raise_if_fina
 from airflow_repro.core.environment import fingerprint_pin, lockfile_pin
 from airflow_repro.core.gpus import resources_from_mapping
 from airflow_repro.core.manifest import EnvironmentPin, Resources
-from airflow_repro.core.spec import Input, TaskSpec
+from airflow_repro.core.spec import DeclaredOutputs, Input, TaskSpec, declared_outputs
 from airflow_repro.errors import EnvironmentNotPinnedError, ReproUserError
 from airflow_repro.task_formats import RESTORED_CODE_ENV
 
@@ -42,6 +42,8 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
     :param outputs: repository paths the callable writes (a trailing ``/`` declares a folder);
         committed together with the task's manifest on the DAG run's branch after success. A mapped
         task's paths hold ``{map_index}`` (``shards/{map_index}.csv``), so its instances write apart.
+        A mapping declares tolerances too: ``{"models/model.pt": Output(rel_tol=1e-5), "log.txt": None}``
+        (recorded in the manifest; ``verify`` compares the output's numbers within it).
     :param seed: the random seed given to the task; ``None`` draws one and records it.
     :param repository: repository for outputs (default: ``[repro] repository``).
     :param lockfile: a pinned requirements file (relative to the DAG file); the callable then
@@ -59,7 +61,7 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         *,
         python_callable: Callable[..., Any],
         inputs: Mapping[str, Input] | None = None,
-        outputs: Collection[str] = (),
+        outputs: DeclaredOutputs = (),
         seed: int | None = None,
         repository: str | None = None,
         lockfile: str | None = None,
@@ -71,10 +73,12 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
         # Quantities are validated as for a pod; an accelerator name is free text here (nothing schedules by it).
         spec_resources = resources_from_mapping(self.task_id, resources, allow_zero_gpu=True, local=True)
         try:
+            paths, tolerances = declared_outputs(self.task_id, outputs)
             self.repro_spec = TaskSpec(
                 task_id=self.task_id,
                 inputs=dict(inputs or {}),
-                outputs=tuple(outputs),
+                outputs=paths,
+                tolerances=tolerances,
                 seed=seed,
                 repository=repository,
                 lockfile=lockfile,
@@ -90,6 +94,8 @@ class ReproPythonOperator(ReproTaskMixin, PythonOperator):
     # -- execution -----------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:
         attempt = record.start_attempt(self)
+        if (reused := record.reuse_if_planned(self, context, attempt)) is not None:
+            return reused.return_value  # a replay from a later task: this one's code does not run
         recorder, prepared = record.prepare(self, context, attempt)
         task_context = runtime.TaskContext.from_file(prepared.context_file)  # as the task's own process reads it
         context[XCOM_KEY] = task_context
@@ -228,7 +234,7 @@ class _ReproDecoratedOperator(DecoratedOperator, ReproPythonOperator):
 
 EXECUTION_MODES = ("local", "kubernetes")
 # Arguments only a pod task uses; a local run of the same DAG ignores them.
-POD_ONLY_ARGUMENTS = ("image", "resolve_tag", "kubernetes", "work_volume_claim")
+POD_ONLY_ARGUMENTS = ("image", "resolve_tag", "kubernetes", "work_volume_claim", "transport")
 
 
 def repro_task(
@@ -253,6 +259,9 @@ def repro_task(
 
         pod_arguments = dict(kwargs.pop("kubernetes", None) or {})
         if not kwargs.get("image") and not pod_arguments.get("image"):
+            if python_callable is None and not kwargs.get("task_id"):
+                # @repro_task(...) with arguments: the task is named after the function it decorates next.
+                return lambda function: repro_task(function, execution=execution, kubernetes=pod_arguments, **kwargs)
             name = kwargs.get("task_id") or getattr(python_callable, "__name__", "?")
             raise ReproUserError(
                 f"task {name}: runs in a Kubernetes pod ([repro] "

@@ -39,6 +39,7 @@ from airflow_repro.core.archive import ArchiveObject, archive_digest
 from airflow_repro.core.code_snapshot import CodeSnapshot
 from airflow_repro.core.environment import hardware, versions
 from airflow_repro.core.manifest import AirflowIdentity, CodeVersion, EnvironmentPin, Parameters, ReplayInfo
+from airflow_repro.core.ports import StagedObject
 from airflow_repro.core.recorder import PreparedTask, RecordedAttempt, TaskEnvironment, TaskRecorder
 from airflow_repro.core.redaction import Redactor, is_redacted, redacted_paths
 from airflow_repro.core.replay import ReplayMarker, ReplayPlan, TaskPins, load_plan
@@ -169,8 +170,74 @@ def start_attempt(operator: ReproTaskMixin) -> Attempt:
     return attempt
 
 
-def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple[TaskRecorder, PreparedTask]:
-    """Settings, recorder and the attempt's facts; inputs pinned and the workspace laid out."""
+@dataclasses.dataclass(frozen=True)
+class Reused:
+    """A task a replay from a later task does not run: ``execute`` returns ``return_value``."""
+
+    return_value: Any
+
+
+def reuse_if_planned(operator: RecordedOperator, context: Any, attempt: Attempt) -> Reused | None:
+    """In a replay from a later task, record this task as reused instead of running it.
+
+    Called first in every recorded operator's ``execute``, before anything of the task runs (no
+    user code, no pod): the original outputs are committed on the replay's branch with a manifest
+    saying so, and the original run's return value is returned (its downstream tasks pull it)."""
+    marker = ReplayMarker.from_conf(getattr(context["dag_run"], "conf", None))
+    if marker is None:
+        return None
+    from airflow_repro.backends import Backends
+    from airflow_repro.core.reuse import commit_reused_task
+
+    try:
+        backends = Backends.from_airflow_conf()
+        ident = attempt_identity(context)
+        repository = marker.repository or operator.repro_spec.repository or backends.settings.repository
+        plan = _replay_plan(backends.store, repository, ident, marker)
+        attempt.replay_plan = plan
+        reused = plan.reused(ident.task_id, ident.map_index)
+        if reused is None:
+            return None
+        done = commit_reused_task(
+            backends.store,
+            plan,
+            reused,
+            ident,
+            default_branch=backends.settings.default_branch,
+            work_root=backends.settings.work_dir,
+        )
+    except ReproError as exc:
+        raise_if_final(exc)
+        raise
+    attempt.recorded = RecordedAttempt(
+        manifest=done.manifest, commit=done.commit, reused_commit=done.adopted, tracked_run=None
+    )
+    operator.log.info(
+        "airflow-repro: task reused from run %s at commit %s (the replay starts from task %s): its code did "
+        "not run; its recorded outputs are committed to this run's branch",
+        plan.original_run_id,
+        reused.commit_id,
+        plan.from_task,
+    )
+    _report(operator, context, attempt.recorded)
+    ti = context["ti"]
+    return Reused(
+        ti.xcom_pull(task_ids=ident.task_id, run_id=plan.original_run_id, map_indexes=ident.map_index, default=None)
+    )
+
+
+def _replay_plan(store: Any, repository: str, ident: AirflowIdentity, marker: ReplayMarker) -> ReplayPlan:
+    plan = load_plan(store, repository, ident.dag_id, ident.run_id)
+    if plan.digest != marker.plan_digest:
+        raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
+    return plan
+
+
+def prepare(
+    operator: RecordedOperator, context: Any, attempt: Attempt, *, materialize: bool = True
+) -> tuple[TaskRecorder, PreparedTask]:
+    """Settings, recorder and the attempt's facts; inputs pinned and the workspace laid out
+    (``materialize=False``: inputs pinned, not copied; a pod fetches them itself)."""
     from airflow_repro.airflow.secrets import build_redactor
     from airflow_repro.backends import Backends
 
@@ -187,7 +254,9 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
         attempt.settings, attempt.recorder = settings, recorder
         environment = task_environment(operator, context, build_redactor(settings), attempt)
         environment = _apply_replay_pins(operator, context, attempt, recorder, environment)
-        prepared = recorder.prepare(_spec_with_seed(operator.repro_spec, environment), environment)
+        prepared = recorder.prepare(
+            _spec_with_seed(operator.repro_spec, environment), environment, materialize=materialize
+        )
     except ReproError as exc:
         raise_if_final(exc)
         raise
@@ -196,11 +265,18 @@ def prepare(operator: RecordedOperator, context: Any, attempt: Attempt) -> tuple
 
 
 def finish(
-    operator: RecordedOperator, context: Any, attempt: Attempt, recorder: TaskRecorder, prepared: PreparedTask
+    operator: RecordedOperator,
+    context: Any,
+    attempt: Attempt,
+    recorder: TaskRecorder,
+    prepared: PreparedTask,
+    *,
+    outputs: Mapping[str, StagedObject] | None = None,
 ) -> RecordedAttempt:
-    """Commit the outputs with the manifest (or abort the attempt), then report it in XCom."""
+    """Commit the outputs with the manifest (or abort the attempt), then report it in XCom
+    (``outputs``: already in the store, see :meth:`TaskRecorder.finish`)."""
     try:
-        recorded = recorder.finish(prepared)
+        recorded = recorder.finish(prepared, outputs=outputs)
     except BaseException as exc:
         recorder.abort(prepared, exc)
         raise_if_final(exc)
@@ -251,10 +327,8 @@ def _apply_replay_pins(
         return environment
     ident = environment.identity
     repository = marker.repository or operator.repro_spec.repository or recorder.default_repository
-    plan = load_plan(recorder.store, repository, ident.dag_id, ident.run_id)
+    plan = attempt.replay_plan or _replay_plan(recorder.store, repository, ident, marker)
     attempt.replay_plan = plan
-    if plan.digest != marker.plan_digest:
-        raise ManifestError(f"the replay plan of {ident.run_id!r} does not match the digest its run was given")
     pins = plan.pins_for(ident.task_id, ident.map_index)
     replay = ReplayInfo(
         of_run_id=plan.original_run_id,
@@ -373,17 +447,8 @@ def task_environment(
     if attempt is not None:
         attempt.snapshot = snapshot
     script = restore.archived_script(operator, secret_marker)
-    logical_date = getattr(dag_run, "logical_date", None)
     return TaskEnvironment(
-        identity=AirflowIdentity(
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            map_index=ti.map_index if ti.map_index is not None else -1,
-            try_number=ti.try_number,
-            run_type=str(getattr(dag_run, "run_type", "") or "") or None,
-            logical_date=logical_date.isoformat() if logical_date else None,
-        ),
+        identity=attempt_identity(context),
         code=code_version(operator, ti, snapshot, script),
         environment=pin,
         parameters=parameters,
@@ -393,6 +458,21 @@ def task_environment(
         versions=versions(_repro_version()),
         hardware=hardware(),
         archive=operator.repro_archive(snapshot, pin, script),
+    )
+
+
+def attempt_identity(context: Mapping[str, Any]) -> AirflowIdentity:
+    """The task instance and try this attempt is, as manifests record it."""
+    ti, dag_run = context["ti"], context["dag_run"]
+    logical_date = getattr(dag_run, "logical_date", None)
+    return AirflowIdentity(
+        dag_id=ti.dag_id,
+        run_id=ti.run_id,
+        task_id=ti.task_id,
+        map_index=ti.map_index if ti.map_index is not None else -1,
+        try_number=ti.try_number,
+        run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+        logical_date=logical_date.isoformat() if logical_date else None,
     )
 
 
@@ -495,11 +575,14 @@ __all__ = [
     "Attempt",
     "RecordedOperator",
     "ReproTaskMixin",
+    "Reused",
+    "attempt_identity",
     "code_version",
     "finish",
     "naming_the_task",
     "prepare",
     "raise_if_final",
+    "reuse_if_planned",
     "source_hash",
     "start_attempt",
     "task_environment",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from airflow_repro.airflow import dag_parsing
@@ -19,6 +19,7 @@ from airflow_repro.core.replay import (
     ReplayMarker,
     ReplayMode,
     ReplayPlan,
+    check_from_task,
     conf_with_secrets,
     list_replays,
     load_plan,
@@ -28,13 +29,17 @@ from airflow_repro.core.replay import (
 )
 from airflow_repro.core.runs import StoredRun, load_run
 from airflow_repro.core.verify import (
+    TaskVerification,
     Tolerance,
     VerificationReport,
     add_damage,
     load_report,
+    repeat_report,
     run_damage,
     save_report,
+    store_comparer,
     verify_replay,
+    without_secrets,
 )
 from airflow_repro.errors import (
     NotFoundError,
@@ -42,6 +47,7 @@ from airflow_repro.errors import (
     ReplayRefused,
     ReproError,
     ReproInfraError,
+    ReproUserError,
     RunNotFinished,
 )
 
@@ -72,12 +78,19 @@ def dag_run_state(dag_id: str, run_id: str) -> str | None:
 
 # -- replay --------------------------------------------------------------------------------------
 def plan(
-    backends: Backends, dag_id: str, run_id: str, mode: ReplayMode, *, secrets: Mapping[str, Any] | None = None
+    backends: Backends,
+    dag_id: str,
+    run_id: str,
+    mode: ReplayMode,
+    *,
+    secrets: Mapping[str, Any] | None = None,
+    from_task: str | None = None,
 ) -> ReplayPlan:
     """Check every pin of a recorded run against the DAG as it is now; trigger nothing.
 
     ``secrets``: values of the run's redacted DAG-run conf entries (dotted paths), given again;
-    only their markers reach the plan."""
+    only their markers reach the plan. ``from_task``: replay that task and its downstream tasks
+    only, reusing the recorded outputs of the others."""
     source = dag_parsing.dag_file(dag_id)
     state = dag_run_state(dag_id, run_id)
     if state is None:
@@ -85,6 +98,8 @@ def plan(
     if state not in FINISHED_STATES:
         raise RunNotFinished(f"run {run_id!r} of {dag_id!r} is {state}; replay it once it has finished")
     recorded = load_run(backends.store, dag_id, run_id)
+    if from_task is not None and from_task not in {t.manifest.identity.task_id for t in recorded.tasks}:
+        check_from_task(recorded, from_task, {})  # before the parse: an unknown task is said at once
     conf = recorded.tasks[0].manifest.parameters.dag_run_conf if recorded.tasks else {}
     # Parsed last, after the cheap checks, and in a child process that a hanging file cannot block.
     current = dag_parsing.current_tasks_of(source, conf)
@@ -99,6 +114,8 @@ def plan(
         secret_markers=_secret_markers(backends, secrets or {}),
         restore=ArchiveChecks(backends.store, current.code, _redactor(backends)),
         unrecorded_tasks=current.unrecorded,
+        from_task=from_task,
+        downstream=current.downstream,
     )
 
 
@@ -187,8 +204,14 @@ def verify(
 ) -> VerificationReport:
     """Compare a finished replay with the run it replays; store the report with the replay.
 
-    ``deep`` also re-reads both runs' outputs from the store and re-hashes them: a damaged object
-    makes its task differ."""
+    Outputs whose hashes differ are compared by content (streamed from the store) with the
+    built-in comparators and any registered in :data:`airflow_repro.core.comparison.default_registry`.
+    ``tolerance``: None compares metrics exactly and each output within its declared tolerance; a
+    tolerance given is the metrics' and overrides every output's. ``deep`` also re-reads both runs'
+    outputs from the store and re-hashes them: a damaged object makes its task differ."""
+    from airflow_repro.adapters.comparators import install_builtin_comparators
+
+    install_builtin_comparators()
     replayed = load_run(backends.store, dag_id, replay_run_id)
     the_plan = _plan_of(backends, replayed)
     state = dag_run_state(dag_id, replay_run_id)
@@ -200,11 +223,15 @@ def verify(
         original,
         replayed,
         tolerance=tolerance,
+        object_tolerance=tolerance.for_objects() if tolerance is not None else None,
+        comparer=store_comparer(backends.store, original, replayed),
         original_metrics=_metrics(tracker, original),
         replay_metrics=_metrics(tracker, replayed),
     )
     if deep:
         report = add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
+    redactor = _redactor(backends)  # what comparisons quote of the outputs may hold secrets
+    report = without_secrets(report, redactor.redact, redactor.is_sensitive_key)
     save_report(backends.store, replayed.repository, report)
     _tag_tracked_runs(tracker, replayed, report)
     from airflow_repro.airflow.lineage import emit_verdict  # OpenLineage only when it is on
@@ -234,6 +261,83 @@ def stored_report(backends: Backends, dag_id: str, replay_run_id: str, *, deep: 
     return add_damage(report, run_damage(backends.store, original), run_damage(backends.store, replayed))
 
 
+ReplayRunner = Callable[[ReplayPlan], str]
+
+
+def trigger_and_wait(
+    backends: Backends, *, triggered_by: str, user: str | None, timeout: float, secrets: Mapping[str, Any] | None = None
+) -> ReplayRunner:
+    """A runner for :func:`repeat`: trigger the planned replay, wait for it; its run id."""
+
+    def run(replay: ReplayPlan) -> str:
+        run_id = trigger(backends, replay, triggered_by=triggered_by, user=user, secrets=secrets)
+        wait(replay.dag_id, run_id, timeout=timeout)
+        return run_id
+
+    return run
+
+
+def repeat(
+    backends: Backends,
+    report: VerificationReport,
+    times: int,
+    run: ReplayRunner,
+    *,
+    secrets: Mapping[str, Any] | None = None,
+) -> VerificationReport:
+    """``verify --repeat N``: replay the original ``times`` more times on the same pins (the verified
+    replay's mode), then say, for each task that did not verify identical, whether the replays
+    agree with each other (intrinsic nondeterminism) or only not with the original (drift).
+    The report, with ``repeats``, is stored with the verified replay again."""
+    if times < 1:
+        raise ReproUserError(f"--repeat must be at least 1, got {times}")
+    differing = [(t.task_id, t.map_index) for t in report.tasks if t.status != "identical"]
+    if not differing:
+        return report
+    verified = load_run(backends.store, report.dag_id, report.replay_run_id)
+    mode = _plan_of(backends, verified).mode
+    start = _repeat_start(backends, report, mode, secrets)
+    runs = []
+    for _ in range(times):
+        again = plan(backends, report.dag_id, report.original_run_id, mode, secrets=secrets, from_task=start)
+        run_id = run(again)
+        try:
+            runs.append(load_run(backends.store, report.dag_id, run_id))
+        except NotFoundError:  # a replay that failed before recording anything: counted as incomplete
+            log.warning("repeat %s recorded nothing", run_id)
+    original = load_run(backends.store, report.dag_id, report.original_run_id)
+    scope = (
+        f"from task {start} (it and its downstream tasks run again, the others' recorded outputs are reused)"
+        if start is not None
+        else "the whole run"
+    )
+    repeats = repeat_report(original, [verified, *runs], differing).model_copy(
+        update={
+            "note": f"each repeat replays {scope} on the recorded pins (mode {mode}); "
+            "the tasks compared are those that did not verify identical, by output hashes"
+        }
+    )
+    report = report.model_copy(update={"repeats": repeats})
+    save_report(backends.store, verified.repository, report)
+    return report
+
+
+def _repeat_start(
+    backends: Backends, report: VerificationReport, mode: ReplayMode, secrets: Mapping[str, Any] | None
+) -> str | None:
+    """The earliest task that did not verify identical, where replaying from it runs every such
+    task again; else None (the whole run is replayed)."""
+    differing = [t.task_id for t in report.tasks if t.status != "identical"]  # in the order the run recorded them
+    if not differing or differing[0] == report.tasks[0].task_id:
+        return None
+    try:
+        partial = plan(backends, report.dag_id, report.original_run_id, mode, secrets=secrets, from_task=differing[0])
+    except ReproUserError as exc:
+        log.info("repeats replay the whole run: from task %s is refused: %s", differing[0], exc)
+        return None
+    return differing[0] if set(differing) <= set(partial.replayed_tasks or ()) else None
+
+
 def _tracker_or_none(backends: Backends) -> ExperimentTracker | None:
     try:
         return backends.tracker()
@@ -256,7 +360,7 @@ def _metrics(tracker: ExperimentTracker | None, run: StoredRun) -> dict[tuple[st
 def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: StoredRun, report: VerificationReport) -> None:
     if tracker is None:
         return
-    status = {(t.task_id, t.map_index): t.status for t in report.tasks}
+    by_task = {(t.task_id, t.map_index): t for t in report.tasks}
     body = report.model_dump(mode="json")
     for task in replayed.tasks:
         m = task.manifest
@@ -267,8 +371,29 @@ def _tag_tracked_runs(tracker: ExperimentTracker | None, replayed: StoredRun, re
             experiment_id=m.tracking.mlflow_experiment_id or "",
             tracking_uri=m.tracking.mlflow_tracking_uri or "",
         )
+        verified = by_task.get((m.identity.task_id, m.identity.map_index))
         tags = {
             keys.MLFLOW_VERDICT: report.verdict,
-            keys.MLFLOW_TASK_VERDICT: status.get((m.identity.task_id, m.identity.map_index), "extra"),
+            keys.MLFLOW_TASK_VERDICT: verified.status if verified is not None else "extra",
+            **(_explanation_tags(verified) if verified is not None else {}),
         }
         tracker.log(run, TrackerLog(tags=tags, json_artifacts={"repro/verification.json": body}))
+
+
+#: An MLflow tag of the explanation is cut to this many characters (MLflow allows 8000; a UI shows less).
+MLFLOW_TAG_CHARS = 500
+
+
+def _explanation_tags(task: TaskVerification) -> dict[str, str]:
+    """Short, bounded tags of one task's explanation (the whole report is the JSON artifact)."""
+    tags = {}
+    objects = [o for o in task.objects if o.comparison is not None]
+    if objects:
+        tags[keys.MLFLOW_VERIFY_SUMMARY] = _cut("; ".join(f"{o.path}: {o.comparison.summary}" for o in objects))  # type: ignore[union-attr]
+    if task.likely_causes:
+        tags[keys.MLFLOW_VERIFY_CAUSES] = _cut("; ".join(f"{c.kind}: {c.detail}" for c in task.likely_causes))
+    return tags
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MLFLOW_TAG_CHARS else text[: MLFLOW_TAG_CHARS - 1] + "…"

@@ -39,7 +39,15 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Literal, NamedTuple, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from airflow_repro.errors import ReproError
 
@@ -151,6 +159,23 @@ class ObjectComparison(BaseModel):
                 f"a comparator must bound them (at most {MAX_ITEMS} items, values cut to {MAX_VALUE_CHARS} characters)"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _json_numbers(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # JSON has no Infinity or NaN (an unbounded relative deviation from 0 is inf): in JSON mode
+        # (``model_dump(mode="json")`` too, which reports, APIs and trackers use) they become strings.
+        data = handler(self)
+        return _finite_json(data) if info.mode_is_json() else data
+
+
+def _finite_json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: _finite_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_json(v) for v in value]
+    return value
 
 
 class BytesFallback(NamedTuple):

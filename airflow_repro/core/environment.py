@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
 import re
 import sys
@@ -141,7 +142,28 @@ def versions(repro_version: str | None) -> Versions:
     )
 
 
-@functools.cache
+#: Settings that change how many threads numeric libraries use (and so their summation order).
+THREAD_SETTINGS = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
+
+
+def thread_settings() -> dict[str, str] | None:
+    """The thread settings set in this process's environment (None where none is)."""
+    found = {name: os.environ[name] for name in THREAD_SETTINGS if name in os.environ}
+    return found or None
+
+
 def hardware() -> Hardware:
-    """The machine the worker's process runs on (probed once per process)."""
+    """The machine the worker's process runs on (probed once per process) and its thread settings."""
+    return _host_hardware().model_copy(update={"threads": thread_settings()})
+
+
+@functools.cache
+def _host_hardware() -> Hardware:
     return Hardware(**host().to_dict())

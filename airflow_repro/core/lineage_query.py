@@ -42,9 +42,11 @@ SCHEMA_BASE_URL = (
 )
 FACET_SCHEMA_FILES: dict[str, str] = {
     MANIFEST_FACET_CLASS: "ReproManifestRunFacet-1-0-0.json",
-    REPLAY_FACET_CLASS: "ReproReplayRunFacet-1-0-0.json",
+    REPLAY_FACET_CLASS: "ReproReplayRunFacet-1-1-0.json",
     OBJECT_FACET_CLASS: "ReproObjectDatasetFacet-1-0-0.json",
 }
+#: Earlier versions, still shipped: events already sent name them in their ``_schemaURL``.
+PREVIOUS_FACET_SCHEMA_FILES: tuple[str, ...] = ("ReproReplayRunFacet-1-0-0.json",)
 
 TERMINAL_STATES = ("COMPLETE", "FAIL", "ABORT")
 SHORT_VERSION = 7  # a version prefix at least this long matches, like a short git sha
@@ -59,7 +61,7 @@ def shipped_schemas() -> dict[str, dict[str, Any]]:
     """Our facets' JSON Schemas as shipped in the package, by ``$id`` (no network)."""
     folder = resources.files("airflow_repro") / "schemas" / "openlineage"
     schemas = {}
-    for file_name in sorted(FACET_SCHEMA_FILES.values()):
+    for file_name in sorted([*FACET_SCHEMA_FILES.values(), *PREVIOUS_FACET_SCHEMA_FILES]):
         schema = json.loads((folder / file_name).read_text(encoding="utf-8"))
         schemas[schema["$id"]] = schema
     return schemas

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from airflow_repro.core.comparison import Tolerance
 from airflow_repro.errors import ManifestError
 
 SCHEMA_VERSION: Final = "1.0"
@@ -107,6 +108,9 @@ class DataOutput(_Frozen):
     path: str
     content_hash: str
     size: int = Field(ge=0)
+    tolerance: Tolerance | None = _optional(
+        "The tolerance the task declared for this output (Output(abs_tol=..., rel_tol=...)); unset: exact."
+    )
 
 
 class Parameters(_Frozen):
@@ -147,6 +151,9 @@ class Hardware(_Frozen):
     cpu_model: str | None = None
     memory_bytes: int | None = None
     gpus: list[dict[str, str]] = Field(default_factory=list)
+    threads: dict[str, str] | None = _optional(
+        "Thread settings of the task's process (OMP_NUM_THREADS, MKL_NUM_THREADS, ...) where set."
+    )
 
 
 class Versions(_Frozen):
@@ -168,6 +175,13 @@ class Tracking(_Frozen):
     mlflow_tracking_uri: str | None = None
 
 
+class ReusedFrom(_Frozen):
+    """Where a reused task's outputs come from: the replayed run's commit that holds them."""
+
+    run_id: str
+    commit_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class ReplayInfo(_Frozen):
     """Set on the manifests of a replay: which run it replays, how, and with which plan."""
 
@@ -182,6 +196,9 @@ class ReplayInfo(_Frozen):
     )
     environment: Literal["current", "restored"] | None = _optional(
         "Whether the task ran in the environment as it is now, or one rebuilt from the replayed run's record."
+    )
+    reused_from: ReusedFrom | None = _optional(
+        "Set when the task did not run (a replay from a later task): its outputs are the replayed run's, at this commit."
     )
 
 

@@ -42,3 +42,5 @@ MLFLOW_REPLAY_OF = "repro.replay_of"
 MLFLOW_REPLAY_MODE = "repro.replay_mode"
 MLFLOW_VERDICT = "repro.verify.verdict"
 MLFLOW_TASK_VERDICT = "repro.verify.task_status"
+MLFLOW_VERIFY_SUMMARY = "repro.verify.summary"  # this task's objects: verdicts and largest deviations (bounded)
+MLFLOW_VERIFY_CAUSES = "repro.verify.likely_causes"  # what else differed from the original (bounded)

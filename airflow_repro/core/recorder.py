@@ -161,12 +161,13 @@ class TaskRecorder:
         self.experiment = experiment
 
     # -- before the task -----------------------------------------------------------------------
-    def prepare(self, spec: TaskSpec, env: TaskEnvironment) -> PreparedTask:
+    def prepare(self, spec: TaskSpec, env: TaskEnvironment, *, materialize: bool = True) -> PreparedTask:
         """Check params, make the run branch, pin inputs to commits, lay out the workspace.
 
         ``{map_index}`` in the declared outputs is expanded for the task instance (the returned
         ``spec`` holds the expanded paths). Raises user errors naming the task before any of its
-        code runs.
+        code runs. ``materialize=False``: the inputs are pinned but not copied into the workspace
+        (a pod fetches them itself through presigned URLs).
         """
         ident = env.identity
         spec = spec.for_map_index(ident.map_index)
@@ -189,7 +190,8 @@ class TaskRecorder:
                 workdir / "inputs" / pinned.name / PurePosixPath(pinned.path).name,
                 f"task {spec.task_id}: input {pinned.name!r}",
             )
-            self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
+            if materialize:
+                self.store.materialize(pinned.repository, pinned.commit_id, pinned.path, local)
             materialized[pinned.name] = PinnedInput(
                 name=pinned.name,
                 path=local,
@@ -306,9 +308,13 @@ class TaskRecorder:
         return self.tracker.start_run(self.experiment or ident.dag_id, f"{run_name} try {ident.try_number}", tags)
 
     # -- after the task ------------------------------------------------------------------------
-    def finish(self, prepared: PreparedTask) -> RecordedAttempt:
-        """Commit outputs and manifest in one commit, then link the tracked run to it."""
-        staged = self._stage_outputs(prepared)
+    def finish(self, prepared: PreparedTask, *, outputs: Mapping[str, StagedObject] | None = None) -> RecordedAttempt:
+        """Commit outputs and manifest in one commit, then link the tracked run to it.
+
+        ``outputs``: the outputs already in the store, checked by the caller (a pod uploaded them
+        through presigned URLs); by default they are staged from the workspace's output folder.
+        """
+        staged = dict(outputs) if outputs is not None else self._stage_outputs(prepared)
         ident = prepared.env.identity
         # Before the outputs: a committed manifest never names code or an environment not archived.
         ensure_archived(self.store, prepared.repository, prepared.env.archive, default_branch=self.default_branch)
@@ -396,7 +402,10 @@ class TaskRecorder:
             code=env.code,
             environment=env.environment,
             inputs=prepared.inputs,
-            outputs=[DataOutput(path=p, content_hash=s.content_hash, size=s.size) for p, s in staged.items()],
+            outputs=[
+                DataOutput(path=p, content_hash=s.content_hash, size=s.size, tolerance=prepared.spec.tolerance_for(p))
+                for p, s in staged.items()
+            ],
             output_repository=prepared.repository,
             output_branch=prepared.branch,
             parameters=env.parameters,

@@ -8,6 +8,10 @@ restored. Mode ``pinned`` restores what drifted in code or environment from the 
 only what cannot be restored (a task added or removed, an archive missing, a distribution no index
 serves); mode ``latest-code`` accepts drift of code and environment (and tasks added or removed)
 but never of data or parameters.
+
+A replay from a task (``from_task``) runs that task and everything downstream of it; the other
+recorded tasks are reused (:class:`ReusedTask`): they record the original's outputs at the commit
+that holds them instead of running (:mod:`airflow_repro.core.reuse`), so their drift blocks nothing.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class DriftKind(StrEnum):
     SECRET_MISSING = "secret_missing"
     SECRET_CHANGED = "secret_changed"
     MAP_COUNT_CHANGED = "map_count_changed"
+    OUTPUT_MISSING = "output_missing"
 
 
 #: drift that ``latest-code`` accepts (and records); anything else blocks every mode. A secret
@@ -97,8 +102,13 @@ class Drift(_Frozen):
     restore_note: str | None = _optional("How it is restored, or why it cannot be, and where that was checked.")
     changes: list[str] | None = _optional("What changed, one line each (distributions: 'numpy 2.4.6 -> 2.5.0').")
     diff: str | None = _optional("A unified diff of the archived and the current code (truncated).")
+    reused: bool | None = _optional(
+        "The task is reused by a replay from a later task (it does not run): its drift is reported, blocks nothing."
+    )
 
     def blocks(self, mode: ReplayMode) -> bool:
+        if self.reused:
+            return False
         if self.kind not in CODE_DRIFT:
             return True
         return mode == "pinned" and not self.restorable
@@ -122,6 +132,16 @@ class TaskPins(_Frozen):
     environment: EnvironmentPin | None = _optional("The recorded environment pin: what a pinned replay restores.")
 
 
+class ReusedTask(_Frozen):
+    """A recorded task instance a replay from a later task does not run: it records that it reuses
+    the original's outputs, at the commit that holds them."""
+
+    task_id: str
+    map_index: int = -1
+    commit_id: str = Field(description="The original run's commit holding the task's outputs and manifest.")
+    original_manifest_digest: str
+
+
 class ReplayPlan(CanonicalDocument, _Frozen):
     """Stored on the replay's branch before it is triggered; read by each replayed task."""
 
@@ -140,6 +160,25 @@ class ReplayPlan(CanonicalDocument, _Frozen):
     unrecorded_tasks: list[str] | None = _optional(
         "Tasks of the DAG that are not recorded (plain operators): a replay re-runs them with whatever they read then."
     )
+    from_task: str | None = _optional("The task a partial replay starts from: it and its downstream tasks run.")
+    replayed_tasks: list[str] | None = _optional("With from_task: the recorded tasks that run again.")
+    reused_tasks: list[ReusedTask] | None = _optional(
+        "With from_task: the recorded task instances that do not run; their recorded outputs are reused."
+    )
+
+    @property
+    def replayed_task_ids(self) -> list[str]:
+        """The recorded tasks that run in the replay (every one, unless it starts from a task)."""
+        if self.from_task is not None:
+            return list(self.replayed_tasks or [])
+        return sorted({pins.task_id for pins in self.tasks})
+
+    def reused(self, task_id: str, map_index: int = -1) -> ReusedTask | None:
+        """The recorded outputs ``task_id`` reuses instead of running, or ``None`` if it runs."""
+        for task in self.reused_tasks or ():
+            if task.task_id == task_id and task.map_index == map_index:
+                return task
+        return None
 
     @property
     def blocking_drift(self) -> list[Drift]:
@@ -227,6 +266,8 @@ def plan_replay(
     secret_markers: Mapping[str, str] | None = None,
     restore: RestoreChecks | None = None,
     unrecorded_tasks: Sequence[str] | None = None,
+    from_task: str | None = None,
+    downstream: Mapping[str, Sequence[str]] | None = None,
 ) -> ReplayPlan:
     """Pins for every recorded task and the drift between the record and the DAG as it is now.
 
@@ -237,6 +278,10 @@ def plan_replay(
 
     ``secret_markers``: for each redacted DAG-run conf entry (dotted path) the user gives a value
     for, that value's marker; the recorded conf holds only markers, so a replay needs the values.
+
+    ``from_task``: replay that task and everything downstream of it (``downstream``: each task of
+    the DAG as it is now and the tasks directly downstream of it); the other recorded tasks are
+    reused at their recorded commits, and their drift blocks nothing.
     """
     if mode not in REPLAY_MODES:
         raise ReproUserError(f"unknown replay mode {mode!r}: use one of {', '.join(REPLAY_MODES)}")
@@ -278,6 +323,9 @@ def plan_replay(
         drift.extend(_missing_inputs(store, task_id, [i for m in manifests for i in m.inputs]))
     conf = _original_conf(recorded)
     drift.extend(secret_drift(conf, secret_markers or {}))
+    scope = _scope(recorded, from_task, downstream, store) if from_task is not None else None
+    if scope is not None:
+        drift = scope.mark(drift)
     return ReplayPlan(
         dag_id=recorded.dag_id,
         original_run_id=recorded.run_id,
@@ -290,7 +338,102 @@ def plan_replay(
         drift=drift,
         created_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         unrecorded_tasks=sorted(unrecorded_tasks or ()) or None,
+        from_task=from_task,
+        replayed_tasks=sorted(scope.replayed) if scope is not None else None,
+        reused_tasks=scope.reused if scope is not None else None,
     )
+
+
+# -- replays from a task ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReplayScope:
+    """What a replay from ``from_task`` runs (recorded task ids) and what it reuses."""
+
+    from_task: str
+    replayed: frozenset[str]
+    reused: list[ReusedTask]
+    missing_outputs: list[Drift]
+
+    def mark(self, drift: list[Drift]) -> list[Drift]:
+        """Drift of reused tasks marked as such (it blocks nothing), and unreadable reused outputs added."""
+        reused_ids = {task.task_id for task in self.reused}
+        marked = [d.model_copy(update={"reused": True}) if d.task_id in reused_ids else d for d in drift]
+        return marked + self.missing_outputs
+
+
+def downstream_closure(task_id: str, downstream: Mapping[str, Sequence[str]]) -> set[str]:
+    """``task_id`` and every task downstream of it, directly or not."""
+    found = {task_id}
+    pending = [task_id]
+    while pending:
+        for child in downstream.get(pending.pop(), ()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found
+
+
+def check_from_task(recorded: StoredRun, from_task: str, downstream: Mapping[str, Sequence[str]]) -> None:
+    """Raise :class:`NotFoundError` unless the DAG has ``from_task`` now and the run recorded it."""
+    recorded_ids = sorted({t.manifest.identity.task_id for t in recorded.tasks})
+    listing = f"its recorded tasks are: {', '.join(recorded_ids)}"
+    if from_task not in recorded_ids:
+        raise NotFoundError(
+            f"run {recorded.run_id!r} of {recorded.dag_id!r} recorded no task {from_task!r} to replay from; {listing}"
+        )
+    if from_task not in downstream:
+        raise NotFoundError(
+            f"task {from_task!r} was recorded in run {recorded.run_id!r} but is no longer in DAG "
+            f"{recorded.dag_id!r} (removed or renamed): a replay cannot start from it; {listing}"
+        )
+
+
+def _scope(
+    recorded: StoredRun, from_task: str, downstream: Mapping[str, Sequence[str]] | None, store: VersionedDataStore
+) -> ReplayScope:
+    if downstream is None:
+        raise ReproUserError("a replay from a task needs the DAG's task graph, which the planner was not given")
+    check_from_task(recorded, from_task, downstream)
+    runs = downstream_closure(from_task, downstream)
+    recorded_ids = {t.manifest.identity.task_id for t in recorded.tasks}
+    reused = []
+    missing: list[Drift] = []
+    for view in recorded.tasks:
+        ident = view.manifest.identity
+        if ident.task_id in runs or ident.task_id not in downstream:  # a removed task cannot record its reuse
+            continue
+        reused.append(
+            ReusedTask(
+                task_id=ident.task_id,
+                map_index=ident.map_index,
+                commit_id=view.commit_id,
+                original_manifest_digest=view.manifest.digest,
+            )
+        )
+        missing.extend(_missing_outputs(store, view.manifest, view.commit_id))
+    reused.sort(key=lambda t: (t.task_id, t.map_index))
+    return ReplayScope(
+        from_task=from_task, replayed=frozenset(runs & recorded_ids), reused=reused, missing_outputs=missing
+    )
+
+
+def _missing_outputs(store: VersionedDataStore, manifest: Any, commit_id: str) -> list[Drift]:
+    """A reused task's outputs must still be readable: the replayed tasks read them."""
+    missing = []
+    for output in manifest.outputs:
+        try:
+            store.check_available(manifest.output_repository, commit_id, output.path, output.content_hash)
+        except NotFoundError as exc:
+            missing.append(
+                Drift(
+                    kind=DriftKind.OUTPUT_MISSING,
+                    task_id=manifest.identity.task_id,
+                    detail=f"output {output.path!r} of the reused task can no longer be read: {exc}; "
+                    "replay from this task (or an earlier one) instead",
+                    recorded=f"{manifest.output_repository}@{commit_id}:{output.path}",
+                )
+            )
+    return missing
 
 
 def _pins_of(m: Any) -> TaskPins:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from airflow_repro.core.comparison import Tolerance
 from airflow_repro.core.manifest import Resources
 from airflow_repro.core.naming import validate_ref, validate_repository_name
 from airflow_repro.core.resources import parse_quantity
@@ -94,6 +97,64 @@ class Input:
             validate_ref(self.ref)
 
 
+def check_tolerance(value: object, name: str, *, where: str) -> float:
+    """A tolerance bound as given by a user: a finite number >= 0, or a message with the fix."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ReproUserError(
+            f"{where}: {name} must be a finite number >= 0, got {value!r}: use 0 for an exact comparison "
+            f"or a small bound such as {name}=1e-6"
+        )
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Output:
+    """An output declared with the tolerance verify compares its numbers within.
+
+    ``outputs={"models/model.pt": Output(rel_tol=1e-5)}``: a replayed number ``b`` matches the
+    original ``a`` when ``|b - a| <= abs_tol + rel_tol * |a|`` (numpy ``isclose`` semantics); both
+    0 by default (exact). On a folder (``"reports/"``) it covers every object under it. Text, keys,
+    shapes and dtypes always compare exactly.
+    """
+
+    abs_tol: float = 0.0
+    rel_tol: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_tolerance(self.abs_tol, "abs_tol", where="Output")
+        check_tolerance(self.rel_tol, "rel_tol", where="Output")
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return Tolerance(abs_tol=self.abs_tol, rel_tol=self.rel_tol)
+
+
+DeclaredOutputs = Collection[str] | Mapping[str, "Output | None"]
+
+
+def declared_outputs(task_id: str, outputs: DeclaredOutputs) -> tuple[tuple[str, ...], dict[str, Tolerance]]:
+    """``outputs=`` as a task takes it (paths, or path -> :class:`Output`): the paths and the
+    tolerances declared for some of them."""
+    if isinstance(outputs, str):
+        raise ReproUserError(
+            f"task {task_id}: outputs must be a list of paths, got the string {outputs!r}: write outputs=[{outputs!r}]"
+        )
+    if not isinstance(outputs, Mapping):
+        return tuple(outputs), {}
+    tolerances = {}
+    for path, declared in outputs.items():
+        if declared is None:
+            continue
+        if not isinstance(declared, Output):
+            raise ReproUserError(
+                f"task {task_id}: output {path!r} must map to airflow_repro.Output(abs_tol=..., rel_tol=...) "
+                f"or None, got {type(declared).__name__}: e.g. outputs={{{path!r}: Output(rel_tol=1e-5)}}"
+            )
+        if not declared.tolerance.exact:
+            tolerances[path] = declared.tolerance
+    return tuple(outputs), tolerances
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """The repro-specific declaration of one task."""
@@ -101,6 +162,8 @@ class TaskSpec:
     task_id: str
     inputs: dict[str, Input] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    #: Declared output (or folder, ending in '/') -> the tolerance verify compares it within.
+    tolerances: Mapping[str, Tolerance] = field(default_factory=dict)
     seed: int | None = None
     repository: str | None = None
     lockfile: str | None = None
@@ -114,6 +177,9 @@ class TaskSpec:
             validate_output_path(output, task_id=self.task_id)
         if len(set(self.outputs)) != len(self.outputs):
             raise ReproUserError(f"task {self.task_id}: outputs are listed twice: {list(self.outputs)}")
+        undeclared = sorted(set(self.tolerances) - set(self.outputs))
+        if undeclared:
+            raise ReproUserError(f"task {self.task_id}: tolerances for paths that are not outputs: {undeclared}")
         if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0):
             raise ReproUserError(f"task {self.task_id}: seed must be a non-negative int, got {self.seed!r}")
         if self.repository is not None:
@@ -142,6 +208,13 @@ class TaskSpec:
         except InvalidNameError as exc:
             raise InvalidNameError(f"task {self.task_id}: input {name!r}: {exc}") from exc
 
+    def tolerance_for(self, path: str) -> Tolerance | None:
+        """The tolerance declared for output ``path``: its own, else its nearest declared folder's."""
+        if path in self.tolerances:
+            return self.tolerances[path]
+        folders = [f for f in self.tolerances if f.endswith("/") and path.startswith(f)]
+        return self.tolerances[max(folders, key=len)] if folders else None
+
     def for_map_index(self, map_index: int) -> TaskSpec:
         """The spec of one task instance: ``{map_index}`` in the outputs replaced by ``map_index``.
 
@@ -166,5 +239,7 @@ class TaskSpec:
                 f"{', '.join(map(repr, fixed))}; declare outputs={suggested!r} "
                 f"(or any path with {MAP_INDEX_PLACEHOLDER})"
             )
-        outputs = tuple(o.replace(MAP_INDEX_PLACEHOLDER, str(map_index)) for o in self.outputs)
-        return dataclasses.replace(self, outputs=outputs)
+        index = str(map_index)
+        outputs = tuple(o.replace(MAP_INDEX_PLACEHOLDER, index) for o in self.outputs)
+        tolerances = {p.replace(MAP_INDEX_PLACEHOLDER, index): t for p, t in self.tolerances.items()}
+        return dataclasses.replace(self, outputs=outputs, tolerances=tolerances)

@@ -225,6 +225,13 @@ def test_admin_replays_a_run_then_verifies_it(
         queued = admin.post(f"{runs}/{replay_id}/verification", json={})
         assert queued.status_code == 409 and "queued" in queued.json()["detail"]
         assert admin.post(f"{runs}/{replay_id}/verification", json={"abs_tol": -1}).status_code == 422
+        for field, bad in (("rel_tol", '"1e-5"'), ("abs_tol", "NaN"), ("rel_tol", "-0.1")):  # not a JSON number >= 0
+            refused = admin.post(
+                f"{runs}/{replay_id}/verification",
+                content=f'{{"{field}": {bad}}}'.encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == field, refused.text
         # the original run is not a replay
         original = admin.post(f"{runs}/{recorded_runs.example}/verification", json={})
         assert original.status_code == 404 and "is not a replay" in original.json()["detail"]
@@ -236,6 +243,7 @@ def test_admin_replays_a_run_then_verifies_it(
         stored = admin.get(f"{runs}/{replay_id}/verification")
     report = verified.json()
     assert report["verdict"] == "differs" and report["tolerance"] == {"abs": 0.5, "rel": 0.0}
+    assert report["object_tolerance"] == {"abs_tol": 0.5, "rel_tol": 0.0}  # the same override for every output
     assert {t["task_id"]: t["status"] for t in report["tasks"]} == dict.fromkeys(
         ["ingest", "featurize", "train", "evaluate"], "missing"
     )

@@ -6,11 +6,14 @@ The Airflow session (metadata DB, DAGs folder, repro home) and the MLflow server
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.doubles.lakefs_double import ACCESS_KEY_ID, SECRET_ACCESS_KEY, LakeFSDouble
+from tests.doubles.lakefs_presign import PresignRoutes, presign_routes
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
 from tests.support import airflow_session
 from tests.support.kubernetes import TOKEN, install_k8s_dags
@@ -32,3 +35,37 @@ def fake_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fa
     monkeypatch.setattr(KubernetesHook, "core_v1_client", property(lambda self: api))
     monkeypatch.setattr(KubernetesHook, "is_in_cluster", property(lambda self: False))
     yield api
+
+
+#: What the presigned tests seed on lakeFS's main branch (the DAGs' input ``data/raw.txt``).
+RAW_TEXT = "the pod reads this through a presigned url"
+STORAGE_NAMESPACE = "s3://double-bucket"
+
+
+@pytest.fixture
+def presigned_lakefs(lakefs_double: LakeFSDouble, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PresignRoutes:
+    """The store is lakeFS (the double, S3-backed: it presigns), reached through an Airflow
+    connection as in production; main holds ``data/raw.txt``."""
+    from airflow_repro.adapters.lakefs_store import LakeFSConnection, LakeFSStore
+
+    routes = presign_routes(lakefs_double).configure(blockstore_type="s3")
+    connection = {
+        "conn_type": "lakefs",
+        "host": lakefs_double.url,
+        "login": ACCESS_KEY_ID,
+        "password": SECRET_ACCESS_KEY,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_LAKEFS_DEFAULT", json.dumps(connection))
+    monkeypatch.setenv("AIRFLOW__REPRO__STORE_URI", "lakefs://lakefs_default")
+    monkeypatch.setenv("AIRFLOW__REPRO__LAKEFS_STORAGE_NAMESPACE", STORAGE_NAMESPACE)
+    for name in ("LAKEFS_ENDPOINT", "LAKEFS_ACCESS_KEY_ID", "LAKEFS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    store = LakeFSStore.from_connection(
+        LakeFSConnection(lakefs_double.url, ACCESS_KEY_ID, SECRET_ACCESS_KEY), storage_namespace=STORAGE_NAMESPACE
+    )
+    store.create_repository("repro", exist_ok=True)
+    raw = tmp_path / "raw.txt"
+    raw.write_text(RAW_TEXT)
+    store.commit("repro", "main", {"data/raw.txt": store.stage_file("repro", raw)}, message="seed")
+    store.close()
+    return routes

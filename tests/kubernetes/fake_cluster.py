@@ -9,15 +9,22 @@ kubelet would with the pod spec it gets: it resolves ``env`` (including ``secret
 an interpreter that sees only the standard library and ``airflow_repro.runtime`` (as in an image
 built from images/train-gpu: no Airflow), puts a fake ``nvidia-smi`` on PATH, and reports the
 container's exit code, ``imageID`` and termination message in the pod status.
+
+Secrets can be created and deleted through the API (what the presigned transport does per attempt),
+and the kubelet mounts ``secret`` and ``emptyDir`` volumes: each mount is a folder under the pod's
+root (a Secret's keys as files), and paths under its ``mountPath`` in the container's variables
+are mapped there, as the container would see them at the mount path.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +74,9 @@ class FakeCoreV1Api:
     ran: list[dict[str, Any]] = field(default_factory=list)  # what each container saw
     pods: dict[tuple[str, str], k8s.V1Pod] = field(default_factory=dict)
     api_client: ApiClient = field(default_factory=ApiClient)
+    secret_bodies: list[dict[str, Any]] = field(default_factory=list)  # Secrets exactly as created
+    secret_events: list[tuple[str, str, str]] = field(default_factory=list)  # (create|delete, namespace, name)
+    start_delay_s: float = 0.0  # how long a pod takes to start (image pull, GPU node scale-up)
 
     # -- the CoreV1Api surface PodManager uses --------------------------------------------------
     def create_namespaced_pod(self, body: dict[str, Any], namespace: str, **_: Any) -> k8s.V1Pod:
@@ -102,6 +112,31 @@ class FakeCoreV1Api:
         self.deleted.append(name)
         self.pods.pop((namespace, name), None)
 
+    def create_namespaced_secret(self, namespace: str, body: Any, **_: Any) -> k8s.V1Secret:
+        raw = body if isinstance(body, dict) else self.api_client.sanitize_for_serialization(body)
+        name = raw["metadata"]["name"]
+        if (namespace, name) in self.secrets:
+            raise ApiException(status=409, reason="AlreadyExists")
+        values = {key: base64.b64decode(value).decode() for key, value in (raw.get("data") or {}).items()}
+        values.update(raw.get("stringData") or {})
+        self.secrets[(namespace, name)] = values
+        self.secret_bodies.append(copy.deepcopy(raw))
+        self.secret_events.append(("create", namespace, name))
+        return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
+
+    def read_namespaced_secret(self, name: str, namespace: str, **_: Any) -> k8s.V1Secret:
+        if (namespace, name) not in self.secrets:
+            raise ApiException(status=404, reason="Not Found")
+        encoded = {
+            key: base64.b64encode(value.encode()).decode() for key, value in self.secrets[(namespace, name)].items()
+        }
+        return k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace), data=encoded)
+
+    def delete_namespaced_secret(self, name: str, namespace: str, **_: Any) -> None:
+        if self.secrets.pop((namespace, name), None) is None:
+            raise ApiException(status=404, reason="Not Found")
+        self.secret_events.append(("delete", namespace, name))
+
     # -- the fake kubelet ----------------------------------------------------------------------
     def _kubelet(self, pod: k8s.V1Pod, body: dict[str, Any]) -> None:
         spec = body["spec"]
@@ -110,10 +145,12 @@ class FakeCoreV1Api:
         root.mkdir(parents=True)
         termination_log = root / "termination-log"
         env = self._container_env(container, pod.metadata.namespace, root)
+        env = _mapped(env, self._mount_volumes(spec, container, pod.metadata.namespace, root))
         env["AIRFLOW_REPRO_REPORT_FILE"] = str(termination_log)  # the kubelet mounts it at terminationMessagePath
         argv = list(container.get("command") or []) + list(container.get("args") or [])
         if argv and argv[0] == "python":
             argv = [sys.executable, "-S", *argv[1:]]  # -S: no site-packages, so no Airflow
+        time.sleep(self.start_delay_s)
         started = datetime.now(UTC)
         done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=120, check=False)
         self.ran.append(
@@ -155,6 +192,27 @@ class FakeCoreV1Api:
             ],
         )
 
+    def _mount_volumes(
+        self, spec: dict[str, Any], container: dict[str, Any], namespace: str, root: Path
+    ) -> dict[str, Path]:
+        """``secret`` and ``emptyDir`` volumes as folders under the pod's root: mount path -> folder."""
+        volumes = {volume["name"]: volume for volume in spec.get("volumes") or []}
+        mounted: dict[str, Path] = {}
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes[mount["name"]]
+            folder = root / "mounts" / mount["mountPath"].lstrip("/")
+            if "secret" in volume:
+                folder.mkdir(parents=True)
+                for key, value in self.secrets[(namespace, volume["secret"]["secretName"])].items():
+                    (folder / key).write_text(value)
+                    (folder / key).chmod(volume["secret"].get("defaultMode", 0o644))
+            elif "emptyDir" in volume:
+                folder.mkdir(parents=True)
+            else:
+                continue  # a PersistentVolumeClaim: the fake shares this machine's folders
+            mounted[mount["mountPath"]] = folder
+        return mounted
+
     def _container_env(self, container: dict[str, Any], namespace: str, root: Path) -> dict[str, str]:
         env = {
             "PATH": f"{_fake_gpu_tools(root)}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -172,6 +230,13 @@ class FakeCoreV1Api:
                 ref = var["valueFrom"]["secretKeyRef"]
                 env[var["name"]] = self.secrets[(namespace, ref["name"])][ref["key"]]
         return env
+
+
+def _mapped(env: dict[str, str], mounted: dict[str, Path]) -> dict[str, str]:
+    """The container's variables with paths under a mount path pointing at that mount's folder."""
+    for mount_path, folder in sorted(mounted.items(), key=lambda item: -len(item[0])):
+        env = {name: value.replace(mount_path, str(folder)) for name, value in env.items()}
+    return env
 
 
 def _image_id(image: str) -> str:

@@ -184,6 +184,31 @@ def test_a_kubernetes_task_without_an_image_says_how_to_fix_it() -> None:
         repro_task(lambda: None, execution="kubernetes")
 
 
+def test_a_kubernetes_task_without_an_image_is_named_when_its_dag_is_parsed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``@repro_task(...)`` with arguments learns its name from the function it decorates next."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("AIRFLOW__REPRO__EXECUTION", "kubernetes")
+    dag_file = tmp_path / "no_image.py"
+    dag_file.write_text(
+        "from airflow.sdk import dag\n"
+        "from airflow_repro import repro_task\n"
+        "@dag(dag_id='no_image', schedule=None)\n"
+        "def no_image():\n"
+        "    @repro_task(outputs=['model.pt'], seed=1)\n"
+        "    def train():\n"
+        "        pass\n"
+        "    train()\n"
+        "no_image()\n"
+    )
+    bag = DagBag(dag_folder=str(dag_file))
+    (error,) = bag.import_errors.values()
+    assert "task train: runs in a Kubernetes pod" in error and "but has no image: give image=" in error
+    assert "task ?" not in error
+
+
 def test_execution_must_be_a_string() -> None:
     from airflow_repro.airflow.operators import _execution_mode
 

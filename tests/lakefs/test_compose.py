@@ -1,5 +1,6 @@
-"""docker-compose.yaml, checked without a Docker engine: parsed, every service the docs name is
-there, long-running services are health-checked, and each is wired to the others' real addresses."""
+"""docker-compose.yaml, checked without a Docker engine: parsed (with the variables of the DEV ONLY
+``.env`` that Compose reads by itself), every service the docs name is there, long-running services
+are health-checked, and each is wired to the others' real addresses."""
 
 from __future__ import annotations
 
@@ -19,9 +20,42 @@ AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-proce
 LONG_RUNNING = (*AIRFLOW_SERVICES, "postgres", "lakefs", "mlflow", "marquez", "marquez-db", "marquez-web")
 
 
+COMPOSE_TEXT = (ROOT / "docker-compose.yaml").read_text()
+#: ``${NAME}``, ``${NAME:?message}``, ``${NAME?message}``, ``${NAME:-default}``, ``${NAME-default}`` (Compose's forms).
+VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[?-])(?P<arg>[^}]*))?\}")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines as Compose reads them (comments and blank lines skipped, quotes removed)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.strip()] = value.strip().strip("\"'")
+    return values
+
+
+def interpolate(text: str, variables: dict[str, str]) -> str:
+    """Compose's variable substitution; a required variable that is unset fails as ``compose up`` would."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"] or "", match["arg"] or ""
+        value = variables.get(name)
+        if op.endswith("?") and not value:
+            raise AssertionError(f"docker compose would refuse to start: {name} is unset ({arg})")
+        return value if value else (arg if op.endswith("-") else "")
+
+    return VARIABLE.sub(substitute, text.replace("$$", "\0")).replace("\0", "$")
+
+
 @pytest.fixture(scope="module")
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
+def dotenv() -> dict[str, str]:
+    return read_dotenv(ROOT / ".env")
+
+
+@pytest.fixture(scope="module")
+def compose(dotenv: dict[str, str]) -> dict[str, Any]:
+    return yaml.safe_load(interpolate(COMPOSE_TEXT, dotenv))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +161,27 @@ def test_marquez_and_its_ui_are_wired(services: dict[str, Any]) -> None:
 
 
 def test_development_credentials_are_marked(compose: dict[str, Any]) -> None:
-    text = (ROOT / "docker-compose.yaml").read_text()
-    assert "DEVELOPMENT CREDENTIALS" in text
-    for secret_line in [line for line in text.splitlines() if re.search(r"PASSWORD:|SECRET|FERNET_KEY", line)]:
-        assert "DEV ONLY" in secret_line or "*lakefs" in secret_line, secret_line
+    assert "DEVELOPMENT CREDENTIALS" in COMPOSE_TEXT
+    for line in [line for line in COMPOSE_TEXT.splitlines() if re.search(r"PASSWORD:|SECRET|FERNET_KEY", line)]:
+        assert "DEV ONLY" in line or re.search(r":\s*\"?\$\{REPRO_LAKEFS_\w+:\?", line), line
+
+
+def test_the_lakefs_key_pair_is_written_once_in_the_dev_only_env_file(
+    dotenv: dict[str, str], services: dict[str, Any]
+) -> None:
+    """Compose reads ``.env`` by itself: lakeFS and Airflow's connection take the same pair from it."""
+    key_id, secret = dotenv["REPRO_LAKEFS_ACCESS_KEY_ID"], dotenv["REPRO_LAKEFS_SECRET_ACCESS_KEY"]
+    assert key_id and secret and key_id not in COMPOSE_TEXT and secret not in COMPOSE_TEXT
+    assert "DEV ONLY" in (ROOT / ".env").read_text()
+    used = {m["name"] for m in VARIABLE.finditer(COMPOSE_TEXT.replace("$$", ""))}  # $$ escapes a $
+    assert used <= set(dotenv), f"variables docker-compose.yaml uses but .env does not set: {used - set(dotenv)}"
+    lakefs_env = env_of(services["lakefs"])
+    assert (lakefs_env["LAKEFS_INSTALLATION_ACCESS_KEY_ID"], lakefs_env["LAKEFS_INSTALLATION_SECRET_ACCESS_KEY"]) == (
+        key_id,
+        secret,
+    )
+
+
+def test_without_the_env_file_compose_refuses_to_start_and_says_why() -> None:
+    with pytest.raises(AssertionError, match=r"REPRO_LAKEFS_ACCESS_KEY_ID is unset \(set it in \.env\)"):
+        interpolate(COMPOSE_TEXT, {})

@@ -50,8 +50,8 @@ def test_wrong_credentials_say_how_to_fix_them(lakefs_double: LakeFSDouble) -> N
 def test_collected_data_is_a_clear_replay_error(store: LakeFSStore, lakefs_double: LakeFSDouble) -> None:
     commit = store.commit(REPO, "main", {"a.csv": store.stage_bytes(REPO, b"1,2")}, message="m")
     lakefs_double.collect_garbage(REPO, commit.id, "a.csv")
-    with pytest.raises(ObjectGone) as caught:
-        store.open_object(REPO, commit.id, "a.csv")
+    with pytest.raises(ObjectGone) as caught, store.open_object(REPO, commit.id, "a.csv") as reader:
+        reader.read()
     assert "HTTP 410" in str(caught.value) and "garbage collection" in str(caught.value)
     assert "replay" in str(caught.value) and "repro_keep_" in str(caught.value)
 
@@ -80,13 +80,21 @@ def test_an_unreachable_server_is_store_unavailable() -> None:
 
 
 def test_a_concurrent_change_to_the_same_path_is_a_retryable_conflict(
-    store: LakeFSStore, lakefs_double: LakeFSDouble
+    store: LakeFSStore, lakefs_double: LakeFSDouble, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    lakefs_double.fail_next.append(("/merge/", 409, "conflict found"))
+    other = double_store(lakefs_double)
+    write = store._write_changes
+
+    def write_then_race(repository: str, tx: str, changes: object) -> None:
+        write(repository, tx, changes)  # type: ignore[arg-type]
+        other.commit(REPO, "main", {"a": other.stage_bytes(REPO, b"theirs")}, message="concurrent")
+
+    monkeypatch.setattr(store, "_write_changes", write_then_race)
     with pytest.raises(StoreConflict, match="retry") as caught:
-        store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"1")}, message="m")
-    assert caught.value.retryable
-    assert store.list_objects(REPO, "main") == []
+        store.commit(REPO, "main", {"a": store.stage_bytes(REPO, b"ours")}, message="m")
+    assert caught.value.retryable and "same paths" in str(caught.value)
+    assert [c.message for c in store.log(REPO, "main")] == ["concurrent", "Repository created"]
+    assert store.transaction_branches(REPO) == {}
 
 
 def test_a_commit_whose_answer_was_lost_is_found_not_made_twice(

@@ -77,7 +77,10 @@ def test_every_shipped_schema_is_versioned_immutable_and_named_by_the_spec() -> 
     assert not re.search(r"/(main|master|HEAD|develop)/", lineage_query.SCHEMA_BASE_URL)
     assert lineage_query.SCHEMA_BASE_URL.endswith("/airflow_repro/schemas/openlineage/")
     shipped = sorted(p.name for p in PACKAGE_SCHEMAS.glob("*.json"))
-    assert shipped == sorted(lineage_query.FACET_SCHEMA_FILES.values())
+    previous = lineage_query.PREVIOUS_FACET_SCHEMA_FILES
+    assert shipped == sorted([*lineage_query.FACET_SCHEMA_FILES.values(), *previous])
+    current = {f.rsplit("-", 3)[0]: f for f in lineage_query.FACET_SCHEMA_FILES.values()}
+    assert all(f.rsplit("-", 3)[0] in current and f < current[f.rsplit("-", 3)[0]] for f in previous)
     keys = {
         "ReproManifestRunFacet": lineage_query.MANIFEST_FACET,
         "ReproReplayRunFacet": lineage_query.REPLAY_FACET,
@@ -99,7 +102,7 @@ def test_every_shipped_schema_is_versioned_immutable_and_named_by_the_spec() -> 
         url = lineage_query.facet_schema_url(facet_class)
         assert url == f"{schema['$id']}#/$defs/{facet_class}"
     assert set(lineage_query.shipped_schemas()) == {
-        lineage_query.SCHEMA_BASE_URL + f for f in lineage_query.FACET_SCHEMA_FILES.values()
+        lineage_query.SCHEMA_BASE_URL + f for f in [*lineage_query.FACET_SCHEMA_FILES.values(), *previous]
     }
 
 

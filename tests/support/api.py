@@ -4,7 +4,10 @@ tests rewrite, and what a test knows of the running api-server and the recorded 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from airflow_repro.embedded import Service
+from airflow_repro.embedded import Service, free_port, wait_until_healthy
 from tests.support.airflow_session import DAGS_FOLDER
 
 API = "/repro/api/v1/dags"
@@ -87,6 +90,37 @@ class ApiServer:
     def client(self, user: str | None = None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@contextlib.contextmanager
+def running_api_server(folder: Path, extra_env: dict[str, str] | None = None) -> Iterator[ApiServer]:
+    """A real ``airflow api-server`` on the session's home and DB (SimpleAuthManager: admin, viewer)."""
+    passwords_file = folder / "passwords.json"
+    passwords_file.write_text(json.dumps(PASSWORDS))
+    port = free_port()
+    env = {
+        **os.environ,  # the session's AIRFLOW_HOME, DAGs folder and [repro] settings
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": str(DAG_IMPORT_TIMEOUT_S),
+        **(extra_env or {}),
+    }
+    command = [str(Path(sys.executable).parent / "airflow"), "api-server", "--port", str(port), "--host", "127.0.0.1"]
+    service = Service.spawn("api-server", command, env=env, cwd=folder, log_path=folder / "api-server.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(f"{url}/api/v2/monitor/health", [service], time.monotonic() + 180)
+        tokens = {}
+        for user, password in PASSWORDS.items():
+            response = httpx.post(f"{url}/auth/token", json={"username": user, "password": password}, timeout=30)
+            assert response.status_code == 201, response.text
+            tokens[user] = response.json()["access_token"]
+        yield ApiServer(url=url, service=service, tokens=tokens)
+    finally:
+        service.stop()
 
 
 def run_count(api: ApiServer, dag_id: str) -> int:

@@ -65,6 +65,7 @@ def test_public_api() -> None:
         "DagRunManifest",
         "Input",
         "LocalStore",
+        "Output",
         "ReproError",
         "ReproKubernetesPodOperator",
         "ReproPythonOperator",

@@ -245,7 +245,7 @@ def test_pinned_blocks_every_drift_and_latest_code_only_data_and_params(kind: Dr
     drift = Drift(kind=kind, task_id="t", detail="d")
     assert drift.blocks("pinned")
     assert drift.blocks("latest-code") == (
-        kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING, DriftKind.SECRET_MISSING}
+        kind in {DriftKind.PARAMS_CHANGED, DriftKind.INPUT_MISSING, DriftKind.SECRET_MISSING, DriftKind.OUTPUT_MISSING}
     )
 
 
@@ -341,7 +341,12 @@ def replay_id() -> str:
 def test_a_faithful_replay_verifies_identical(recorder: TaskRecorder, run: StoredRun, replay_id: str) -> None:
     replay = record_pipeline(recorder, replay_id)
     report = verify_replay(run, replay)
-    assert report.verdict == "identical" and report.summary() == {"identical": 2, "differs": 0, "missing": 0}
+    assert report.verdict == "identical" and report.summary() == {
+        "identical": 2,
+        "equivalent": 0,
+        "differs": 0,
+        "missing": 0,
+    }
     assert (report.original_run_id, report.replay_run_id, report.tolerance) == (RUN, replay_id, Tolerance())
     by_task = {t.task_id: t for t in report.tasks}
     assert by_task["train"].objects_compared == 1 and by_task["train"].objects == []
@@ -390,7 +395,12 @@ def test_a_task_missing_from_the_replay(recorder: TaskRecorder, run: StoredRun, 
     record(recorder, replay_id, EXTRACT, {"data/raw.csv": RAW}, conf={"region": "eu"})
     replay = load_run(recorder.store, DAG, replay_id)
     report = verify_replay(run, replay)
-    assert report.verdict == "differs" and report.summary() == {"identical": 1, "differs": 0, "missing": 1}
+    assert report.verdict == "differs" and report.summary() == {
+        "identical": 1,
+        "equivalent": 0,
+        "differs": 0,
+        "missing": 1,
+    }
     train = next(t for t in report.tasks if t.task_id == "train")
     assert train.status == "missing" and train.replay_manifest_digest is None and train.objects_compared == 0
 
@@ -414,7 +424,10 @@ def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(
     assert (difference.name, difference.original, difference.replay) == ("acc", 0.9, 0.9000001)
     assert difference.abs_diff == pytest.approx(1e-7)
     within = verify_replay(run, replay, original_metrics=before, replay_metrics=after, tolerance=Tolerance(abs=1e-3))
-    assert within.verdict == "identical" and within.tolerance == Tolerance(abs=1e-3)
+    # within the tolerance but not equal: equivalent, and the metric is listed as within it
+    assert within.verdict == "equivalent" and within.tolerance == Tolerance(abs=1e-3)
+    (close,) = next(t for t in within.tasks if t.task_id == "train").metrics
+    assert close.name == "acc" and close.within_tolerance
     assert verify_replay(run, replay, original_metrics=before, replay_metrics=before).verdict == "identical"
 
 
@@ -432,7 +445,7 @@ def test_metrics_are_exact_by_default_and_within_a_tolerance_when_given(
 )
 def test_relative_tolerance_and_nan(a: float, b: float, tolerance: Tolerance, matches: bool) -> None:
     assert tolerance.matches(a, b) is matches
-    assert (compare_metrics({"m": a}, {"m": b}, tolerance) == []) is matches
+    assert all(m.within_tolerance for m in compare_metrics({"m": a}, {"m": b}, tolerance)) is matches
 
 
 def test_a_metric_logged_on_one_side_only_differs() -> None:

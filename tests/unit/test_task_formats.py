@@ -43,6 +43,7 @@ def full_pod_env() -> PodEnv:
         mlflow_run_id="abc",
         mlflow_tracking_uri="http://mlflow:5000",
         report_file=podspec.TERMINATION_MESSAGE_PATH,
+        transfer_file=podspec.TRANSFER_FILE,  # the presigned transport's (it leaves output_uri unset)
     )
 
 

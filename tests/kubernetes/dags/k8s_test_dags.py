@@ -94,7 +94,76 @@ def k8s_resolve():
     tagged()
 
 
+@dag(dag_id="k8s_presigned", schedule=None, params={"scale": 2})
+def k8s_presigned():
+    # No shared volume: inputs and outputs travel through presigned URLs (transport="presigned").
+    @repro_task.kubernetes(
+        image=IMAGE,
+        kubernetes={"namespace": "ml"},
+        transport="presigned",
+        inputs={"raw": Input("data/raw.txt", ref="main")},
+        outputs=["data/lengths.txt", "data/count.txt"],
+        seed=3,
+    )
+    def lengths(params=None):
+        ctx = runtime.current()
+        words = ctx.input_path("raw").read_text().split()
+        ctx.output_path("data/lengths.txt").write_text(" ".join(str(len(w) * params["scale"]) for w in words))
+        ctx.output_path("data/count.txt").write_text(str(len(words)))
+        ctx.log_metric("words", len(words))
+
+    @repro_task.kubernetes(
+        image=IMAGE,
+        kubernetes={"namespace": "ml"},
+        transport="presigned",
+        inputs={"lengths": Input("data/lengths.txt")},
+        outputs=["data/total.txt"],
+        seed=3,
+    )
+    def total():
+        import sys
+
+        ctx = runtime.current()
+        assert "airflow" not in sys.modules
+        ctx.output_path("data/total.txt").write_text(
+            str(sum(int(n) for n in ctx.input_path("lengths").read_text().split()))
+        )
+
+    lengths() >> total()
+
+
+@dag(dag_id="k8s_presigned_missing", schedule=None)
+def k8s_presigned_missing():
+    @repro_task.kubernetes(
+        image=IMAGE, kubernetes={"namespace": "ml"}, transport="presigned", outputs=["a.txt", "b.txt"], seed=1
+    )
+    def forgets():
+        runtime.current().output_path("a.txt").write_text("only a")
+
+    forgets()
+
+
+@dag(dag_id="k8s_auto", schedule=None)
+def k8s_auto():
+    # [repro] k8s_transport decides (the tests set it): presigned where lakeFS can presign.
+    @repro_task.kubernetes(
+        image=IMAGE,
+        kubernetes={"namespace": "ml"},
+        inputs={"raw": Input("data/raw.txt", ref="main")},
+        outputs=["up.txt"],
+        seed=1,
+    )
+    def shout():
+        ctx = runtime.current()
+        ctx.output_path("up.txt").write_text(ctx.input_path("raw").read_text().upper())
+
+    shout()
+
+
 k8s_record()
 k8s_operator()
 k8s_failing()
 k8s_resolve()
+k8s_presigned()
+k8s_presigned_missing()
+k8s_auto()
