@@ -336,7 +336,7 @@ TRANSFER_CHUNK = 1024 * 1024
 class PresignedURL:
     """One presigned request: its URL (a bearer credential: never logged) and when it expires."""
 
-    url: str
+    url: str = field(repr=False)
     expires_at: int | None = None  # Unix time; None where the store did not say
     size: int | None = None  # an input's recorded size
     headers: Mapping[str, str] = field(default_factory=dict)  # what the store needs with the request

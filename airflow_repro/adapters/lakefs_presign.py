@@ -29,7 +29,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -82,8 +82,8 @@ class OpenTransfer:
     branch: str  # the run branch the outputs land on
     tx: str  # the hidden transaction branch the uploads are linked on
     base: str  # the run branch's head when ``tx`` was made
-    pod: PresignedTransfer  # what the pod's Secret holds (bearer credentials: never logged)
-    staging: Mapping[str, str]  # output path -> the signed physical address lakeFS links
+    pod: PresignedTransfer = field(repr=False)  # what the pod's Secret holds (bearer credentials: never logged)
+    staging: Mapping[str, str] = field(repr=False)  # output path -> the signed physical address lakeFS links
     pod_uploads_to_lakefs: bool = False  # lakefs-secret: the pod uploads through lakeFS itself, unlinked
 
     @property

@@ -6,9 +6,10 @@ Endpoints (all under ``/repro/api/v1/dags/{dag_id}/runs/{run_id}``):
 path                  verb   what                                          access
 ====================  =====  ============================================  ============
 ``/manifest``         GET    the recorded run and its task manifests       DAG run GET
-``/replay``           POST   plan (``dry_run``) or trigger a replay        DAG run POST
-``/plan``             GET    the dry run of a replay (read-only; no         DAG run GET
-                             secrets can be given: their drift says so)
+``/replay``           POST   plan (``dry_run``) or trigger a replay        DAG run POST,
+                                                                           DAG code GET
+``/plan``             GET    the dry run of a replay (read-only; no         DAG run GET,
+                             secrets can be given: their drift says so)    DAG code GET
 ``/replays``          GET    the replays of a run                          DAG run GET
 ``/verification``     GET    the stored verification report of a replay    DAG run GET
 ``/verification``     POST   verify a replay, store and return the report  DAG run POST
@@ -70,6 +71,8 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
 CREATE_RUN = Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))
+# A plan's drift carries diffs of the DAG's code, which Airflow guards with its own permission.
+READ_CODE = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.CODE))
 TASK_ID_PATTERN = r"^[\w.-]+$"  # Airflow's own rule for task ids (KEY_REGEX), at most 250 characters
 FROM_TASK_DESCRIPTION = (
     "Replay this task and everything downstream of it; the other recorded tasks are not run, their "
@@ -322,7 +325,7 @@ def get_manifest(dag_id: str, run_id: str) -> RunDocument:
 
 @router.post(
     "/{run_id}/replay",
-    dependencies=[CREATE_RUN],
+    dependencies=[CREATE_RUN, READ_CODE],
     response_model=ReplayResponse,
     summary="Replay a recorded run with its pins (a new run of the same DAG)",
     responses={409: {"description": "Blocking drift (body has 'drift'), or the run has not finished"}},
@@ -341,7 +344,7 @@ def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest)
 
 @router.get(
     "/{run_id}/plan",
-    dependencies=[READ_RUN],
+    dependencies=[READ_RUN, READ_CODE],
     response_model=ReplayResponse,
     summary="The dry run of a replay: pins, drift, replayed and reused tasks (read-only)",
 )

@@ -92,7 +92,7 @@ class PodAttempt(Attempt):
     pod_resources: PodResources | None = None  # a replay's recorded hardware
     transport: str = "shared-volume"  # how this pod moves data: "shared-volume", "presigned", "lakefs-secret"
     transfers: PresignedTransfers | None = None  # presigned: the store's transfers, and this attempt's
-    transfer: OpenTransfer | None = None
+    transfer: OpenTransfer | None = dataclasses.field(default=None, repr=False)  # holds the presigned URLs
     transfer_secret: tuple[str, str] | None = None  # (namespace, name) of the Secret holding the URLs
     uploads: dict[str, tuple[int, str]] = dataclasses.field(default_factory=dict)  # what the pod reported
     linked: dict[str, StagedObject] = dataclasses.field(default_factory=dict)  # checked, on the tx branch
@@ -217,8 +217,10 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             prepared.env = self._what_ran(prepared)
             linked = self._link_transfer(prepared) if presigned else None
         except BaseException as exc:
-            recorder.abort(prepared, exc)
-            self._close_transfer()
+            try:
+                recorder.abort(prepared, exc)
+            finally:  # even if the tracker is down: the Secret holds live URLs
+                self._close_transfer()
             raise_if_final(exc)
             self._raise_if_pod_failed_for_good(exc)
             raise
@@ -396,6 +398,13 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if mode == "auto" and any(o.endswith("/") for o in self.repro_spec.outputs):
             self.log.info("airflow-repro: task %s has folder outputs; using the shared volume", self.task_id)
             return "shared-volume"
+        if mode == "auto" and _uploads_report_bytes(self.repro_spec.outputs) > UPLOADS_REPORT_LIMIT:
+            self.log.info(
+                "airflow-repro: task %s has too many outputs for the pod's termination message; using the shared "
+                "volume",
+                self.task_id,
+            )
+            return "shared-volume"
         problem = self._presign_problem()
         if problem is None:
             return "presigned"
@@ -451,6 +460,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         attempt = self._attempt()
         if not isinstance(recorder.store, LakeFSStore):
             raise AirflowFailException(f"task {self.task_id}: the presigned transport needs the lakeFS store")
+        self._check_outlives_sweep(attempt.transport, recorder.store.stale_transaction_age_s)
         attempt.transfers = transfers = PresignedTransfers(recorder.store)
         plan = (prepared.repository, prepared.branch, prepared.inputs, prepared.spec.outputs)
         if attempt.transport == "lakefs-secret":  # the pod's own credentials; nothing in the plan is secret
@@ -477,6 +487,27 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             opened.tx,
         )
 
+    def _check_outlives_sweep(self, transport: str, stale_age_s: float) -> None:
+        """The store deletes transaction branches older than ``stale_age_s`` (a killed writer's
+        leftovers): a pod may run at most half of that. Refused when ``execution_timeout`` is longer;
+        without one, ``presigned`` is bounded by its URLs' expiry, and ``lakefs-secret`` is warned."""
+        limit = stale_age_s / 2
+        timeout = self.execution_timeout.total_seconds() if self.execution_timeout else None
+        if timeout is not None and timeout > limit:
+            raise AirflowFailException(
+                f"task {self.task_id}: execution_timeout ({timeout / 86400:g} days) is too long for the {transport} "
+                f"transport: lakeFS transaction branches older than {stale_age_s / 86400:g} days are swept as "
+                f"leftovers, which would delete this attempt's. Set execution_timeout shorter than "
+                f"{limit / 86400:g} days, or give the task transport='shared-volume'"
+            )
+        if timeout is None and transport == "lakefs-secret":
+            self.log.warning(
+                "airflow-repro: task %s has no execution_timeout; a pod running longer than %g days loses its "
+                "lakeFS transaction branch to the stale-transaction sweep: set execution_timeout",
+                self.task_id,
+                limit / 86400,
+            )
+
     def _link_transfer(self, prepared: PreparedTask) -> dict[str, StagedObject]:
         """Link the pod's uploads on the transaction branch and check them (size, ETag, content hash)."""
         attempt = self._attempt()
@@ -500,27 +531,46 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         finally:
             recorder.store = store
 
+    def on_kill(self) -> None:
+        """The task is killed: the pod goes (KPO), and so do the attempt's Secret and transaction branch."""
+        try:
+            super().on_kill()
+        finally:
+            try:
+                self._close_transfer()
+            except Exception as exc:  # noqa: BLE001 - on_kill must not raise; say what is left
+                self.log.warning("airflow-repro: could not clean up the attempt's transfer (%s)", type(exc).__name__)
+
     def _close_transfer(self) -> None:
-        """Delete the attempt's transaction branch (nothing left unmerged) and its Secret."""
-        attempt = self.repro_attempt
+        """Delete the attempt's transaction branch (nothing left unmerged) and its Secret. Idempotent:
+        each is forgotten once its deletion was tried; the Secret goes even if the branch's deletion fails."""
+        attempt = getattr(self, "repro_attempt", None)
         if not isinstance(attempt, PodAttempt):
             return
-        if attempt.transfers is not None and attempt.transfer is not None:
-            attempt.transfers.discard(attempt.transfer)
-        if attempt.transfer_secret is not None:
-            namespace, name = attempt.transfer_secret
-            try:
-                self.client.delete_namespaced_secret(name, namespace)
-            except Exception as exc:  # noqa: BLE001 - the task's outcome stands; say what is left
-                if getattr(exc, "status", None) != 404:
-                    self.log.warning(
-                        "airflow-repro: could not delete Secret %s/%s with the attempt's presigned URLs (%s); "
-                        "delete it (label airflow-repro.dev/transfer=presigned)",
-                        namespace,
-                        name,
-                        type(exc).__name__,
-                    )
-            attempt.transfer_secret = None
+        transfers, opened = attempt.transfers, attempt.transfer
+        attempt.transfer = None
+        try:
+            if transfers is not None and opened is not None:
+                transfers.discard(opened)
+        finally:
+            self._delete_transfer_secret(attempt)
+
+    def _delete_transfer_secret(self, attempt: PodAttempt) -> None:
+        if attempt.transfer_secret is None:
+            return
+        namespace, name = attempt.transfer_secret
+        attempt.transfer_secret = None
+        try:
+            self.client.delete_namespaced_secret(name, namespace)
+        except Exception as exc:  # noqa: BLE001 - the task's outcome stands; say what is left
+            if getattr(exc, "status", None) != 404:
+                self.log.warning(
+                    "airflow-repro: could not delete Secret %s/%s with the attempt's presigned URLs (%s); "
+                    "delete it (label airflow-repro.dev/transfer=presigned)",
+                    namespace,
+                    name,
+                    type(exc).__name__,
+                )
 
     def _resolved_from_tag(self) -> str | None:
         return None if self.repro_image.is_pinned else str(self.repro_image)

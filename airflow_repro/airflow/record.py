@@ -197,6 +197,7 @@ def reuse_if_planned(operator: RecordedOperator, context: Any, attempt: Attempt)
         attempt.replay_plan = plan
         reused = plan.reused(ident.task_id, ident.map_index)
         if reused is None:
+            _refuse_unrecorded_map_index(plan, ident)
             return None
         done = commit_reused_task(
             backends.store,
@@ -224,6 +225,16 @@ def reuse_if_planned(operator: RecordedOperator, context: Any, attempt: Attempt)
     return Reused(
         ti.xcom_pull(task_ids=ident.task_id, run_id=plan.original_run_id, map_indexes=ident.map_index, default=None)
     )
+
+
+def _refuse_unrecorded_map_index(plan: ReplayPlan, ident: AirflowIdentity) -> None:
+    """A task the plan reuses must not run its code at a map index the original did not have."""
+    if any(task.task_id == ident.task_id for task in plan.reused_tasks or ()):
+        raise ReproUserError(
+            f"task {ident.task_id} is reused by this replay (it starts from {plan.from_task}), but map index "
+            f"{ident.map_index} was not recorded in run {plan.original_run_id!r}: the task expands differently "
+            f"now; replay from {ident.task_id} or an earlier task instead"
+        )
 
 
 def _replay_plan(store: Any, repository: str, ident: AirflowIdentity, marker: ReplayMarker) -> ReplayPlan:

@@ -311,7 +311,7 @@ def repeat(
         if start is not None
         else "the whole run"
     )
-    repeats = repeat_report(original, [verified, *runs], differing).model_copy(
+    repeats = repeat_report(original, [verified, *runs], differing, expected=1 + times).model_copy(
         update={
             "note": f"each repeat replays {scope} on the recorded pins (mode {mode}); "
             "the tasks compared are those that did not verify identical, by output hashes"

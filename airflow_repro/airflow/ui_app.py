@@ -103,7 +103,18 @@ def _user_name(user: Any) -> str | None:
         return None
 
 
+class _PageFiles(StaticFiles):
+    """The tab's files, which only pages of this origin may frame: a sibling site (another port or
+    subdomain, which the Lax session cookie still reaches) cannot overlay the Replay buttons."""
+
+    async def get_response(self, path: str, scope: Any) -> Any:
+        response = await super().get_response(path, scope)
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+        return response
+
+
 def mount_ui(app: FastAPI) -> None:
     """Add the tab's context endpoint and static page to the REST API app (mounted at ``/repro``)."""
     app.include_router(router)  # before the static mount, which would otherwise answer its paths
-    app.mount(UI_PATH, StaticFiles(packages=[UI_PACKAGE]), name="airflow-repro-ui")
+    app.mount(UI_PATH, _PageFiles(packages=[UI_PACKAGE]), name="airflow-repro-ui")

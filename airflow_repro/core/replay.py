@@ -108,7 +108,8 @@ class Drift(_Frozen):
 
     def blocks(self, mode: ReplayMode) -> bool:
         if self.reused:
-            return False
+            # Recorded outputs stand in only for the recorded expansion of a mapped task.
+            return self.kind == DriftKind.MAP_COUNT_CHANGED
         if self.kind not in CODE_DRIFT:
             return True
         return mode == "pinned" and not self.restorable
@@ -357,8 +358,19 @@ class ReplayScope:
     def mark(self, drift: list[Drift]) -> list[Drift]:
         """Drift of reused tasks marked as such (it blocks nothing), and unreadable reused outputs added."""
         reused_ids = {task.task_id for task in self.reused}
-        marked = [d.model_copy(update={"reused": True}) if d.task_id in reused_ids else d for d in drift]
+        marked = [_as_reused(d, self.from_task) if d.task_id in reused_ids else d for d in drift]
         return marked + self.missing_outputs
+
+
+def _as_reused(drift: Drift, from_task: str) -> Drift:
+    update: dict[str, Any] = {"reused": True}
+    if drift.kind == DriftKind.MAP_COUNT_CHANGED:
+        update["restore_note"] = (
+            f"task {drift.task_id} is reused by a replay from {from_task}, but it now expands to a different "
+            "number of map indexes: its recorded outputs cannot stand in for them; start the replay at "
+            f"{drift.task_id} or earlier"
+        )
+    return drift.model_copy(update=update)
 
 
 def downstream_closure(task_id: str, downstream: Mapping[str, Sequence[str]]) -> set[str]:

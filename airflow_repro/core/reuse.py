@@ -57,7 +57,9 @@ def commit_reused_task(
     branch = run_branch_name(identity.dag_id, identity.run_id)
     store.create_branch(repository, branch, default_branch, exist_ok=True)
     mpath = manifest_path(identity.task_id, identity.map_index)
-    earlier = _earlier_commit(store, repository, branch, identity)
+    # Only a later try can find its own earlier commit (Airflow raises the try number on a retry or
+    # a clear); a first try need not walk the branch's history.
+    earlier = _earlier_commit(store, repository, branch, identity) if identity.try_number > 1 else None
     if earlier is not None:
         with store.open_object(repository, earlier.id, mpath) as handle:
             committed = load_task_manifest(handle.read(), expected_digest=earlier.metadata.get(keys.MANIFEST_DIGEST))

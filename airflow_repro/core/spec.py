@@ -99,12 +99,18 @@ class Input:
 
 def check_tolerance(value: object, name: str, *, where: str) -> float:
     """A tolerance bound as given by a user: a finite number >= 0, or a message with the fix."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+    try:  # an int too large for a float (10**400) overflows: refused like an infinite number
+        bound = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        bound = math.inf
+    if not math.isfinite(bound) or bound < 0:
+        # such an int's repr may run to thousands of digits (or past Python's int-to-str limit)
+        shown = "an integer too large for a float" if isinstance(value, int) and bound == math.inf else repr(value)
         raise ReproUserError(
-            f"{where}: {name} must be a finite number >= 0, got {value!r}: use 0 for an exact comparison "
+            f"{where}: {name} must be a finite number >= 0, got {shown}: use 0 for an exact comparison "
             f"or a small bound such as {name}=1e-6"
         )
-    return float(value)
+    return bound
 
 
 @dataclass(frozen=True)

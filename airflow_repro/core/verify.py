@@ -10,8 +10,9 @@ of its tasks' (a task missing from the replay makes it differ).
 
 Which tolerance an object is compared within: an override given to the verification (the CLI's
 ``--abs-tol/--rel-tol``, the API's ``abs_tol/rel_tol``), else the one the original task declared
-for it (``Output(rel_tol=...)``, recorded in its manifest), else the replay's declaration, else
-exact. The same override is the metrics' tolerance (metrics are exact without one).
+for it (``Output(rel_tol=...)``, recorded in its manifest), else exact. What the replay declares
+is ignored: a replay running changed code cannot loosen its own verdict. The same override is
+the metrics' tolerance (metrics are exact without one).
 
 For every task that is not identical, the two manifests are lined up and what they record
 differently (hardware, thread settings, library versions, environment pin, seed, code, inputs)
@@ -358,10 +359,10 @@ def object_tolerance(
     """The tolerance output ``path`` is compared within, and where it came from (see the module doc)."""
     if override is not None:
         return override, "override"
-    for manifest in (original, replay):
-        declared = next((o.tolerance for o in manifest.outputs if o.path == path), None)
-        if declared is not None:
-            return declared, "declared"
+    # only the original's declaration: a replay (running the current code) cannot loosen its own verdict
+    declared = next((o.tolerance for o in original.outputs if o.path == path), None)
+    if declared is not None:
+        return declared, "declared"
     return ObjectTolerance(), "exact"
 
 
@@ -603,13 +604,18 @@ def _inputs(manifest: TaskManifest) -> list[str]:
 
 
 # -- repeats --------------------------------------------------------------------------------------
-def repeat_report(original: StoredRun, replays: Sequence[StoredRun], tasks: Sequence[TaskKey]) -> RepeatReport:
+def repeat_report(
+    original: StoredRun, replays: Sequence[StoredRun], tasks: Sequence[TaskKey], *, expected: int | None = None
+) -> RepeatReport:
     """Whether replays on the same pins agree with each other, task by task (by output hashes).
 
     ``replays``: the verified replay first, then the repeats. Replays that disagree with each other
     show the task is intrinsically nondeterministic; replays that agree with each other but not
     with the original show drift (something about the run changed since the original).
+    ``expected``: how many replays were run (default ``len(replays)``); a repeat that recorded
+    nothing is not in ``replays``, so a task fewer replays recorded is ``incomplete``.
     """
+    expected = len(replays) if expected is None else expected
     originals = {_key(t.manifest): t.manifest for t in original.tasks}
     # a task a replay reused (it started from a later task) did not run there: it proves nothing
     by_run = [{_key(t.manifest): t.manifest for t in run.tasks if not _reused(t)} for run in replays]
@@ -617,7 +623,7 @@ def repeat_report(original: StoredRun, replays: Sequence[StoredRun], tasks: Sequ
     for key in tasks:
         outcomes = [_outcome(run[key]) for run in by_run if key in run]
         recorded = _outcome(originals[key]) if key in originals else None
-        repeated.append(_repeated_task(key, outcomes, recorded, len(replays)))
+        repeated.append(_repeated_task(key, outcomes, recorded, expected))
     return RepeatReport(runs=[r.run_id for r in replays[1:]], tasks=repeated)
 
 

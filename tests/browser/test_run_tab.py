@@ -322,6 +322,9 @@ def test_the_wheel_ships_the_page_and_the_server_serves_it(ui_server: ApiServer,
         plugins = anonymous.get("/api/v2/plugins", headers={"Authorization": f"Bearer {ui_server.tokens['admin']}"})
     assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # only the Airflow UI of this origin may frame the page (no clickjacking from sibling sites)
+    assert page.headers["x-frame-options"] == "SAMEORIGIN"
+    assert "frame-ancestors 'self'" in page.headers["content-security-policy"]
     assert "<script" not in page.text.replace('<script type="module" src="js/run.js"></script>', "")  # no inline JS
     assert outside.status_code == 404
     (plugin,) = [p for p in plugins.json()["plugins"] if p["name"] == "airflow_repro"]

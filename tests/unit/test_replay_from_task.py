@@ -209,6 +209,27 @@ def test_mapped_tasks_are_reused_per_map_index_and_replayed_as_a_whole(
     assert from_shard.replayed_task_ids == ["merge", "shard"] and from_shard.reused_tasks == []
 
 
+def test_a_reused_mapped_task_that_now_expands_differently_blocks_every_mode(
+    recorder: TaskRecorder,
+    store: LocalStore,
+) -> None:
+    shard = TaskSpec(task_id="shard", outputs=("shards/{map_index}.csv",))
+    merge = TaskSpec(task_id="merge", outputs=("merged.csv",))
+    for n in range(3):
+        record(recorder, RUN, shard, {f"shards/{n}.csv": f"shard {n}\n".encode()}, map_index=n)
+    record(recorder, RUN, merge, {"merged.csv": b"all shards\n"})
+    run = load_run(store, DAG, RUN)
+    graph = {"shard": ["merge"], "merge": []}
+    current = changed(current_of(run), "shard", mapped=True, map_count=4)
+
+    for mode in ("pinned", "latest-code"):
+        the_plan = plan_from(run, store, "merge", current=current, graph=graph, mode=mode)
+        (blocking,) = the_plan.blocking_drift  # three recorded outputs cannot stand in for four
+        assert (blocking.kind, blocking.task_id, blocking.reused) == (DriftKind.MAP_COUNT_CHANGED, "shard", True)
+        assert "start the replay at shard or earlier" in (blocking.restore_note or "")
+    assert plan_from(run, store, "shard", current=current, graph=graph, mode="latest-code").blocking_drift == []
+
+
 def test_a_plan_from_a_task_is_saved_and_loads_back_identical(chain: StoredRun, store: LocalStore) -> None:
     the_plan = plan_from(chain, store, "train")
     save_plan(store, the_plan, default_branch="main")

@@ -140,6 +140,27 @@ def test_an_override_replaces_the_declared_tolerance_and_an_undeclared_output_is
     assert loose.tasks[0].objects[0].tolerance_source == "override"
 
 
+def test_only_the_originals_declared_tolerance_counts_not_the_replays(
+    recorder: TaskRecorder, store: LocalStore
+) -> None:
+    # a replay running changed code that now declares a loose tolerance cannot loosen its own verdict
+    original = run_of(recorder, "manual__1", {"train": {"metrics.csv": table(0.75)}})
+    loosened = run_of(recorder, "replay__1", {"train": {"metrics.csv": table(0.8)}}, {"metrics.csv": Output(rel_tol=1)})
+    report = verified(original, loosened, store)
+    assert report.verdict == "differs" and report.tasks[0].objects[0].tolerance_source == "exact"
+    # the original's declaration is used even where the replay declares none or a tighter one
+    declared = run_of(
+        recorder, "manual__2", {"train": {"metrics.csv": table(0.75)}}, {"metrics.csv": Output(abs_tol=1e-6)}
+    )
+    for run_id, outputs in (("replay__2", None), ("replay__3", {"metrics.csv": Output()})):
+        replay = run_of(recorder, run_id, {"train": {"metrics.csv": table(0.75 + 1e-9)}}, outputs)
+        within = verified(declared, replay, store)
+        assert within.verdict == "equivalent" and within.tasks[0].objects[0].tolerance_source == "declared"
+    # an explicit override still replaces it
+    strict = verified(declared, replay, store, object_tolerance=ObjectTolerance())
+    assert strict.verdict == "differs" and strict.tasks[0].objects[0].tolerance_source == "override"
+
+
 def test_the_run_is_the_weakest_of_its_tasks(recorder: TaskRecorder, store: LocalStore) -> None:
     declared = {"metrics.csv": Output(abs_tol=1e-6)}
     original = run_of(
@@ -265,10 +286,18 @@ def test_a_report_written_before_equivalent_existed_still_loads() -> None:
 
 
 # -- declaring tolerances --------------------------------------------------------------------------
-@pytest.mark.parametrize("bad", [-1e-6, math.nan, math.inf, "1e-5", True, None])
+@pytest.mark.parametrize("bad", [-1e-6, math.nan, math.inf, "1e-5", True, None, 10**400, -(10**400)])
 def test_a_tolerance_that_is_negative_or_not_a_number_is_refused_with_the_fix(bad: object) -> None:
     with pytest.raises(ReproUserError, match=r"rel_tol must be a finite number >= 0, got .*use 0 for an exact"):
         Output(rel_tol=bad)  # type: ignore[arg-type]
+
+
+def test_an_int_too_large_for_a_float_is_refused_without_quoting_its_digits() -> None:
+    with pytest.raises(ReproUserError, match=r"abs_tol must be a finite number >= 0, got an integer too large"):
+        Output(abs_tol=10**400)
+    from airflow_repro.core.spec import check_tolerance
+
+    assert check_tolerance(10**300, "abs_tol", where="t") == 1e300 and check_tolerance(1, "rel_tol", where="t") == 1.0
 
 
 def test_outputs_take_paths_or_a_mapping_to_output() -> None:
@@ -386,6 +415,16 @@ def test_repeats_tell_intrinsic_nondeterminism_from_drift(recorder: TaskRecorder
     assert report.tasks[0].conclusion == "drift" and report.tasks[0].agrees_with_original == 0
     incomplete = repeat_report(original, [noisy[0], load_run(recorder.store, DAG, "manual__1")], [("other", -1)])
     assert incomplete.tasks[0].conclusion == "reproduced"
+
+
+def test_a_repeat_that_recorded_nothing_makes_the_report_incomplete_not_drift(recorder: TaskRecorder) -> None:
+    original = run_of(recorder, "manual__1", {"train": {"a.txt": b"a"}})
+    verified_replay = run_of(recorder, "replay__1", {"train": {"a.txt": b"z"}})
+    # --repeat 1 whose one repeat failed before recording: only the verified replay is there
+    (task,) = repeat_report(original, [verified_replay], [("train", -1)], expected=2).tasks
+    assert task.conclusion == "incomplete" and task.replays == 1 and "only 1 of 2" in task.detail
+    (alone,) = repeat_report(original, [verified_replay], [("train", -1)]).tasks  # expected: every replay given
+    assert alone.conclusion == "drift"
 
 
 # -- secrets ---------------------------------------------------------------------------------------
