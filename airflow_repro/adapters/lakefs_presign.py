@@ -140,9 +140,18 @@ class PresignedTransfers:
             return PresignSupport(blockstore_type="unknown", pre_sign_support=False, storage_id=storage_id)
         return PresignSupport(chosen.blockstore_type, bool(chosen.pre_sign_support), storage_id)
 
-    def open(self, repository: str, branch: str, inputs: Sequence[DataInput], outputs: Sequence[str]) -> OpenTransfer:
-        """The transaction branch and a presigned URL per input and output (see the module doc)."""
-        support = self.support(repository)
+    def open(
+        self,
+        repository: str,
+        branch: str,
+        inputs: Sequence[DataInput],
+        outputs: Sequence[str],
+        *,
+        support: PresignSupport | None = None,
+    ) -> OpenTransfer:
+        """The transaction branch and a presigned URL per input and output (see the module doc);
+        ``support``: what :meth:`support` already said of ``repository`` (else it is asked)."""
+        support = support or self.support(repository)
         if not support.pre_sign_support:
             raise ConfigError(support.explain(repository))
         tx, base = self.store.open_transaction(repository, branch)

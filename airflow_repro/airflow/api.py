@@ -42,8 +42,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any, Literal
 
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -51,7 +50,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_repro.airflow import replay as service
-from airflow_repro.airflow.api_guards import handle_invalid_request, public_text, refuse_cross_site
+from airflow_repro.airflow.api_guards import (
+    CREATE_RUN,
+    READ_CODE,
+    READ_RUN,
+    handle_invalid_request,
+    public_text,
+    refuse_cross_site,
+    user_name,
+)
 from airflow_repro.core.replay import CODE_DRIFT, Drift, ReplayPlan
 from airflow_repro.core.runs import RunDocument, load_run, run_document
 from airflow_repro.core.verify import Tolerance, VerificationReport
@@ -69,10 +76,6 @@ from airflow_repro.errors import (
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
-CREATE_RUN = Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))
-# A plan's drift carries diffs of the DAG's code, which Airflow guards with its own permission.
-READ_CODE = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.CODE))
 TASK_ID_PATTERN = r"^[\w.-]+$"  # Airflow's own rule for task ids (KEY_REGEX), at most 250 characters
 FROM_TASK_DESCRIPTION = (
     "Replay this task and everything downstream of it; the other recorded tasks are not run, their "
@@ -248,13 +251,6 @@ def _refusal_message(plan: ReplayPlan) -> str:
     return message
 
 
-def _user_name(user: Any) -> str | None:
-    try:
-        return str(user.get_name())
-    except Exception:  # noqa: BLE001 - any auth manager's user object: without a name, trigger anonymously
-        return None
-
-
 # -- error mapping -----------------------------------------------------------------------------------
 def _error_response(exc: ReproError) -> JSONResponse:
     if isinstance(exc, ReplayRefused):
@@ -337,7 +333,7 @@ def post_replay(dag_id: str, run_id: str, user: GetUserDep, body: ReplayRequest)
     blocked = bool(plan.blocking_drift)
     triggered = False
     if not body.dry_run:
-        _trigger(backends, plan, _user_name(user), body.secrets)  # raises ReplayRefused (409) when blocked
+        _trigger(backends, plan, user_name(user), body.secrets)  # raises ReplayRefused (409) when blocked
         triggered = True
     return _replay_answer(plan, dry_run=body.dry_run, triggered=triggered, blocked=blocked)
 

@@ -15,12 +15,29 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
-from fastapi import HTTPException, Request, status
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+from airflow.api_fastapi.core_api.security import requires_access_dag
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from airflow_repro.config import ReproSettings
 from airflow_repro.errors import ReproError
+
+# Airflow's own permissions, as the endpoints (the REST API's and the tab's) require them.
+READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
+CREATE_RUN = Depends(requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN))
+# A plan's drift carries diffs of the DAG's code, which Airflow guards with its own permission.
+READ_CODE = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.CODE))
+
+
+def user_name(user: Any) -> str | None:
+    """The authenticated user's name, or ``None`` where the auth manager's user object has none."""
+    try:
+        return str(user.get_name())
+    except Exception:  # noqa: BLE001 - any auth manager's user object
+        return None
+
 
 # -- cross-site requests -----------------------------------------------------------------------------
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

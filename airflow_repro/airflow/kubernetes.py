@@ -61,7 +61,7 @@ from airflow_repro.errors import ReproUserError
 from airflow_repro.task_formats import NO_RETRY_EXIT_CODE, TERMINATION_MESSAGE_PATH, PodEnv, PodReport
 
 if TYPE_CHECKING:
-    from airflow_repro.adapters.lakefs_presign import OpenTransfer, PresignedTransfers
+    from airflow_repro.adapters.lakefs_presign import OpenTransfer, PresignedTransfers, PresignSupport
 
 WORK_CLAIM_OPTION = "k8s_work_volume_claim"
 TRANSPORT_OPTION = "k8s_transport"
@@ -91,6 +91,7 @@ class PodAttempt(Attempt):
     pins: podspec.PodPins | None = None  # set once the inputs are pinned; the pod is built with them
     pod_resources: PodResources | None = None  # a replay's recorded hardware
     transport: str = "shared-volume"  # how this pod moves data: "shared-volume", "presigned", "lakefs-secret"
+    presign_support: tuple[str, PresignSupport] | None = None  # (repository, what lakeFS said of it) at the choice
     transfers: PresignedTransfers | None = None  # presigned: the store's transfers, and this attempt's
     transfer: OpenTransfer | None = dataclasses.field(default=None, repr=False)  # holds the presigned URLs
     transfer_secret: tuple[str, str] | None = None  # (namespace, name) of the Secret holding the URLs
@@ -450,6 +451,7 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
             support = PresignedTransfers(store).support(repository)
         finally:
             store.close()
+        self._attempt().presign_support = (repository, support)  # the transfer opens on it: one GET /config
         return None if support.pre_sign_support else support.explain(repository)
 
     def _open_transfer(self, recorder: TaskRecorder, prepared: PreparedTask) -> None:
@@ -466,7 +468,9 @@ class ReproKubernetesPodOperator(ReproTaskMixin, KubernetesPodOperator):
         if attempt.transport == "lakefs-secret":  # the pod's own credentials; nothing in the plan is secret
             attempt.transfer = opened = transfers.open_for_pod_credentials(*plan)
         else:
-            attempt.transfer = opened = transfers.open(*plan)
+            known = attempt.presign_support
+            support = known[1] if known is not None and known[0] == prepared.repository else None
+            attempt.transfer = opened = transfers.open(*plan, support=support)
             _mask(opened.urls)
             settings = attempt.settings
             timeout = self.execution_timeout.total_seconds() if self.execution_timeout else 0

@@ -26,18 +26,18 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from fastapi import APIRouter, Depends, FastAPI
+from airflow.api_fastapi.core_api.security import GetUserDep
+from fastapi import APIRouter, FastAPI
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from airflow_repro.airflow.api_guards import READ_RUN, user_name
 from airflow_repro.config import ReproSettings
 from airflow_repro.errors import ConfigError
 
 UI_PATH = "/ui"
 #: The page inside the package: ``airflow_repro/airflow/ui``.
 UI_PACKAGE = ("airflow_repro.airflow", "ui")
-READ_RUN = Depends(requires_access_dag(method="GET", access_entity=DagAccessEntity.RUN))
 
 
 class BrowserLinks(BaseModel):
@@ -66,7 +66,7 @@ def get_ui_context(dag_id: str, user: GetUserDep) -> dict[str, Any]:
     settings = _settings()
     return {
         "dag_id": dag_id,
-        "user": _user_name(user),
+        "user": user_name(user),
         "can_replay": may_create_runs(user, dag_id),
         "store": settings.store_kind if settings else "local",
         "links": {
@@ -93,13 +93,6 @@ def _settings() -> ReproSettings | None:
     try:
         return ReproSettings.from_airflow_conf()
     except ConfigError:  # the API answers 503 with the reason; the page shows no links meanwhile
-        return None
-
-
-def _user_name(user: Any) -> str | None:
-    try:
-        return str(user.get_name())
-    except Exception:  # noqa: BLE001 - any auth manager's user object
         return None
 
 

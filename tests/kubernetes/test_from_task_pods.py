@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_repro.core.replay import CurrentTask, plan_replay, replay_run_id
+from airflow_repro.core.replay import plan_replay, replay_run_id
 from airflow_repro.core.runs import load_run
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
 from tests.support.airflow_session import load_dag, run_replay
+from tests.support.kubernetes import current_pod_tasks
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 
@@ -23,15 +24,7 @@ def test_a_reused_pod_task_starts_no_pod_and_its_downstream_reads_the_recorded_d
     assert original.state == "success"
     backends = service.Backends.from_airflow_conf()
     recorded = load_run(backends.store, dag.dag_id, original.run_id)
-    current = {
-        t.task_id: CurrentTask(
-            task_id=t.task_id,
-            source_hash=t.repro_source_hash(),
-            environment_digest=t.repro_environment_pin().digest,
-            task_params={"scale": 3},
-        )
-        for t in dag.tasks
-    }
+    current = current_pod_tasks(dag, scale=3)
     plan = plan_replay(
         recorded,
         current,

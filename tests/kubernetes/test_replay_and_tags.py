@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from airflow_repro.core.gpus import task_resources
-from airflow_repro.core.replay import CurrentTask, plan_replay, replay_run_id
+from airflow_repro.core.replay import plan_replay, replay_run_id
 from airflow_repro.core.runs import load_run
 from tests.kubernetes.fake_cluster import FakeCoreV1Api
 from tests.support.airflow_session import load_dag, run_replay
+from tests.support.kubernetes import current_pod_tasks
 
 pytestmark = pytest.mark.usefixtures("repro_env")
 RESOLVED = "sha256:" + "9e" * 32
@@ -37,15 +38,7 @@ def test_a_replay_requests_the_recorded_hardware(repro_env: dict[str, str], fake
     changed = task_resources("produce", cpu="1", memory="1Gi", gpu=2, accelerator="l4")
     produce.container_resources = podspec.to_model(podspec.resource_requirements(changed), "V1ResourceRequirements")
     produce.node_selector = podspec.gpu_node_selector(changed)
-    current = {
-        t.task_id: CurrentTask(
-            task_id=t.task_id,
-            source_hash=t.repro_source_hash(),
-            environment_digest=t.repro_environment_pin().digest,
-            task_params={"scale": 3},
-        )
-        for t in dag.tasks
-    }
+    current = current_pod_tasks(dag, scale=3)
     plan = plan_replay(recorded, current, backends.store, mode="pinned", replay_run_id=replay_run_id(original.run_id))
     assert plan.drift == []
     fake_cluster.created.clear()
@@ -145,15 +138,7 @@ def test_a_pinned_replay_sends_the_archived_script_when_the_function_changed(
 
     task = dag.get_task("total")
     task.python_callable = edited_total
-    current = {
-        t.task_id: CurrentTask(
-            task_id=t.task_id,
-            source_hash=t.repro_source_hash(),
-            environment_digest=t.repro_environment_pin().digest,
-            task_params={"scale": 3},
-        )
-        for t in dag.tasks
-    }
+    current = current_pod_tasks(dag, scale=3)
     plan = plan_replay(
         recorded,
         current,

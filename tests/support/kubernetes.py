@@ -23,6 +23,7 @@ from tests.support import airflow_session
 if TYPE_CHECKING:
     from airflow_repro.airflow.kubernetes import ReproKubernetesPodOperator
     from airflow_repro.core.manifest import Resources
+    from airflow_repro.core.replay import CurrentTask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "sha256:" + "4f" * 32
@@ -111,3 +112,18 @@ def replay_pod_resources(monkeypatch: pytest.MonkeyPatch, op: ReproKubernetesPod
     op._request_recorded_hardware(recorder, prepared)
     assert opened == [("from-marker", "c1")]
     return prepared, op.repro_attempt.pod_resources
+
+
+def current_pod_tasks(dag: Any, **task_params: Any) -> dict[str, CurrentTask]:
+    """What a replay planner sees of ``dag``'s pod tasks now (their code, pin and params)."""
+    from airflow_repro.core.replay import CurrentTask
+
+    return {
+        t.task_id: CurrentTask(
+            task_id=t.task_id,
+            source_hash=t.repro_source_hash(),
+            environment_digest=t.repro_environment_pin().digest,
+            task_params=dict(task_params),
+        )
+        for t in dag.tasks
+    }

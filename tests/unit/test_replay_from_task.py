@@ -188,17 +188,22 @@ def test_an_unknown_start_task_is_refused_with_the_recorded_tasks(chain: StoredR
         plan_from(chain, store, "train", graph=without_train)
 
 
-def test_mapped_tasks_are_reused_per_map_index_and_replayed_as_a_whole(
-    recorder: TaskRecorder,
-    store: LocalStore,
-) -> None:
+SHARDS_GRAPH = {"shard": ["merge"], "merge": []}
+
+
+@pytest.fixture
+def sharded(recorder: TaskRecorder) -> StoredRun:
+    """A run of a task mapped over three shards, and the task that merges them."""
     shard = TaskSpec(task_id="shard", outputs=("shards/{map_index}.csv",))
     merge = TaskSpec(task_id="merge", outputs=("merged.csv",))
     for n in range(3):
         record(recorder, RUN, shard, {f"shards/{n}.csv": f"shard {n}\n".encode()}, map_index=n)
     record(recorder, RUN, merge, {"merged.csv": b"all shards\n"})
-    run = load_run(store, DAG, RUN)
-    graph = {"shard": ["merge"], "merge": []}
+    return load_run(recorder.store, DAG, RUN)
+
+
+def test_mapped_tasks_are_reused_per_map_index_and_replayed_as_a_whole(sharded: StoredRun, store: LocalStore) -> None:
+    run, graph = sharded, SHARDS_GRAPH
 
     from_merge = plan_from(run, store, "merge", graph=graph)
     assert from_merge.replayed_task_ids == ["merge"]
@@ -210,16 +215,9 @@ def test_mapped_tasks_are_reused_per_map_index_and_replayed_as_a_whole(
 
 
 def test_a_reused_mapped_task_that_now_expands_differently_blocks_every_mode(
-    recorder: TaskRecorder,
-    store: LocalStore,
+    sharded: StoredRun, store: LocalStore
 ) -> None:
-    shard = TaskSpec(task_id="shard", outputs=("shards/{map_index}.csv",))
-    merge = TaskSpec(task_id="merge", outputs=("merged.csv",))
-    for n in range(3):
-        record(recorder, RUN, shard, {f"shards/{n}.csv": f"shard {n}\n".encode()}, map_index=n)
-    record(recorder, RUN, merge, {"merged.csv": b"all shards\n"})
-    run = load_run(store, DAG, RUN)
-    graph = {"shard": ["merge"], "merge": []}
+    run, graph = sharded, SHARDS_GRAPH
     current = changed(current_of(run), "shard", mapped=True, map_count=4)
 
     for mode in ("pinned", "latest-code"):
