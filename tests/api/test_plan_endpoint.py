@@ -157,3 +157,21 @@ def test_a_plan_whose_run_needs_a_secret_says_so_without_failing_or_showing_it(a
     assert drift["kind"] == "secret_missing" and drift["blocking"] is True
     assert "'api_token' is a secret" in drift["detail"] and 'API body "secrets"' in drift["detail"]
     assert SECRET not in response.text, "a secret sent on the query string is neither taken nor echoed"
+
+
+def test_every_route_that_answers_a_plan_requires_read_access_to_the_dags_code() -> None:
+    """A plan's drift carries diffs of the DAG's code, which Airflow guards with its own permission
+    (DAG code GET): every SimpleAuthManager role holds it, so this reads the routes' requirements."""
+    from airflow_repro.airflow import api, api_guards
+
+    required = {
+        (route.path, method): route.dependencies
+        for route in api.router.routes
+        for method in getattr(route, "methods", ())
+    }
+    for key in (
+        ("/api/v1/dags/{dag_id}/runs/{run_id}/plan", "GET"),
+        ("/api/v1/dags/{dag_id}/runs/{run_id}/replay", "POST"),
+    ):
+        assert api_guards.READ_CODE in required[key], key
+    assert api_guards.READ_CODE not in required[("/api/v1/dags/{dag_id}/runs/{run_id}/manifest", "GET")]
